@@ -1,0 +1,43 @@
+"""reparam_zoo: structural re-parameterization of CNN blocks, declared in YAML, folded exactly."""
+
+from . import branches as _branches  # noqa: F401  (registers the built-in branch types)
+from .block import RepBlock, build_block
+from .errors import NotApplicable, SpecError
+from .fold import FoldReport, fold_model
+from .spec import (
+    BRANCHES,
+    BlockSpec,
+    BranchSpec,
+    NormSpec,
+    block_model,
+    get_spec,
+    json_schema,
+    list_specs,
+    load_spec,
+    register_branch,
+)
+from .verify import VerifyResult, randomize_norms, verify
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BRANCHES",
+    "BlockSpec",
+    "BranchSpec",
+    "FoldReport",
+    "NormSpec",
+    "NotApplicable",
+    "RepBlock",
+    "SpecError",
+    "VerifyResult",
+    "block_model",
+    "build_block",
+    "fold_model",
+    "get_spec",
+    "json_schema",
+    "list_specs",
+    "load_spec",
+    "randomize_norms",
+    "register_branch",
+    "verify",
+]

@@ -1,0 +1,193 @@
+"""``RepBlock``: the one module that knows branches; trains as a sum, folds to one conv."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import kernels as K
+from .errors import NotApplicable, SpecError
+from .modules import ACTIVATIONS
+from .spec import BRANCHES, BlockSpec, BranchSpec, BranchType, resolve_spec
+from .steps import BlockGeometry, Placement, analyze, finalize, step_kernel
+
+_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    """A planned, validated branch: where it came from and where it sits."""
+
+    name: str  # e.g. "branches.2" or "branches.2#1" for the second copy of a count: 2 branch
+    type: BranchType
+    spec: BranchSpec
+    placement: Placement
+
+
+def _check_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"Expected {name} to be an int >= {minimum} but got {value!r}", name)
+    return value
+
+
+class RepBlock(nn.Module):
+    """A block trained as parallel linear branches and folded into one conv.
+
+    ``RepBlock(spec, in_channels, out_channels, stride=1, groups=1)`` builds the
+    training form; ``spec`` is a :class:`BlockSpec`, a shipped spec name, a YAML path,
+    YAML text or a mapping. Every cross-field rule is checked here, before any forward,
+    and broken ones raise :class:`SpecError` naming the file, the branch and the rule.
+
+    The pre-activation output is exactly ``conv(x)`` with the block's kernel, stride,
+    dilation, groups, padding and padding mode (see ``docs/math.md``): the block pads its
+    input once and every branch runs unpadded on the window it covers.
+    """
+
+    def __init__(self, spec: BlockSpec | str | Path | Mapping, in_channels: int, out_channels: int,
+                 *, stride: int | tuple[int, int] = 1, groups: int = 1):
+        super().__init__()
+        spec = resolve_spec(spec)
+        source = spec.source
+        try:
+            _check_int(in_channels, "in_channels")
+            _check_int(out_channels, "out_channels")
+            _check_int(groups, "groups")
+            stride = K.as_pair(stride, "stride")
+            for s in stride:
+                _check_int(s, "stride")
+            if in_channels % groups or out_channels % groups:
+                raise SpecError(f"in_channels={in_channels} and out_channels={out_channels} must both be "
+                                f"divisible by groups={groups}", "groups")
+        except (SpecError, ValueError) as exc:
+            raise (exc if isinstance(exc, SpecError) else SpecError(str(exc))).located("", source) from None
+        kernel, dilation = K.as_pair(spec.kernel), K.as_pair(spec.dilation)
+        if spec.padding == "same":
+            padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
+        else:
+            padding = K.as_pair(spec.padding)
+        self.spec = spec
+        self.geometry = BlockGeometry(in_channels, out_channels, kernel, stride, dilation, groups, padding)
+        self.padding_mode = spec.padding_mode
+
+        infos: list[BranchInfo] = []
+        modules: list[nn.Module] = []
+        for i, bspec in enumerate(spec.branches):
+            loc = f"branches.{i}"
+            btype = BRANCHES.get(bspec.type)
+            try:
+                plan = finalize(bspec.plan(self.geometry), stride)
+                placement = analyze(plan, self.geometry)
+            except NotApplicable as exc:
+                if bspec.optional:
+                    continue
+                raise SpecError(
+                    exc.rule + "; mark the branch `optional: true` to drop it where it cannot apply",
+                    f"{loc}.{exc.location}".rstrip("."), source) from None
+            except SpecError as exc:
+                raise exc.located(loc, source) from None
+            for copy_index in range(bspec.count):
+                name = loc if bspec.count == 1 else f"{loc}#{copy_index}"
+                infos.append(BranchInfo(name, btype, bspec, placement))
+                modules.append(btype.module(bspec, plan, self.geometry))
+        if not modules:
+            raise SpecError(
+                f"no branch applies to in_channels={in_channels}, out_channels={out_channels}, "
+                f"stride={stride}, groups={groups} (every branch is optional and was dropped)",
+                "branches", source)
+        self.branches = nn.ModuleList(modules)
+        self.branch_info: tuple[BranchInfo, ...] = tuple(infos)
+        # (top, left, extent_h, extent_w) crop of the padded input for each branch
+        self._crops = tuple((*info.placement.offset, *info.placement.extent) for info in infos)
+        norm_steps = spec.norm_after.steps(out_channels, "norm_after")
+        self.norm_after = norm_steps[0].build() if norm_steps else None
+        self.act = ACTIVATIONS.get(spec.act)()
+
+    # ------------------------------------------------------------------------- training form
+    def forward(self, x: Tensor) -> Tensor:
+        g = self.geometry
+        ph, pw = g.padding
+        if ph or pw:
+            x = F.pad(x, (pw, pw, ph, ph), mode=_PAD_MODE[self.padding_mode])
+        (wh, ww), (sh, sw) = g.window, g.stride
+        ho, wo = (x.shape[-2] - wh) // sh + 1, (x.shape[-1] - ww) // sw + 1
+        if ho < 1 or wo < 1:
+            raise ValueError(
+                f"Expected an input of at least {wh - 2 * ph}x{ww - 2 * pw} for the block "
+                f"'{self.spec.name}' but got {x.shape[-2] - 2 * ph}x{x.shape[-1] - 2 * pw}")
+        out = None
+        for module, (top, left, eh, ew) in zip(self.branches, self._crops):
+            xb = x[:, :, top: top + (ho - 1) * sh + eh, left: left + (wo - 1) * sw + ew]
+            y = module(xb)
+            out = y if out is None else out + y
+        if self.norm_after is not None:
+            out = self.norm_after(out)
+        return self.act(out)
+
+    # ------------------------------------------------------------------------- folding
+    def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
+        for t in (*self.parameters(), *self.buffers()):
+            if t.is_floating_point():
+                return t.dtype, t.device
+        return torch.get_default_dtype(), torch.device("cpu")
+
+    def equivalent_kernel(self) -> tuple[Tensor, Tensor]:
+        """``(weight, bias)`` of the one conv equal to the block (before the activation).
+
+        Eval-mode semantics (BatchNorm running statistics), computed in float64 and cast
+        to the block's dtype at the end. Differentiable with respect to every parameter,
+        so it can drive quantization-aware training or a penalty on the folded kernel.
+        """
+        g = self.geometry
+        dtype, device = self._dtype_device()
+        parts = []
+        for module, info in zip(self.branches, self.branch_info):
+            bk = info.type.converter(module, g)
+            w = K.regroup(bk.weight, bk.groups, g.groups)
+            w = K.undilate(K.place(w, g.window, info.placement.offset), g.dilation)
+            parts.append((w, bk.bias))
+        weight, bias = K.sum_kernels(parts)
+        if self.norm_after is not None:
+            sk = step_kernel(self.norm_after, g.out_channels, device)
+            weight, bias = K.scale_channels(weight, bias, sk.scale, sk.shift)
+        return weight.to(dtype), bias.to(dtype)
+
+    def fold(self) -> nn.Module:
+        """A NEW deploy module: ``nn.Conv2d`` (plus the activation, if any). The block is untouched."""
+        g = self.geometry
+        with torch.no_grad():
+            weight, bias = self.equivalent_kernel()
+            conv = nn.utils.skip_init(
+                nn.Conv2d, g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
+                dilation=g.dilation, groups=g.groups, bias=True, padding_mode=self.padding_mode,
+                device=weight.device, dtype=weight.dtype)
+            conv.weight.copy_(weight)
+            conv.bias.copy_(bias)
+        conv.train(self.training)
+        if isinstance(self.act, nn.Identity):
+            return conv
+        import copy
+
+        return nn.Sequential(OrderedDict(conv=conv, act=copy.deepcopy(self.act)))
+
+    # ------------------------------------------------------------------------- description
+    def extra_repr(self) -> str:
+        g = self.geometry
+        return (f"spec={self.spec.name!r}, {g.in_channels}->{g.out_channels}, kernel={g.kernel}, "
+                f"stride={g.stride}, dilation={g.dilation}, groups={g.groups}, padding={g.padding}, "
+                f"padding_mode={self.padding_mode!r}")
+
+    def describe(self) -> list[str]:
+        """One line per branch: its location in the spec and what it is."""
+        return [f"{info.name}: {info.spec.label()}" for info in self.branch_info]
+
+
+def build_block(spec: BlockSpec | str | Path | Mapping, in_channels: int, out_channels: int, *,
+                stride: int | tuple[int, int] = 1, groups: int = 1) -> RepBlock:
+    """Build the training form of ``spec`` for this geometry (see :class:`RepBlock`)."""
+    return RepBlock(spec, in_channels, out_channels, stride=stride, groups=groups)

@@ -1,0 +1,30 @@
+"""``1x1_kxk``: DBB's 1x1 -> BN -> kxk branch (the kxk has the block's kernel and dilation)."""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import Field, PositiveInt
+
+from ..spec import BranchSpec, Norm, NormSpec, register_branch
+from ..steps import BlockGeometry, ConvStep, Step
+
+
+@register_branch("1x1_kxk")
+class OneKxKBranch(BranchSpec):
+    type: Literal["1x1_kxk"] = "1x1_kxk"
+    mid_channels: Union[PositiveInt, Literal["in", "out"]] = Field(
+        "in", description="channels between the 1x1 and the kxk: an int, 'in' or 'out'")
+    identity_init: bool = Field(False, description="initialise the 1x1 to the identity (needs mid == in)")
+    mid_norm: Norm = Field(default_factory=NormSpec, description="norm between the 1x1 and the kxk")
+
+    def plan(self, block: BlockGeometry) -> list[Step]:
+        mid = {"in": block.in_channels, "out": block.out_channels}.get(self.mid_channels, self.mid_channels)
+        first = ConvStep(block.in_channels, mid, (1, 1), groups=block.groups,
+                         init="identity" if self.identity_init else "default", loc="mid_channels")
+        second = ConvStep(mid, block.out_channels, block.kernel, block.dilation, block.groups, loc="")
+        return [first, *self.mid_norm.steps(mid, "mid_norm"), second, *self.norm.steps(block.out_channels)]
+
+    def label(self) -> str:
+        norm = "" if self.norm.type == "none" else f" + {self.norm.type}"
+        return f"1x1 + {self.mid_norm.type} -> kxk{norm}"

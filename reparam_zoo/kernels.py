@@ -1,0 +1,345 @@
+"""Kernel algebra: pure functions on tensors, no ``nn.Module`` anywhere.
+
+Every structural re-parameterization reduces to a handful of identities between
+convolutions (derived in ``docs/math.md``):
+
+* a BatchNorm in eval mode after a conv is a per-channel affine map, so it folds
+  into the conv's weight and bias (:func:`fuse_bn`, :func:`bn_scale_shift`);
+* a smaller kernel equals a larger one padded with zeros at its offset inside the
+  larger window (:func:`place`); a dilated kernel equals an inflated dense kernel
+  with zeros between the taps (:func:`dilate`, :func:`undilate`);
+* identity and average pooling are convolutions with fixed kernels
+  (:func:`identity_kernel`, :func:`avgpool_kernel`);
+* two convolutions in sequence, without padding in between, are one convolution
+  whose kernel is the full convolution of the two kernels (:func:`compose`);
+* convolution is linear, so parallel branches sum (:func:`sum_kernels`).
+
+Conventions: weights are ``(C_out, C_in // groups, kh, kw)`` as in ``F.conv2d``;
+a bias of ``None`` means zero. Functions that build or combine kernels work in the
+dtype they are given; the engine calls them in float64 (:func:`as_float64`) and casts
+at the very end. All functions are differentiable with respect to their tensor
+arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Pair = tuple[int, int]
+
+__all__ = [
+    "as_pair",
+    "as_float64",
+    "bn_scale_shift",
+    "fuse_bn",
+    "scale_channels",
+    "dilate",
+    "undilate",
+    "place",
+    "identity_kernel",
+    "avgpool_kernel",
+    "regroup",
+    "compose",
+    "sum_kernels",
+]
+
+
+def as_pair(value: int | Sequence[int], name: str = "value") -> Pair:
+    """``3 -> (3, 3)``, ``(1, 3) -> (1, 3)``."""
+    if isinstance(value, int):
+        return (value, value)
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"Expected {name} to be an int or a pair of ints but got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def as_float64(t: Tensor | None) -> Tensor | None:
+    """Cast to float64 (keeps the graph, the device and ``None``)."""
+    return None if t is None else t.to(torch.float64)
+
+
+def _bias_or_zeros(bias: Tensor | None, weight: Tensor) -> Tensor:
+    if bias is not None:
+        return bias
+    return torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+
+
+# ----------------------------------------------------------------------------- BatchNorm
+
+
+def bn_scale_shift(
+    running_mean: Tensor,
+    running_var: Tensor,
+    eps: float,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Eval-mode BatchNorm as ``y = scale * x + shift`` per channel.
+
+    ``scale = gamma / sqrt(var + eps)`` and ``shift = beta - mean * scale``; ``weight``
+    and ``bias`` (gamma, beta) are ``None`` for ``affine=False``. ``eps`` is the BN's
+    own eps: never substitute a constant.
+    """
+    if running_mean is None or running_var is None:
+        raise ValueError(
+            "Expected a BatchNorm with running statistics but got running_mean/running_var None "
+            "(track_running_stats=False); such a BatchNorm normalises with batch statistics "
+            "and is not a fixed linear map, so it cannot be folded"
+        )
+    if running_mean.shape != running_var.shape or running_mean.dim() != 1:
+        raise ValueError(
+            f"Expected running_mean and running_var of the same 1-d shape but got "
+            f"{tuple(running_mean.shape)} and {tuple(running_var.shape)}"
+        )
+    scale = torch.rsqrt(running_var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -running_mean * scale
+    if bias is not None:
+        shift = shift + bias
+    return scale, shift
+
+
+def scale_channels(
+    weight: Tensor, bias: Tensor | None, scale: Tensor, shift: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Apply ``y -> scale * y + shift`` (per output channel) after the conv ``(weight, bias)``."""
+    if scale.shape != (weight.shape[0],):
+        raise ValueError(
+            f"Expected a per-channel scale of shape ({weight.shape[0]},) but got {tuple(scale.shape)}"
+        )
+    w = weight * scale.reshape(-1, 1, 1, 1)
+    b = _bias_or_zeros(bias, weight) * scale
+    if shift is not None:
+        b = b + shift
+    return w, b
+
+
+def fuse_bn(
+    weight: Tensor,
+    bias: Tensor | None,
+    running_mean: Tensor,
+    running_var: Tensor,
+    eps: float,
+    bn_weight: Tensor | None = None,
+    bn_bias: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Fold an eval-mode BatchNorm that follows the conv ``(weight, bias)``.
+
+    ``W' = W * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``.
+    """
+    scale, shift = bn_scale_shift(running_mean, running_var, eps, bn_weight, bn_bias)
+    return scale_channels(weight, bias, scale, shift)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def dilate(weight: Tensor, dilation: int | Sequence[int]) -> Tensor:
+    """Inflate a dilated kernel into the equivalent dense kernel (zeros between taps).
+
+    ``(.., kh, kw)`` with dilation ``(dh, dw)`` becomes ``(.., dh*(kh-1)+1, dw*(kw-1)+1)``.
+    """
+    dh, dw = as_pair(dilation, "dilation")
+    if dh < 1 or dw < 1:
+        raise ValueError(f"Expected a dilation >= 1 but got {(dh, dw)}")
+    if (dh, dw) == (1, 1):
+        return weight
+    kh, kw = weight.shape[-2:]
+    out = weight.new_zeros(*weight.shape[:-2], dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    out[..., ::dh, ::dw] = weight
+    return out
+
+
+def undilate(weight: Tensor, dilation: int | Sequence[int]) -> Tensor:
+    """Inverse of :func:`dilate`: keep the taps on the dilation grid.
+
+    The caller guarantees (the engine checks it structurally when a block is built)
+    that every off-grid entry is zero.
+    """
+    dh, dw = as_pair(dilation, "dilation")
+    eh, ew = weight.shape[-2:]
+    if (eh - 1) % dh or (ew - 1) % dw:
+        raise ValueError(
+            f"Expected a dense kernel of extent 1 + dilation*(k-1) but got {eh}x{ew} for dilation {(dh, dw)}"
+        )
+    if (dh, dw) == (1, 1):
+        return weight
+    return weight[..., ::dh, ::dw]
+
+
+def place(weight: Tensor, window: int | Sequence[int], offset: int | Sequence[int] | None = None) -> Tensor:
+    """Zero-pad ``weight`` (``.., kh, kw``) into a ``window`` at ``offset`` (top, left).
+
+    ``offset=None`` centres the kernel; that needs ``window - k`` even on each axis.
+    Raises ``ValueError`` when the kernel does not fit the window.
+    """
+    wh, ww = as_pair(window, "window")
+    kh, kw = weight.shape[-2:]
+    if offset is None:
+        if (wh - kh) % 2 or (ww - kw) % 2:
+            raise ValueError(
+                f"A {kh}x{kw} kernel cannot be centred in a {wh}x{ww} window: "
+                "the size difference must be even on each axis"
+            )
+        offset = ((wh - kh) // 2, (ww - kw) // 2)
+    oh, ow = as_pair(offset, "offset")
+    if oh < 0 or ow < 0 or oh + kh > wh or ow + kw > ww:
+        raise ValueError(
+            f"A {kh}x{kw} kernel at offset {(oh, ow)} does not fit in a {wh}x{ww} window"
+        )
+    if (kh, kw) == (wh, ww):
+        return weight
+    return F.pad(weight, (ow, ww - kw - ow, oh, wh - kh - oh))
+
+
+# ----------------------------------------------------------------------------- fixed kernels
+
+
+def identity_kernel(
+    channels: int,
+    groups: int = 1,
+    kernel_size: int | Sequence[int] = 1,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """The conv kernel of the identity map: ``W[i, i % (C / groups), centre] = 1``."""
+    kh, kw = as_pair(kernel_size, "kernel_size")
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"Expected an odd kernel size for an identity kernel but got {(kh, kw)}")
+    if channels < 1 or groups < 1 or channels % groups:
+        raise ValueError(f"Expected channels divisible by groups but got channels={channels}, groups={groups}")
+    per_group = channels // groups
+    w = torch.zeros(channels, per_group, kh, kw, dtype=dtype, device=device)
+    idx = torch.arange(channels, device=w.device)
+    w[idx, idx % per_group, kh // 2, kw // 2] = 1
+    return w
+
+
+def avgpool_kernel(
+    channels: int,
+    kernel_size: int | Sequence[int],
+    groups: int | None = None,
+    *,
+    count_include_pad: bool = True,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Depthwise average pooling as a conv kernel: ``1 / (kh * kw)`` on the diagonal.
+
+    ``groups`` is the conv's groups (``None``: depthwise, ``groups=channels``).
+    Only ``count_include_pad=True`` is linear at the borders (the divisor is always
+    ``kh * kw``); with ``False`` border outputs are divided by the number of valid
+    pixels, which no convolution does, so it is rejected.
+    """
+    if not count_include_pad:
+        raise ValueError(
+            "Average pooling with count_include_pad=False divides border outputs by the number "
+            "of valid pixels, which is not a convolution; use count_include_pad=True"
+        )
+    kh, kw = as_pair(kernel_size, "kernel_size")
+    w = torch.full((channels, 1, kh, kw), 1.0 / (kh * kw), dtype=dtype, device=device)
+    return regroup(w, channels, channels if groups is None else groups)
+
+
+# ----------------------------------------------------------------------------- groups
+
+
+def regroup(weight: Tensor, groups_from: int, groups_to: int) -> Tensor:
+    """Re-express a conv with ``groups_from`` groups as one with ``groups_to`` groups.
+
+    Needs ``groups_from % groups_to == 0``: a finer grouping is a coarser one with
+    zeros off the diagonal blocks; the other direction is not a conv with fewer
+    connections, so it raises.
+    """
+    if groups_from == groups_to:
+        return weight
+    if groups_to < 1 or groups_from % groups_to:
+        raise ValueError(
+            f"A conv with groups={groups_from} cannot be written with groups={groups_to}: "
+            "the target groups must divide the source groups"
+        )
+    c_out, cin_g, kh, kw = weight.shape
+    r = groups_from // groups_to  # source groups per target group
+    if c_out % groups_from:
+        raise ValueError(f"Expected C_out={c_out} divisible by groups={groups_from}")
+    out_g = c_out // groups_from
+    # (groups_to, r, out_g, cin_g, kh, kw) -> block-diagonal over r inside each target group
+    w = weight.reshape(groups_to, r, out_g, cin_g, kh, kw)
+    eye = torch.eye(r, dtype=weight.dtype, device=weight.device)
+    # out[t, i, o, j, c] = w[t, i, o, c] * eye[i, j]
+    out = torch.einsum("tiockl,ij->tiojckl", w, eye)
+    return out.reshape(c_out, r * cin_g, kh, kw)
+
+
+# ----------------------------------------------------------------------------- composition
+
+
+def compose(
+    first: tuple[Tensor, Tensor | None],
+    second: tuple[Tensor, Tensor | None],
+    *,
+    groups: tuple[int, int] = (1, 1),
+    stride: int | Sequence[int] = 1,
+    dilation: tuple[int | Sequence[int], int | Sequence[int]] = (1, 1),
+) -> tuple[Tensor, Tensor, int]:
+    """One conv equal to ``second(first(x))`` with NO padding between the two.
+
+    ``first = (W1, b1)`` maps C_in -> C_mid with ``groups[0]``, dilation ``dilation[0]``
+    and ``stride``; ``second = (W2, b2)`` maps C_mid -> C_out with ``groups[1]`` and
+    ``dilation[1]``. The result ``(W, b, g)`` is a DENSE (undilated) kernel with
+    ``g = gcd(groups)``: the composite is ``W = sum_m W2[o,m] (*) W1[m,i]`` (full
+    convolution, W2 inflated by the first conv's stride) and
+    ``b = b2 + sum_{m, taps} W2[o,m] * b1[m]``. Its stride is ``stride * stride2``,
+    which the caller tracks.
+    """
+    (w1, b1), (w2, b2) = first, second
+    g1, g2 = groups
+    s1h, s1w = as_pair(stride, "stride")
+    w1 = dilate(w1, dilation[0])
+    d2h, d2w = as_pair(dilation[1], "dilation")
+    w2 = dilate(w2, (d2h * s1h, d2w * s1w))
+    c_mid = w1.shape[0]
+    if w2.shape[1] * g2 != c_mid:
+        raise ValueError(
+            f"Expected the second conv to take {c_mid} channels but got "
+            f"{w2.shape[1]} x groups {g2} = {w2.shape[1] * g2}"
+        )
+    g = math.gcd(g1, g2)
+    w1 = regroup(w1, g1, g)
+    w2 = regroup(w2, g2, g)
+    c_out, cmid_g, k2h, k2w = w2.shape
+    if k2h == 1 and k2w == 1 and cmid_g == 1 and c_out == c_mid and g == c_mid:
+        # the second step is per-channel (depthwise 1x1): a scale, no conv needed
+        w, b = scale_channels(w1, b1, w2.reshape(-1), b2)
+        return w, b, g
+    # full convolution via cross-correlation with the flipped second kernel
+    w = F.conv2d(
+        w1.transpose(0, 1), w2.flip(2, 3), padding=(k2h - 1, k2w - 1), groups=g
+    ).transpose(0, 1)
+    b = _bias_or_zeros(b2, w2)
+    if b1 is not None:
+        out_g = c_out // g
+        b1_per_out = b1.reshape(g, cmid_g).repeat_interleave(out_g, dim=0)  # (C_out, C_mid/g)
+        b = b + (w2.sum(dim=(2, 3)) * b1_per_out).sum(dim=1)
+    return w, b, g
+
+
+def sum_kernels(kernels: Sequence[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor]:
+    """Sum parallel branches that already share one shape, groups and geometry."""
+    if not kernels:
+        raise ValueError("Expected at least one kernel to sum but got none")
+    shape = kernels[0][0].shape
+    for i, (w, _) in enumerate(kernels):
+        if w.shape != shape:
+            raise ValueError(f"Expected every kernel of shape {tuple(shape)} but kernel {i} is {tuple(w.shape)}")
+    weight = torch.stack([w for w, _ in kernels]).sum(0)
+    bias = torch.stack([_bias_or_zeros(b, w) for w, b in kernels]).sum(0)
+    return weight, bias

@@ -1,0 +1,72 @@
+"""A small name -> object registry that refuses duplicates and suggests close names."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from .errors import SpecError
+
+T = TypeVar("T")
+
+
+def closest(name: str, candidates: list[str]) -> str | None:
+    """The registered name closest to ``name`` (``None`` when nothing is close)."""
+    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+class Registry(Generic[T]):
+    """``Registry("branch type")``: register once per name, look up with a helpful error."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self._items: dict[str, T] = {}
+        self.version = 0  # bumped on every registration (caches key on it)
+
+    def register(self, name: str, obj: T) -> T:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Expected a non-empty string {self.what} name but got {name!r}")
+        if name in self._items:
+            raise ValueError(
+                f"{self.what} {name!r} is already registered ({self._items[name]!r}); "
+                "pick another name"
+            )
+        self._items[name] = obj
+        self.version += 1
+        return obj
+
+    def decorator(self, name: str) -> Callable[[T], T]:
+        def wrap(obj: T) -> T:
+            return self.register(name, obj)
+        return wrap
+
+    def unknown_message(self, name: str) -> str:
+        names = sorted(self._items)
+        msg = f"unknown {self.what} {name!r}; registered: {', '.join(names)}"
+        hint = closest(str(name), names)
+        if hint:
+            msg += f"; did you mean {hint!r}?"
+        return msg
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise SpecError(self.unknown_message(name)) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def names(self) -> list[str]:
+        return list(self._items)
+
+    def items(self):
+        return self._items.items()

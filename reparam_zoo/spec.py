@@ -1,0 +1,433 @@
+"""Block specs: pydantic v2 data, read from YAML, validated before anything is built.
+
+A block spec is a :class:`BlockSpec` whose ``branches`` is a discriminated union
+(on ``type``) of every registered branch spec model. The union is rebuilt when a new
+branch type is registered, so user types validate like the built-in ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    PositiveInt,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from torch import nn
+
+from .errors import SpecError
+from .modules import ACTIVATIONS
+from .registry import Registry
+from .steps import BlockGeometry, BranchKernel, Chain, NormStep, Step, chain_kernel
+
+# ----------------------------------------------------------------------------- field types
+
+
+def _positive_pair(value: Any, what: str, allow_zero: bool = False) -> int | tuple[int, int]:
+    low = 0 if allow_zero else 1
+    ok_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low  # noqa: E731
+    if ok_int(value):
+        return value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(ok_int(v) for v in value):
+        return (value[0], value[1])
+    kind = "a non-negative" if allow_zero else "a positive"
+    raise ValueError(f"{what} must be {kind} int or a pair [h, w] of such ints, got {value!r}")
+
+
+def _kernel(value: Any) -> int | tuple[int, int]:
+    return _positive_pair(value, "kernel")
+
+
+def _dilation(value: Any) -> int | tuple[int, int]:
+    return _positive_pair(value, "dilation")
+
+
+def _padding(value: Any) -> str | int | tuple[int, int]:
+    if value == "same":
+        return value
+    return _positive_pair(value, "padding ('same',", allow_zero=True)
+
+
+_PairSchema = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
+#: ``k`` or ``[kh, kw]``
+KernelSize = Annotated[Any, PlainValidator(_kernel, json_schema_input_type=_PairSchema)]
+Dilation = Annotated[Any, PlainValidator(_dilation, json_schema_input_type=_PairSchema)]
+Padding = Annotated[Any, PlainValidator(
+    _padding, json_schema_input_type=Union[Literal["same"], int, tuple[int, int]])]
+
+
+class NormSpec(BaseModel):
+    """The norm after a branch (or after the sum): ``bn``, ``scale`` or ``none``.
+
+    In YAML either the short form ``norm: bn`` or a mapping with options.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["bn", "scale", "none"] = "bn"
+    eps: float = Field(1e-5, gt=0, description="BatchNorm eps (the fold uses this exact value)")
+    momentum: Optional[float] = Field(0.1, ge=0, le=1, description="BatchNorm momentum")
+    affine: bool = Field(True, description="BatchNorm with learnable gamma/beta")
+    track_running_stats: bool = Field(True, description="must stay true: batch statistics cannot fold")
+    init: float = Field(1.0, description="initial value of a `scale` norm")
+
+    @model_validator(mode="after")
+    def _foldable(self) -> "NormSpec":
+        if self.type == "bn" and not self.track_running_stats:
+            raise ValueError(
+                "a BatchNorm without running statistics (track_running_stats: false) normalises "
+                "with batch statistics and cannot be folded")
+        return self
+
+    def steps(self, channels: int, loc: str = "norm") -> list[Step]:
+        if self.type == "none":
+            return []
+        return [NormStep(channels, kind=self.type, eps=self.eps, momentum=self.momentum,
+                         affine=self.affine, init=self.init, loc=loc)]
+
+    def label(self) -> str:
+        return self.type
+
+
+def _norm_shorthand(value: Any) -> Any:
+    return {"type": value} if isinstance(value, str) else value
+
+
+Norm = Annotated[NormSpec, BeforeValidator(_norm_shorthand)]
+
+
+# ----------------------------------------------------------------------------- branches
+
+
+class BranchSpec(BaseModel):
+    """Base of every branch spec model. Subclasses declare ``type: Literal["name"] = "name"``
+    and implement :meth:`plan`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    norm: Norm = Field(default_factory=NormSpec, description="norm after the branch: bn | scale | none")
+    optional: bool = Field(False, description="drop the branch where it cannot apply (channels/stride)")
+    count: PositiveInt = Field(1, description="number of parallel copies (MobileOne's k)")
+
+    def plan(self, block: BlockGeometry) -> list[Step]:
+        """The branch as a chain of linear steps for this block geometry.
+
+        Raise :class:`~reparam_zoo.errors.NotApplicable` when the branch cannot apply
+        to the geometry (e.g. identity with a channel change) and
+        :class:`~reparam_zoo.errors.SpecError` for any other broken rule; locations are
+        relative to the branch (``"kernel"``, ``"steps.2"``). The block's stride is
+        given to the last spatial step by the engine.
+        """
+        raise NotImplementedError
+
+    def label(self) -> str:
+        """A short human description, e.g. ``conv 1x1 + bn``."""
+        norm = self.norm.label()
+        return f"{self.type}" + ("" if norm == "none" else f" + {norm}")
+
+
+@dataclass(frozen=True)
+class BranchType:
+    """What a branch type registers: its spec model, training module and converter."""
+
+    name: str
+    spec: type[BranchSpec]
+    module: Callable[[BranchSpec, list[Step], BlockGeometry], nn.Module]
+    converter: Callable[[nn.Module, BlockGeometry], BranchKernel]
+
+
+def chain_module(spec: BranchSpec, plan: list[Step], block: BlockGeometry) -> nn.Module:
+    """Default training module: the planned steps in sequence."""
+    return Chain.from_plan(plan)
+
+
+def chain_converter(module: nn.Module, block: BlockGeometry) -> BranchKernel:
+    """Default converter: compose the chain's steps with the kernel algebra."""
+    return chain_kernel(list(module), block.in_channels)
+
+
+BRANCHES: Registry[BranchType] = Registry("branch type")
+
+
+def register_branch(
+    name: str,
+    *,
+    module: Callable[[BranchSpec, list[Step], BlockGeometry], nn.Module] = chain_module,
+    converter: Callable[[nn.Module, BlockGeometry], BranchKernel] = chain_converter,
+) -> Callable[[type[BranchSpec]], type[BranchSpec]]:
+    """Register a branch type under its YAML name (decorates the spec model).
+
+    ``module(spec, plan, block)`` builds the training module (default: a
+    :class:`~reparam_zoo.steps.Chain` of the planned steps) and
+    ``converter(module, block)`` turns it into a kernel (default: compose the chain).
+    Registering a name twice raises ``ValueError``.
+    """
+
+    def wrap(cls: type[BranchSpec]) -> type[BranchSpec]:
+        if not (isinstance(cls, type) and issubclass(cls, BranchSpec)):
+            raise TypeError(f"Expected a BranchSpec subclass but got {cls!r}")
+        field = cls.model_fields.get("type")
+        if field is None or field.default != name:
+            raise TypeError(
+                f"{cls.__name__} must declare `type: Literal[{name!r}] = {name!r}` to register as {name!r}")
+        BRANCHES.register(name, BranchType(name, cls, module, converter))
+        return cls
+
+    return wrap
+
+
+# ----------------------------------------------------------------------------- block
+
+
+class BlockSpec(BaseModel):
+    """A re-parameterizable block: parallel linear branches summed, then an activation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="the block's name")
+    description: str = Field("", description="free text: the paper, what the spec reproduces")
+    kernel: KernelSize = Field(3, description="kernel of the folded conv: k or [kh, kw]")
+    dilation: Dilation = Field(1, description="dilation of the folded conv")
+    padding: Padding = Field("same", description="'same' (needs an odd dilated kernel), p or [ph, pw]")
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = Field(
+        "zeros", description="padding mode; the block pads once, at its input")
+    norm_after: Norm = Field(default_factory=lambda: NormSpec(type="none"),
+                             description="norm on the sum of the branches (QARepVGG): none | bn | scale")
+    act: str = Field("relu", description="activation after the (normed) sum")
+    branches: list[BranchSpec] = Field(min_length=1, description="the parallel branches")
+
+    _source: Optional[str] = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _check(self) -> "BlockSpec":
+        if self.act not in ACTIVATIONS:
+            raise ValueError(ACTIVATIONS.unknown_message(self.act))
+        if self.padding == "same":
+            from .kernels import as_pair
+
+            (kh, kw), (dh, dw) = as_pair(self.kernel), as_pair(self.dilation)
+            if (dh * (kh - 1)) % 2 or (dw * (kw - 1)) % 2:
+                raise ValueError(
+                    f"padding 'same' needs an odd (dilated) kernel on each axis, got kernel "
+                    f"{self.kernel} with dilation {self.dilation}; give an explicit padding")
+        return self
+
+    # -- convenience ------------------------------------------------------------------
+    @property
+    def source(self) -> str | None:
+        """The file this spec was read from (``None`` for text or Python)."""
+        return self._source
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data, defaults omitted (``type`` always kept)."""
+        return _dump(self)
+
+    def to_yaml(self) -> str:
+        """YAML text that :func:`load_spec` reads back to an equal spec."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, NormSpec):
+        data = {k: _dump(getattr(value, k)) for k, f in type(value).model_fields.items()
+                if getattr(value, k) != f.get_default(call_default_factory=True)}
+        return value.type if set(data) <= {"type"} else {"type": value.type, **data}
+    if isinstance(value, BaseModel):
+        out = {}
+        for k, f in type(value).model_fields.items():
+            v = getattr(value, k)
+            if k == "type" or v != f.get_default(call_default_factory=True):
+                out[k] = _dump(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_dump(v) for v in value]
+    return value
+
+
+_MODEL_CACHE: dict[int, type[BlockSpec]] = {}
+
+
+def block_model() -> type[BlockSpec]:
+    """The :class:`BlockSpec` subclass whose ``branches`` is the union of registered types."""
+    from . import branches as _builtin  # noqa: F401  (registers the built-in types)
+
+    cached = _MODEL_CACHE.get(BRANCHES.version)
+    if cached is not None:
+        return cached
+    models = tuple(t.spec for _, t in BRANCHES.items())
+    item = Annotated[Union[models], Field(discriminator="type")] if len(models) > 1 else models[0]
+    model = create_model("BlockSpec", __base__=BlockSpec,
+                         branches=(list[item], Field(min_length=1, description="the parallel branches")))
+    _MODEL_CACHE.clear()
+    _MODEL_CACHE[BRANCHES.version] = model
+    return model
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of a block spec (for editor completion of the YAML files)."""
+    schema = block_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "reparam_zoo block spec"
+    return schema
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _vocabulary() -> list[str]:
+    words = set(BlockSpec.model_fields) | set(NormSpec.model_fields)
+    for _, t in BRANCHES.items():
+        words |= set(t.spec.model_fields)
+        for f in t.spec.model_fields.values():  # nested step models (seq)
+            for sub in getattr(f.annotation, "__args__", ()) or ():
+                for m in getattr(sub, "__args__", ()) or ():
+                    if isinstance(m, type) and issubclass(m, BaseModel):
+                        words |= set(m.model_fields)
+    return sorted(words)
+
+
+def _tags() -> set[str]:
+    from .branches.seq import STEP_TYPES
+
+    return set(BRANCHES.names()) | set(STEP_TYPES)
+
+
+def _translate(err: ValidationError, source: str | None) -> SpecError:
+    tags = _tags()
+    problems: list[tuple[str, str]] = []
+    for e in err.errors():
+        loc: list[str] = []
+        prev: Any = None
+        for part in e["loc"]:
+            if isinstance(part, str) and isinstance(prev, int) and part in tags:
+                prev = part
+                continue  # the discriminator tag pydantic inserts after a list index
+            loc.append(str(part))
+            prev = part
+        kind, ctx = e["type"], e.get("ctx") or {}
+        if kind == "union_tag_invalid":
+            tag = ctx.get("tag")
+            if "steps" in loc:
+                from .branches.seq import STEP_TYPES
+
+                hint = difflib.get_close_matches(str(tag), list(STEP_TYPES), n=1, cutoff=0.5)
+                rule = f"unknown step type {tag!r}; known: {', '.join(STEP_TYPES)}" + (
+                    f"; did you mean {hint[0]!r}?" if hint else "")
+            else:
+                rule = BRANCHES.unknown_message(str(tag))
+            loc.append("type")
+        elif kind == "union_tag_not_found":
+            rule = "missing key 'type' (the branch or step type)"
+        elif kind == "extra_forbidden":
+            key = loc[-1] if loc else "?"
+            rule = f"unknown key {key!r}"
+            hint = difflib.get_close_matches(key, _vocabulary(), n=1, cutoff=0.6)
+            if hint:
+                rule += f"; did you mean {hint[0]!r}?"
+        elif kind == "missing":
+            rule = f"missing required key {loc[-1]!r}" if loc else "missing required key"
+        elif kind == "model_type" or kind == "model_attributes_type":
+            rule = f"expected a mapping of keys, got {type(e.get('input')).__name__}"
+        else:
+            rule = e["msg"]
+            if rule.startswith("Value error, "):
+                rule = rule[len("Value error, "):]
+        problems.append((".".join(loc), rule))
+    return SpecError("", problems=problems, source=source)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def specs_root() -> Path:
+    """Folder of the shipped YAML specs (``blocks/``), from a wheel or a checkout.
+
+    The repository's top-level ``specs/`` folder is installed as the package
+    ``reparam_zoo.specs``; running from a checkout without installing finds it beside
+    the package.
+    """
+    try:
+        return Path(str(resources.files("reparam_zoo.specs")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "specs"
+
+
+def list_specs() -> list[str]:
+    """Names of the shipped block specs."""
+    return sorted(p.stem for p in (specs_root() / "blocks").glob("*.yaml"))
+
+
+def _parse_yaml(text: str, source: str | None) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"not valid YAML: {problem}", where, source) from None
+
+
+def spec_from_data(data: Any, source: str | None = None) -> BlockSpec:
+    """Validate already-parsed data (a mapping) into a :class:`BlockSpec`."""
+    if not isinstance(data, Mapping):
+        got = "an empty document" if data is None else f"a {type(data).__name__}"
+        raise SpecError(f"a block spec must be a YAML mapping of keys, got {got}", "", source)
+    try:
+        spec = block_model().model_validate(dict(data))
+    except ValidationError as exc:
+        raise _translate(exc, source) from None
+    spec._source = source
+    return spec
+
+
+def load_spec(path_or_text: str | Path | Mapping | BlockSpec) -> BlockSpec:
+    """Read a block spec from a YAML file path, YAML text, a mapping or a spec.
+
+    A string with a newline or a ``:`` is YAML text; any other string is a path.
+    """
+    if isinstance(path_or_text, BlockSpec):
+        return path_or_text
+    if isinstance(path_or_text, Mapping):
+        return spec_from_data(path_or_text)
+    if isinstance(path_or_text, str) and ("\n" in path_or_text or ":" in path_or_text
+                                          and not Path(path_or_text).exists()):
+        return spec_from_data(_parse_yaml(path_or_text, None))
+    path = Path(path_or_text)
+    if not path.is_file():
+        raise SpecError(f"no such spec file: {path}", "", str(path))
+    return spec_from_data(_parse_yaml(path.read_text(encoding="utf-8"), str(path)), str(path))
+
+
+def get_spec(name: str) -> BlockSpec:
+    """A shipped block spec by name (see :func:`list_specs`)."""
+    path = specs_root() / "blocks" / f"{name}.yaml"
+    if not path.is_file():
+        names = list_specs()
+        msg = f"no shipped block spec {name!r}; shipped: {', '.join(names)}"
+        hint = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        if hint:
+            msg += f"; did you mean {hint[0]!r}?"
+        raise SpecError(msg)
+    return load_spec(path)
+
+
+def resolve_spec(spec: str | Path | Mapping | BlockSpec) -> BlockSpec:
+    """A spec object from a spec, a mapping, a shipped name, a path or YAML text."""
+    if isinstance(spec, str) and "\n" not in spec and ":" not in spec and not spec.endswith(
+            (".yaml", ".yml")) and "/" not in spec:
+        return get_spec(spec)
+    return load_spec(spec)

@@ -1,0 +1,429 @@
+"""Linear steps: the primitives every branch is a chain of.
+
+A branch type only *plans* a list of steps (:class:`ConvStep`, :class:`NormStep`,
+:class:`AvgStep`, :class:`IdentityStep`). Everything else is generic and lives here:
+
+* :func:`finalize` gives the block's stride to the last spatial step;
+* :func:`analyze` checks, before any forward, that the chain is one conv of the
+  block's geometry (fit, centring, dilation grid, groups) and returns where the
+  branch sits in the block's window;
+* :class:`Chain` is the training module (unpadded steps in sequence);
+* :func:`chain_kernel` converts a trained chain to one dense kernel with the
+  kernel algebra, in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from . import kernels as K
+from .errors import NotApplicable, SpecError
+from .modules import AvgPool, ChannelScale
+
+Pair = tuple[int, int]
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class ConvStep:
+    """An unpadded conv ``in_channels -> out_channels``."""
+
+    in_channels: int
+    out_channels: int
+    kernel: Pair
+    dilation: Pair = (1, 1)
+    groups: int = 1
+    bias: bool = False
+    init: str = "default"  # "default" | "identity"
+    stride: Pair = (1, 1)
+    loc: str = ""  # where in the branch spec this step comes from
+
+    spatial = True
+
+    def validate(self) -> None:
+        for name in ("in_channels", "out_channels"):
+            c = getattr(self, name)
+            if c % self.groups:
+                raise SpecError(f"{name}={c} is not divisible by groups={self.groups}", self.loc)
+        if self.init == "identity" and self.in_channels != self.out_channels:
+            raise SpecError(
+                f"an identity-initialised conv needs in == out channels, got "
+                f"{self.in_channels} -> {self.out_channels}", self.loc)
+        if self.init == "identity" and (self.kernel[0] % 2 == 0 or self.kernel[1] % 2 == 0):
+            raise SpecError(f"an identity-initialised conv needs an odd kernel, got {self.kernel}", self.loc)
+
+    @property
+    def out(self) -> int:
+        return self.out_channels
+
+    def taps(self) -> tuple[list[int], list[int]]:
+        return ([self.dilation[0] * j for j in range(self.kernel[0])],
+                [self.dilation[1] * j for j in range(self.kernel[1])])
+
+    def build(self) -> nn.Module:
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel, stride=self.stride,
+                         padding=0, dilation=self.dilation, groups=self.groups, bias=self.bias)
+        if self.init == "identity":
+            with torch.no_grad():
+                conv.weight.copy_(K.identity_kernel(self.in_channels, self.groups, self.kernel))
+                if conv.bias is not None:
+                    conv.bias.zero_()
+        return conv
+
+
+@dataclass(frozen=True)
+class NormStep:
+    """A per-channel affine step: eval-mode BatchNorm or a learnable scale."""
+
+    channels: int
+    kind: str = "bn"  # "bn" | "scale"
+    eps: float = 1e-5
+    momentum: float | None = 0.1
+    affine: bool = True
+    init: float = 1.0  # initial value of a scale
+    loc: str = ""
+
+    spatial = False
+    stride: Pair = (1, 1)
+
+    def validate(self) -> None:
+        pass
+
+    @property
+    def in_channels(self) -> int:
+        return self.channels
+
+    @property
+    def out(self) -> int:
+        return self.channels
+
+    @property
+    def groups(self) -> int:
+        return self.channels
+
+    def taps(self):
+        return ([0], [0])
+
+    def build(self) -> nn.Module:
+        if self.kind == "bn":
+            return nn.BatchNorm2d(self.channels, eps=self.eps, momentum=self.momentum, affine=self.affine)
+        return ChannelScale(self.channels, self.init)
+
+
+@dataclass(frozen=True)
+class AvgStep:
+    """Unpadded depthwise average pooling (``count_include_pad`` is moot without padding)."""
+
+    channels: int
+    kernel: Pair
+    dilation: Pair = (1, 1)
+    stride: Pair = (1, 1)
+    loc: str = ""
+
+    spatial = True
+
+    def validate(self) -> None:
+        pass
+
+    @property
+    def in_channels(self) -> int:
+        return self.channels
+
+    @property
+    def out(self) -> int:
+        return self.channels
+
+    @property
+    def groups(self) -> int:
+        return self.channels
+
+    def taps(self):
+        return ([self.dilation[0] * j for j in range(self.kernel[0])],
+                [self.dilation[1] * j for j in range(self.kernel[1])])
+
+    def build(self) -> nn.Module:
+        return AvgPool(self.kernel, self.stride, self.dilation)
+
+
+@dataclass(frozen=True)
+class IdentityStep:
+    """The identity map on ``channels`` channels."""
+
+    channels: int
+    loc: str = ""
+
+    spatial = False
+    stride: Pair = (1, 1)
+
+    def validate(self) -> None:
+        pass
+
+    @property
+    def in_channels(self) -> int:
+        return self.channels
+
+    @property
+    def out(self) -> int:
+        return self.channels
+
+    @property
+    def groups(self) -> int:
+        return self.channels
+
+    def taps(self):
+        return ([0], [0])
+
+    def build(self) -> nn.Module:
+        return nn.Identity()
+
+
+Step = Union[ConvStep, NormStep, AvgStep, IdentityStep]
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class BlockGeometry:
+    """What a block is, for the branches inside it: the one conv it folds into."""
+
+    in_channels: int
+    out_channels: int
+    kernel: Pair
+    stride: Pair = (1, 1)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+    padding: Pair = (0, 0)
+
+    @property
+    def window(self) -> Pair:
+        """Extent of the block's (dilated) kernel on the input."""
+        return (self.dilation[0] * (self.kernel[0] - 1) + 1, self.dilation[1] * (self.kernel[1] - 1) + 1)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a branch's composite kernel sits in the block's window."""
+
+    offset: Pair
+    extent: Pair
+    groups: int  # groups of the composite kernel (gcd of the steps' groups)
+    steps: tuple = field(default=())
+
+
+def finalize(plan: Sequence[Step], stride: Pair) -> list[Step]:
+    """Give the block stride to the last spatial step; every other step has stride 1.
+
+    A chain with no spatial step (identity, pure norm) cannot stride.
+    """
+    plan = list(plan)
+    if stride == (1, 1):
+        return plan
+    for i in range(len(plan) - 1, -1, -1):
+        if plan[i].spatial:
+            plan[i] = replace(plan[i], stride=stride)
+            return plan
+    raise NotApplicable(f"this branch has no conv or pooling step, so it cannot apply with stride {stride}")
+
+
+def _worst_loc(plan: Sequence[Step]) -> str:
+    spatial = [s for s in plan if s.spatial]
+    if not spatial:
+        return plan[0].loc if plan else ""
+    big = max(spatial, key=lambda s: max(t for axis in s.taps() for t in axis))
+    return big.loc
+
+
+def analyze(plan: Sequence[Step], block: BlockGeometry) -> Placement:
+    """Check that ``plan`` folds into the block's conv and say where it sits.
+
+    Raises :class:`SpecError` (locations relative to the branch) when the chain's
+    channels do not connect, when its window does not fit the block's, cannot be
+    centred, has taps off the block's dilation grid, or when its channel grouping is
+    not expressible with the block's ``groups``.
+    """
+    if not plan:
+        raise SpecError("a branch needs at least one step")
+    channels = block.in_channels
+    for step in plan:
+        if step.in_channels != channels:
+            raise SpecError(f"expects {step.in_channels} input channels but the previous step gives {channels}",
+                            step.loc)
+        step.validate()
+        channels = step.out
+    if channels != block.out_channels:
+        raise SpecError(f"ends with {channels} channels but the block has out_channels={block.out_channels}",
+                        plan[-1].loc)
+    taps_h, taps_w, sh, sw, groups = {0}, {0}, 1, 1, 0
+    for step in plan:
+        th, tw = step.taps()
+        taps_h = {a + sh * t for a in taps_h for t in th}
+        taps_w = {a + sw * t for a in taps_w for t in tw}
+        sh, sw = sh * step.stride[0], sw * step.stride[1]
+        groups = math.gcd(groups, step.groups)
+    loc = _worst_loc(plan)
+    extent = (max(taps_h) + 1, max(taps_w) + 1)
+    window = block.window
+    if (sh, sw) != block.stride:  # finalize() guarantees this; a custom plan may not
+        raise SpecError(f"strides to {(sh, sw)} but the block's stride is {block.stride}", loc)
+    if extent[0] > window[0] or extent[1] > window[1]:
+        raise SpecError(
+            f"the branch covers a {extent[0]}x{extent[1]} window, which does not fit in the block's "
+            f"{window[0]}x{window[1]} window (kernel {block.kernel[0]}x{block.kernel[1]}, "
+            f"dilation {block.dilation})", loc)
+    if (window[0] - extent[0]) % 2 or (window[1] - extent[1]) % 2:
+        raise SpecError(
+            f"the branch's {extent[0]}x{extent[1]} window cannot be centred in the block's "
+            f"{window[0]}x{window[1]} window (the size difference must be even)", loc)
+    offset = ((window[0] - extent[0]) // 2, (window[1] - extent[1]) // 2)
+    dh, dw = block.dilation
+    if any((offset[0] + t) % dh for t in taps_h) or any((offset[1] + t) % dw for t in taps_w):
+        raise SpecError(
+            f"the branch's taps do not lie on the block's dilation grid (dilation {block.dilation}); "
+            "give the branch a dilation that is a multiple of the block's", loc)
+    if groups % block.groups:
+        raise SpecError(
+            f"the branch connects channels in {groups} group(s), which a conv with the block's "
+            f"groups={block.groups} cannot express (its groups must be a multiple of {block.groups})", loc)
+    return Placement(offset=offset, extent=extent, groups=groups, steps=tuple(plan))
+
+
+# ----------------------------------------------------------------------------- training module
+
+
+class Chain(nn.Sequential):
+    """The training module of a branch: its steps in sequence, none of them padded.
+
+    It receives the block input already padded and cropped to the branch's window
+    (``RepBlock`` does that), so it needs no geometry of its own.
+    """
+
+    @classmethod
+    def from_plan(cls, plan: Sequence[Step]) -> "Chain":
+        return cls(*[step.build() for step in plan])
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+@dataclass
+class StepKernel:
+    """A step as linear algebra: either a per-channel affine map or a conv."""
+
+    weight: Tensor | None = None  # conv (C_out, C_in/g, kh, kw), float64
+    bias: Tensor | None = None
+    groups: int = 1
+    stride: Pair = (1, 1)
+    dilation: Pair = (1, 1)
+    scale: Tensor | None = None  # affine
+    shift: Tensor | None = None
+
+
+def _bn_kernel(m: _BatchNorm, channels: int, device) -> StepKernel:
+    if not m.track_running_stats or m.running_mean is None or m.running_var is None:
+        raise SpecError(f"{m!r} has no running statistics (track_running_stats=False); "
+                        "it normalises with batch statistics and cannot be folded")
+    f = K.as_float64
+    scale, shift = K.bn_scale_shift(f(m.running_mean), f(m.running_var), m.eps, f(m.weight), f(m.bias))
+    return StepKernel(scale=scale, shift=shift)
+
+
+def _conv_kernel(m: nn.Conv2d, channels: int, device) -> StepKernel:
+    unpadded = m.padding == "valid" if isinstance(m.padding, str) else K.as_pair(m.padding) == (0, 0)
+    if not unpadded:
+        raise SpecError(f"{m!r} pads its input; steps inside a branch must be unpadded "
+                        "(the block pads once, at its input)")
+    return StepKernel(weight=K.as_float64(m.weight), bias=K.as_float64(m.bias), groups=m.groups,
+                      stride=K.as_pair(m.stride), dilation=K.as_pair(m.dilation))
+
+
+def _scale_kernel(m: ChannelScale, channels: int, device) -> StepKernel:
+    return StepKernel(scale=K.as_float64(m.weight))
+
+
+def _avg_kernel(m: nn.Module, channels: int, device) -> StepKernel:
+    if isinstance(m, nn.AvgPool2d):
+        if K.as_pair(m.padding) != (0, 0) or m.ceil_mode or m.divisor_override is not None:
+            raise SpecError(f"{m!r}: only unpadded average pooling without ceil_mode or "
+                            "divisor_override is a convolution")
+        ks, stride, dilation = m.kernel_size, m.stride or m.kernel_size, 1
+    else:
+        ks, stride, dilation = m.kernel_size, m.stride, m.dilation
+    w = K.avgpool_kernel(channels, ks, dtype=torch.float64, device=device)
+    return StepKernel(weight=w, groups=channels, stride=K.as_pair(stride), dilation=K.as_pair(dilation))
+
+
+def _identity_kernel(m: nn.Identity, channels: int, device) -> StepKernel:
+    return StepKernel(weight=K.identity_kernel(channels, channels, 1, dtype=torch.float64, device=device),
+                      groups=channels)
+
+
+#: module class -> converter(module, in_channels, device) -> StepKernel; checked in order (isinstance).
+#: Parameter-free steps (identity, pooling) build their fixed kernel on ``device``.
+STEP_CONVERTERS: list[tuple[type, Callable[[nn.Module, int, torch.device | None], StepKernel]]] = [
+    (_BatchNorm, _bn_kernel),
+    (nn.Conv2d, _conv_kernel),
+    (ChannelScale, _scale_kernel),
+    (AvgPool, _avg_kernel),
+    (nn.AvgPool2d, _avg_kernel),
+    (nn.Identity, _identity_kernel),
+]
+
+
+def step_kernel(module: nn.Module, channels: int, device: torch.device | None = None) -> StepKernel:
+    for cls, fn in STEP_CONVERTERS:
+        if isinstance(module, cls):
+            return fn(module, channels, device)
+    known = ", ".join(c.__name__ for c, _ in STEP_CONVERTERS)
+    raise SpecError(f"no kernel converter for {type(module).__name__}; known step modules: {known}")
+
+
+@dataclass
+class BranchKernel:
+    """A branch as one dense (undilated) kernel: ``(C_out, C_in/groups, eh, ew)``, float64."""
+
+    weight: Tensor
+    bias: Tensor | None
+    groups: int
+    stride: Pair
+
+
+def chain_kernel(modules: Sequence[nn.Module], in_channels: int,
+                 device: torch.device | None = None) -> BranchKernel:
+    """Compose a chain of step modules into one kernel (differentiable, float64).
+
+    ``device`` is where parameter-free steps build their fixed kernels (default: the
+    device of the chain's first parameter or buffer, else the CPU).
+    """
+    if device is None:
+        device = next((t.device for m in modules for t in [*m.parameters(), *m.buffers()]), None)
+    w = b = None
+    groups, stride, channels = 1, (1, 1), in_channels
+    for m in modules:
+        sk = step_kernel(m, channels, device)
+        if sk.weight is None:  # per-channel affine
+            if w is None:
+                w = sk.scale.reshape(-1, 1, 1, 1)
+                b, groups = sk.shift, channels
+            else:
+                w, b = K.scale_channels(w, b, sk.scale, sk.shift)
+            continue
+        if w is None:
+            w, b, groups, stride = K.dilate(sk.weight, sk.dilation), sk.bias, sk.groups, sk.stride
+        else:
+            w, b, groups = K.compose((w, b), (sk.weight, sk.bias), groups=(groups, sk.groups),
+                                     stride=stride, dilation=(1, sk.dilation))
+            stride = (stride[0] * sk.stride[0], stride[1] * sk.stride[1])
+        channels = w.shape[0]
+    if w is None:
+        raise SpecError("an empty chain has no kernel")
+    return BranchKernel(weight=w, bias=b, groups=groups, stride=stride)

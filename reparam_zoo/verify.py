@@ -1,0 +1,121 @@
+"""Check a fold numerically: training form vs folded form, eval mode, border-heavy inputs."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .fold import fold_model
+from .modules import ChannelScale
+
+#: relative error a fold must stay within, per dtype (see docs/math.md)
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+def randomize_norms(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm random running statistics and affine parameters, and every
+    scale random values (in place; returns ``module``).
+
+    Default statistics (mean 0, var 1, gamma 1, beta 0) hide eps, bias and padding bugs.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(t: torch.Tensor, low: float, high: float) -> None:
+        t.copy_(torch.rand(t.shape, generator=gen, dtype=torch.float64) * (high - low) + low)
+
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, _BatchNorm):
+                if m.running_mean is not None:
+                    rand(m.running_mean, -1.0, 1.0)
+                    rand(m.running_var, 0.25, 2.0)
+                if m.weight is not None:
+                    rand(m.weight, 0.5, 1.5)
+                    rand(m.bias, -0.5, 0.5)
+            elif isinstance(m, ChannelScale):
+                rand(m.weight, 0.5, 1.5)
+    return module
+
+
+@dataclass
+class VerifyResult:
+    """Largest differences between the training form and the folded form."""
+
+    max_abs: float
+    max_rel: float  # max |a - b| / max |a| over each output
+    dtype: torch.dtype
+    tolerance: float
+    shapes: list[tuple[int, ...]] = field(default_factory=list)  # input shapes compared
+    skipped: list[tuple[int, ...]] = field(default_factory=list)  # too small for both forms
+
+    @property
+    def ok(self) -> bool:
+        return self.max_rel <= self.tolerance
+
+    def __str__(self) -> str:
+        verdict = "OK" if self.ok else "FAIL"
+        return (f"max abs {self.max_abs:.2e}, max rel {self.max_rel:.2e} "
+                f"(tol {self.tolerance:.0e}, {str(self.dtype).replace('torch.', '')}) {verdict}")
+
+
+def border_shapes(input_shape: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
+    """The given shape plus odd, even and tiny spatial sizes (borders dominate small inputs)."""
+    n, c, h, w = input_shape
+    sizes = [(h, w), (h + 1, w + 2), (1, 1), (2, 3), (7, 8), (8, 7)]
+    out: list[tuple[int, int, int, int]] = []
+    for hh, ww in sizes:
+        shape = (n, c, hh, ww)
+        if shape not in out:
+            out.append(shape)
+    return out
+
+
+def verify(module: nn.Module, input_shape: tuple[int, int, int, int], *, dtype: torch.dtype | None = None,
+           seed: int = 0, randomize: bool = True, tolerance: float | None = None,
+           shapes: list[tuple[int, ...]] | None = None) -> VerifyResult:
+    """Compare ``module`` with ``fold_model(module)`` in eval mode.
+
+    Works on a copy (``module`` is not changed): casts it to ``dtype`` if given,
+    randomises its norm statistics (``randomize``), folds it, and runs both on random
+    inputs of ``input_shape`` and of the extra sizes of :func:`border_shapes`. Sizes
+    that neither form accepts (too small for the kernel) are skipped; a size only one
+    form accepts counts as an infinite error.
+    """
+    ref = copy.deepcopy(module)
+    if dtype is not None:
+        ref = ref.to(dtype)
+    if randomize:
+        randomize_norms(ref, seed)
+    ref.eval()
+    folded = fold_model(ref).eval()
+    param = next((t for t in (*ref.parameters(), *ref.buffers()) if t.is_floating_point()), None)
+    dt = param.dtype if param is not None else torch.get_default_dtype()
+    device = param.device if param is not None else torch.device("cpu")
+    gen = torch.Generator().manual_seed(seed + 1)
+    result = VerifyResult(0.0, 0.0, dt, TOLERANCE.get(dt, 1e-6) if tolerance is None else tolerance)
+    for shape in shapes or border_shapes(tuple(input_shape)):
+        x = torch.randn(shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dt)
+        outs, errors = [], []
+        with torch.no_grad():
+            for m in (ref, folded):
+                try:
+                    outs.append(m(x))
+                except (RuntimeError, ValueError) as exc:
+                    errors.append(exc)
+        if len(errors) == 2:
+            result.skipped.append(tuple(shape))
+            continue
+        result.shapes.append(tuple(shape))
+        if errors or outs[0].shape != outs[1].shape:
+            result.max_abs = result.max_rel = float("inf")
+            continue
+        a, b = outs[0].double(), outs[1].double()
+        diff = (a - b).abs().max().item() if a.numel() else 0.0
+        scale = a.abs().max().item() if a.numel() else 0.0
+        result.max_abs = max(result.max_abs, diff)
+        result.max_rel = max(result.max_rel, diff / max(scale, torch.finfo(torch.float64).tiny))
+    return result

@@ -1,0 +1,1 @@
+"""Shipped YAML specs (installed as the package ``reparam_zoo.specs``)."""

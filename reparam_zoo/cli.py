@@ -1,0 +1,165 @@
+"""The ``reparam-zoo`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from . import __version__
+from .block import RepBlock, build_block
+from .errors import SpecError
+from .fold import fold_model
+from .profile import count_macs, count_params
+from .spec import BRANCHES, get_spec, json_schema, list_specs, resolve_spec
+from .verify import TOLERANCE, verify
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+
+#: geometries `check --all` sweeps when no geometry flag is given: (in, out, stride, groups)
+DEFAULT_GEOMETRIES = [(16, 16, 1, 1), (16, 32, 2, 1), (16, 16, 1, 4), (16, 16, 2, 16)]
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _measure(block: RepBlock, size: int, dtype: torch.dtype, seed: int, tolerance: float | None) -> dict:
+    g = block.geometry
+    folded = fold_model(block)
+    shape = (1, g.in_channels, size, size)
+    res = verify(block, (2, g.in_channels, 9, 11), dtype=dtype, seed=seed, tolerance=tolerance)
+    return {
+        "train_params": count_params(block), "deploy_params": count_params(folded),
+        "train_macs": count_macs(block, shape), "deploy_macs": count_macs(folded, shape),
+        "max_abs": res.max_abs, "max_rel": res.max_rel, "tolerance": res.tolerance, "ok": res.ok,
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name in list_specs():
+        spec = get_spec(name)
+        print(f"{name:12s} {spec.description}")
+    if args.branches:
+        print("\nbranch types:", ", ".join(BRANCHES.names()))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    dtype = DTYPES[args.dtype]
+    if args.all:
+        names: list = list_specs()
+    elif args.spec:
+        names = [args.spec]
+    else:
+        print("reparam-zoo check: error: give a SPEC (name or YAML file) or --all", file=sys.stderr)
+        return 2
+    explicit = any(v is not None for v in (args.in_channels, args.out_channels, args.stride, args.groups))
+    if explicit or not args.all:
+        cin = args.in_channels or 16
+        geometries = [(cin, args.out_channels or cin, args.stride or 1, args.groups or 1)]
+    else:
+        geometries = DEFAULT_GEOMETRIES
+    rows, failed = [], False
+    for name in names:
+        spec = resolve_spec(name)
+        for cin, cout, stride, groups in geometries:
+            block = build_block(spec, cin, cout, stride=stride, groups=groups)
+            m = _measure(block, args.size, dtype, args.seed, args.tolerance)
+            failed |= not m["ok"]
+            rows.append({"spec": spec.name, "in": cin, "out": cout, "stride": stride, "groups": groups,
+                         "branches": block.describe(), "dtype": args.dtype, **m})
+            if len(names) == 1 and len(geometries) == 1:
+                g = block.geometry
+                print(f"{spec.name}: {spec.description}".rstrip(": "))
+                print(f"  block: {cin} -> {cout} channels, kernel {g.kernel[0]}x{g.kernel[1]}, stride {stride}, "
+                      f"dilation {g.dilation}, groups {groups}, padding {g.padding} ({block.padding_mode})")
+                print("  branches:")
+                for line in block.describe():
+                    print(f"    {line}")
+                print(f"  params: train {m['train_params']:,} -> deploy {m['deploy_params']:,}")
+                print(f"  MACs @ {args.size}x{args.size}: train {_human(m['train_macs'])} -> "
+                      f"deploy {_human(m['deploy_macs'])}")
+                print(f"  fold error ({args.dtype}): max abs {m['max_abs']:.2e}, max rel {m['max_rel']:.2e} "
+                      f"(tolerance {m['tolerance']:.0e}) {'OK' if m['ok'] else 'FAIL'}")
+    if len(rows) > 1:
+        head = (f"{'spec':10s} {'in':>4s} {'out':>4s} {'s':>2s} {'g':>3s} {'br':>3s} {'train p':>9s} "
+                f"{'deploy p':>9s} {'train MACs':>10s} {'deploy MACs':>11s} {'max rel err':>11s}  result")
+        print(f"fold check, {args.dtype}, MACs at {args.size}x{args.size}")
+        print(head)
+        print("-" * len(head))
+        for r in rows:
+            print(f"{r['spec']:10s} {r['in']:4d} {r['out']:4d} {r['stride']:2d} {r['groups']:3d} "
+                  f"{len(r['branches']):3d} {r['train_params']:9,d} {r['deploy_params']:9,d} "
+                  f"{_human(r['train_macs']):>10s} {_human(r['deploy_macs']):>11s} {r['max_rel']:11.2e}  "
+                  f"{'OK' if r['ok'] else 'FAIL'}")
+        worst = max(r["max_rel"] for r in rows)
+        print(f"{len(rows)} checks, worst relative error {worst:.2e} (tolerance {rows[0]['tolerance']:.0e}): "
+              f"{'all OK' if not failed else 'FAILED'}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=2)
+    return 1 if failed else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reparam-zoo",
+        description="Structural re-parameterization: blocks declared in YAML, trained as branches, "
+                    "folded exactly into one conv.")
+    p.add_argument("--version", action="version", version=f"reparam_zoo {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pl = sub.add_parser("list", help="list the shipped block specs")
+    pl.add_argument("--branches", action="store_true", help="also list the registered branch types")
+    pl.set_defaults(func=cmd_list)
+
+    pc = sub.add_parser(
+        "check", help="build a block, fold it and measure the fold error, parameters and MACs",
+        description="Build SPEC for a geometry, fold it, and compare both forms on border-heavy inputs "
+                    "with randomised BatchNorm statistics. Exit 0: within tolerance; 1: above tolerance; "
+                    "2: bad spec or arguments.")
+    pc.add_argument("spec", nargs="?", help="shipped spec name or path to a YAML file")
+    pc.add_argument("--all", action="store_true",
+                    help="check every shipped spec (over several geometries unless one is given)")
+    pc.add_argument("--in-channels", type=int, help="input channels (default 16)")
+    pc.add_argument("--out-channels", type=int, help="output channels (default: in-channels)")
+    pc.add_argument("--stride", type=int, help="stride (default 1)")
+    pc.add_argument("--groups", type=int, help="groups (default 1)")
+    pc.add_argument("--dtype", choices=list(DTYPES), default="float64", help="dtype of the comparison")
+    pc.add_argument("--size", type=int, default=56, help="input size for the MAC count (default 56)")
+    pc.add_argument("--seed", type=int, default=0, help="seed of the random statistics and inputs")
+    pc.add_argument("--tolerance", type=float,
+                    help="relative error allowed (default per dtype: " +
+                         ", ".join(f"{str(k).replace('torch.', '')} {v:.0e}" for k, v in TOLERANCE.items()) + ")")
+    pc.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    pc.set_defaults(func=cmd_check)
+
+    ps = sub.add_parser("schema", help="print the JSON Schema of block specs (for editor completion)")
+    ps.set_defaults(func=cmd_schema)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

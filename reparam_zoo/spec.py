@@ -25,6 +25,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     create_model,
+    field_validator,
     model_validator,
 )
 from torch import nn
@@ -212,10 +213,15 @@ class BlockSpec(BaseModel):
 
     _source: Optional[str] = PrivateAttr(None)
 
+    @field_validator("act")
+    @classmethod
+    def _known_act(cls, v: str) -> str:
+        if v not in ACTIVATIONS:
+            raise ValueError(ACTIVATIONS.unknown_message(v))
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> "BlockSpec":
-        if self.act not in ACTIVATIONS:
-            raise ValueError(ACTIVATIONS.unknown_message(self.act))
         if self.padding == "same":
             from .kernels import as_pair
 

@@ -253,16 +253,17 @@ def analyze(plan: Sequence[Step], block: BlockGeometry) -> Placement:
     """
     if not plan:
         raise SpecError("a branch needs at least one step")
-    channels = block.in_channels
+    channels, last_change = block.in_channels, plan[0].loc
     for step in plan:
         if step.in_channels != channels:
             raise SpecError(f"expects {step.in_channels} input channels but the previous step gives {channels}",
                             step.loc)
         step.validate()
-        channels = step.out
+        if step.out != channels:
+            channels, last_change = step.out, step.loc
     if channels != block.out_channels:
         raise SpecError(f"ends with {channels} channels but the block has out_channels={block.out_channels}",
-                        plan[-1].loc)
+                        last_change)
     taps_h, taps_w, sh, sw, groups = {0}, {0}, 1, 1, 0
     for step in plan:
         th, tw = step.taps()

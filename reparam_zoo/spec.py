@@ -233,6 +233,14 @@ class BlockSpec(BaseModel):
         return self
 
     # -- convenience ------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        """Specs are equal when they say the same thing (where they were read from aside)."""
+        if not isinstance(other, BlockSpec):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # mutable
+
     @property
     def source(self) -> str | None:
         """The file this spec was read from (``None`` for text or Python)."""

@@ -292,9 +292,10 @@ def analyze(plan: Sequence[Step], block: BlockGeometry) -> Placement:
             f"the branch's taps do not lie on the block's dilation grid (dilation {block.dilation}); "
             "give the branch a dilation that is a multiple of the block's", loc)
     if groups % block.groups:
+        culprit = next((s.loc for s in plan if s.groups % block.groups), loc)
         raise SpecError(
             f"the branch connects channels in {groups} group(s), which a conv with the block's "
-            f"groups={block.groups} cannot express (its groups must be a multiple of {block.groups})", loc)
+            f"groups={block.groups} cannot express (its groups must be a multiple of {block.groups})", culprit)
     return Placement(offset=offset, extent=extent, groups=groups, steps=tuple(plan))
 
 

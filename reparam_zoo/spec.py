@@ -417,6 +417,9 @@ def load_spec(path_or_text: str | Path | Mapping | BlockSpec) -> BlockSpec:
         return path_or_text
     if isinstance(path_or_text, Mapping):
         return spec_from_data(path_or_text)
+    if not isinstance(path_or_text, (str, Path)):
+        raise SpecError(f"Expected a block spec (a BlockSpec, a mapping, YAML text or a path) but got "
+                        f"{type(path_or_text).__name__}")
     if isinstance(path_or_text, str) and ("\n" in path_or_text or ":" in path_or_text
                                           and not Path(path_or_text).exists()):
         return spec_from_data(_parse_yaml(path_or_text, None))

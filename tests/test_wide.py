@@ -1,0 +1,17 @@
+"""Shipped specs at realistic widths (slow: run with `python -m pytest -m slow`)."""
+
+import pytest
+import torch
+
+import reparam_zoo as rz
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", rz.list_specs())
+@pytest.mark.parametrize("cin,cout,stride,groups", [(64, 64, 1, 1), (64, 128, 2, 1), (128, 128, 1, 128),
+                                                    (96, 96, 1, 4)])
+def test_shipped_specs_fold_within_fp32_tolerance_at_real_widths(name, cin, cout, stride, groups):
+    block = rz.build_block(name, cin, cout, stride=stride, groups=groups)
+    res = rz.verify(block, (2, cin, 56, 56), dtype=torch.float32)
+    assert res.ok, res
+    assert rz.verify(block, (1, cin, 28, 28), dtype=torch.float64).ok

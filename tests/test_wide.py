@@ -1,4 +1,4 @@
-"""Shipped specs at realistic widths (slow: run with `python -m pytest -m slow`)."""
+"""Shipped specs at realistic widths, 56x56 inputs, float32 and float64."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch
 import reparam_zoo as rz
 
 
-@pytest.mark.slow
+
 @pytest.mark.parametrize("name", rz.list_specs())
 @pytest.mark.parametrize("cin,cout,stride,groups", [(64, 64, 1, 1), (64, 128, 2, 1), (128, 128, 1, 128),
                                                     (96, 96, 1, 4)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -171,8 +172,6 @@ class RepBlock(nn.Module):
         conv.train(self.training)
         if isinstance(self.act, nn.Identity):
             return conv
-        import copy
-
         return nn.Sequential(OrderedDict(conv=conv, act=copy.deepcopy(self.act)))
 
     # ------------------------------------------------------------------------- description

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from .errors import SpecError
@@ -36,11 +36,6 @@ class Registry(Generic[T]):
         self._items[name] = obj
         self.version += 1
         return obj
-
-    def decorator(self, name: str) -> Callable[[T], T]:
-        def wrap(obj: T) -> T:
-            return self.register(name, obj)
-        return wrap
 
     def unknown_message(self, name: str) -> str:
         names = sorted(self._items)

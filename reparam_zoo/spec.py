@@ -303,15 +303,10 @@ def json_schema() -> dict[str, Any]:
 
 
 def _vocabulary() -> list[str]:
-    words = set(BlockSpec.model_fields) | set(NormSpec.model_fields)
-    for _, t in BRANCHES.items():
-        words |= set(t.spec.model_fields)
-        for f in t.spec.model_fields.values():  # nested step models (seq)
-            for sub in getattr(f.annotation, "__args__", ()) or ():
-                for m in getattr(sub, "__args__", ()) or ():
-                    if isinstance(m, type) and issubclass(m, BaseModel):
-                        words |= set(m.model_fields)
-    return sorted(words)
+    from .branches.seq import STEP_TYPES
+
+    models = [BlockSpec, NormSpec, *STEP_TYPES.values(), *(t.spec for _, t in BRANCHES.items())]
+    return sorted({k for m in models for k in m.model_fields})
 
 
 def _tags() -> set[str]:

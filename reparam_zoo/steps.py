@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Union
 
 import torch
@@ -217,7 +217,6 @@ class Placement:
     offset: Pair
     extent: Pair
     groups: int  # groups of the composite kernel (gcd of the steps' groups)
-    steps: tuple = field(default=())
 
 
 def finalize(plan: Sequence[Step], stride: Pair) -> list[Step]:
@@ -296,7 +295,7 @@ def analyze(plan: Sequence[Step], block: BlockGeometry) -> Placement:
         raise SpecError(
             f"the branch connects channels in {groups} group(s), which a conv with the block's "
             f"groups={block.groups} cannot express (its groups must be a multiple of {block.groups})", culprit)
-    return Placement(offset=offset, extent=extent, groups=groups, steps=tuple(plan))
+    return Placement(offset=offset, extent=extent, groups=groups)
 
 
 # ----------------------------------------------------------------------------- training module

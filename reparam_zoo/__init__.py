@@ -1,6 +1,7 @@
 """reparam_zoo: structural re-parameterization of CNN blocks, declared in YAML, folded exactly."""
 
 from . import branches as _branches  # noqa: F401  (registers the built-in branch types)
+from . import primitives as _primitives  # noqa: F401  (registers the parameterised convs)
 from .block import RepBlock, build_block
 from .errors import NotApplicable, SpecError
 from .fold import FoldReport, fold_model

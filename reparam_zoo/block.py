@@ -16,7 +16,7 @@ from . import kernels as K
 from .errors import NotApplicable, SpecError
 from .modules import ACTIVATIONS
 from .spec import BRANCHES, BlockSpec, BranchSpec, BranchType, resolve_spec
-from .steps import BlockGeometry, Placement, analyze, finalize, step_kernel
+from .steps import BlockGeometry, Chain, ComposedChain, NormStep, Placement, analyze, finalize, step_kernel
 
 _PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
@@ -78,9 +78,12 @@ class RepBlock(nn.Module):
 
         infos: list[BranchInfo] = []
         modules: list[nn.Module] = []
+        depthwise = groups == out_channels
         for i, bspec in enumerate(spec.branches):
             loc = f"branches.{i}"
             btype = BRANCHES.get(bspec.type)
+            if bspec.when != "always" and (bspec.when == "depthwise") != depthwise:
+                continue
             try:
                 plan = finalize(bspec.plan(self.geometry), stride)
                 placement = analyze(plan, self.geometry)
@@ -92,14 +95,25 @@ class RepBlock(nn.Module):
                     f"{loc}.{exc.location}".rstrip("."), source) from None
             except SpecError as exc:
                 raise exc.located(loc, source) from None
+            if bspec.train_as == "kernel":
+                if any(isinstance(s, NormStep) and s.kind == "bn" for s in plan):
+                    raise SpecError("train_as: kernel composes the branch's kernel every step, which a "
+                                    "BatchNorm (it needs the features) does not allow; use norm: scale or none",
+                                    f"{loc}.train_as", source)
             for copy_index in range(bspec.count):
                 name = loc if bspec.count == 1 else f"{loc}#{copy_index}"
+                module = btype.module(bspec, plan, self.geometry)
+                if bspec.train_as == "kernel":
+                    if type(module) is not Chain:
+                        raise SpecError(f"train_as: kernel needs a chain branch, {bspec.type!r} builds a "
+                                        f"{type(module).__name__}", f"{loc}.train_as", source)
+                    module = ComposedChain(*module, in_channels=in_channels)
                 infos.append(BranchInfo(name, btype, bspec, placement))
-                modules.append(btype.module(bspec, plan, self.geometry))
+                modules.append(module)
         if not modules:
             raise SpecError(
                 f"no branch applies to in_channels={in_channels}, out_channels={out_channels}, "
-                f"stride={stride}, groups={groups} (every branch is optional and was dropped)",
+                f"stride={stride}, groups={groups} (every branch was dropped: optional or `when`)",
                 "branches", source)
         self.branches = nn.ModuleList(modules)
         self.branch_info: tuple[BranchInfo, ...] = tuple(infos)

@@ -43,6 +43,8 @@ __all__ = [
     "place",
     "identity_kernel",
     "avgpool_kernel",
+    "basis_kernel",
+    "normalize_filters",
     "regroup",
     "compose",
     "sum_kernels",
@@ -247,6 +249,37 @@ def avgpool_kernel(
     kh, kw = as_pair(kernel_size, "kernel_size")
     w = torch.full((channels, 1, kh, kw), 1.0 / (kh * kw), dtype=dtype, device=device)
     return regroup(w, channels, channels if groups is None else groups)
+
+
+def basis_kernel(
+    channels: int,
+    multiplier: int,
+    kernel_size: int | Sequence[int],
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """DO-Conv's depthwise "identity": a depthwise conv (``groups=channels``) with
+    ``multiplier`` outputs per channel, output ``d`` of each channel being the one-hot
+    kernel at spatial position ``d`` (row-major), zero for ``d >= kh * kw``.
+
+    Followed by a 1x1 conv ``W[o, c * multiplier + d]``, it composes to the kxk kernel
+    ``W[o, c, d]`` laid out row-major: the over-parameterisation starts as a plain conv.
+    Shape ``(channels * multiplier, 1, kh, kw)``; needs ``multiplier >= kh * kw``.
+    """
+    kh, kw = as_pair(kernel_size, "kernel_size")
+    if multiplier < kh * kw:
+        raise ValueError(f"Expected a depth multiplier >= kh*kw = {kh * kw} but got {multiplier}")
+    eye = torch.zeros(multiplier, kh * kw, dtype=dtype, device=device)
+    eye[: kh * kw] = torch.eye(kh * kw, dtype=dtype, device=device)
+    return eye.reshape(1, multiplier, kh, kw).expand(channels, -1, -1, -1).reshape(channels * multiplier, 1, kh, kw)
+
+
+def normalize_filters(weight: Tensor, eps: float = 1e-12) -> Tensor:
+    """Each output filter divided by its L2 norm (DiracNet's ``normalize(W)``):
+    ``W[o] / max(||W[o]||_2, eps)``, the norm over input channels and taps."""
+    norm = weight.flatten(1).norm(dim=1).clamp_min(eps)
+    return weight / norm.reshape(-1, 1, 1, 1)
 
 
 # ----------------------------------------------------------------------------- groups

@@ -123,6 +123,11 @@ class BranchSpec(BaseModel):
     norm: Norm = Field(default_factory=NormSpec, description="norm after the branch: bn | scale | none")
     optional: bool = Field(False, description="drop the branch where it cannot apply (channels/stride)")
     count: PositiveInt = Field(1, description="number of parallel copies (MobileOne's k)")
+    when: Literal["always", "depthwise", "not_depthwise"] = Field(
+        "always", description="use the branch only in depthwise blocks (groups == out_channels) or only in others")
+    train_as: Literal["features", "kernel"] = Field(
+        "features", description="train on the features (the branch's steps in turn) or as its composed kernel "
+                                "(one conv per step of training; no BatchNorm inside)")
 
     def plan(self, block: BlockGeometry) -> list[Step]:
         """The branch as a chain of linear steps for this block geometry.
@@ -278,6 +283,7 @@ _MODEL_CACHE: dict[int, type[BlockSpec]] = {}
 def block_model() -> type[BlockSpec]:
     """The :class:`BlockSpec` subclass whose ``branches`` is the union of registered types."""
     from . import branches as _builtin  # noqa: F401  (registers the built-in types)
+    from . import primitives as _primitives  # noqa: F401  (registers the parameterised convs)
 
     cached = _MODEL_CACHE.get(BRANCHES.version)
     if cached is not None:

@@ -20,14 +20,32 @@ from dataclasses import dataclass, replace
 from typing import Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import kernels as K
 from .errors import NotApplicable, SpecError
 from .modules import AvgPool, ChannelScale
+from .registry import Registry
 
 Pair = tuple[int, int]
+
+#: conv parameterisations: name -> an ``nn.Conv2d`` subclass (``plain`` is ``nn.Conv2d``).
+#: A class may define ``check_step(step)`` raising SpecError for steps it cannot serve.
+CONV_PARAMS: Registry[type[nn.Conv2d]] = Registry("conv parameterization")
+CONV_PARAMS.register("plain", nn.Conv2d)
+
+
+def register_conv_param(name: str):
+    """Register an ``nn.Conv2d`` subclass as a conv parameterisation (``param:`` in specs)."""
+
+    def wrap(cls):
+        if not (isinstance(cls, type) and issubclass(cls, nn.Conv2d)):
+            raise TypeError(f"Expected an nn.Conv2d subclass but got {cls!r}")
+        return CONV_PARAMS.register(name, cls)
+
+    return wrap
 
 
 # ----------------------------------------------------------------------------- plans
@@ -35,7 +53,13 @@ Pair = tuple[int, int]
 
 @dataclass(frozen=True)
 class ConvStep:
-    """An unpadded conv ``in_channels -> out_channels``."""
+    """An unpadded conv ``in_channels -> out_channels``.
+
+    ``param`` names how its weight is parameterised (a registered conv class, see
+    :data:`CONV_PARAMS`): ``plain`` (``nn.Conv2d``), ``identity`` (``W + I``, W
+    zero-initialised: DBB's identity-based 1x1), ``basis`` (``W + E``, DO-Conv's
+    depthwise over-parameterisation), ``normalized`` (``W / ||W||`` per filter, DiracNet).
+    """
 
     in_channels: int
     out_channels: int
@@ -43,7 +67,7 @@ class ConvStep:
     dilation: Pair = (1, 1)
     groups: int = 1
     bias: bool = False
-    init: str = "default"  # "default" | "identity"
+    param: str = "plain"
     stride: Pair = (1, 1)
     loc: str = ""  # where in the branch spec this step comes from
 
@@ -54,12 +78,10 @@ class ConvStep:
             c = getattr(self, name)
             if c % self.groups:
                 raise SpecError(f"{name}={c} is not divisible by groups={self.groups}", self.loc)
-        if self.init == "identity" and self.in_channels != self.out_channels:
-            raise SpecError(
-                f"an identity-initialised conv needs in == out channels, got "
-                f"{self.in_channels} -> {self.out_channels}", self.loc)
-        if self.init == "identity" and (self.kernel[0] % 2 == 0 or self.kernel[1] % 2 == 0):
-            raise SpecError(f"an identity-initialised conv needs an odd kernel, got {self.kernel}", self.loc)
+        cls = CONV_PARAMS.get(self.param)
+        check = getattr(cls, "check_step", None)
+        if check is not None:
+            check(self)
 
     @property
     def out(self) -> int:
@@ -70,14 +92,9 @@ class ConvStep:
                 [self.dilation[1] * j for j in range(self.kernel[1])])
 
     def build(self) -> nn.Module:
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel, stride=self.stride,
-                         padding=0, dilation=self.dilation, groups=self.groups, bias=self.bias)
-        if self.init == "identity":
-            with torch.no_grad():
-                conv.weight.copy_(K.identity_kernel(self.in_channels, self.groups, self.kernel))
-                if conv.bias is not None:
-                    conv.bias.zero_()
-        return conv
+        cls = CONV_PARAMS.get(self.param)
+        return cls(self.in_channels, self.out_channels, self.kernel, stride=self.stride, padding=0,
+                   dilation=self.dilation, groups=self.groups, bias=self.bias)
 
 
 @dataclass(frozen=True)
@@ -313,6 +330,22 @@ class Chain(nn.Sequential):
         return cls(*[step.build() for step in plan])
 
 
+class ComposedChain(Chain):
+    """A chain trained as its composed kernel: every forward composes the steps' kernels
+    (differentiably, with the kernel algebra) and runs ONE conv. Same parameters, same
+    function as :class:`Chain`; no BatchNorm allowed (it needs the features).
+    """
+
+    def __init__(self, *modules: nn.Module, in_channels: int):
+        super().__init__(*modules)
+        self.in_channels = in_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = chain_kernel(list(self), self.in_channels, x.device)
+        bias = None if k.bias is None else k.bias.to(x.dtype)
+        return F.conv2d(x, k.weight.to(x.dtype), bias, stride=k.stride, groups=k.groups)
+
+
 # ----------------------------------------------------------------------------- conversion
 
 
@@ -347,6 +380,13 @@ def _conv_kernel(m: nn.Conv2d, channels: int, device) -> StepKernel:
                       stride=K.as_pair(m.stride), dilation=K.as_pair(m.dilation))
 
 
+def conv_step_kernel(m: nn.Conv2d, weight: Tensor) -> StepKernel:
+    """A conv step whose effective (float64) weight the caller computed (parameterised convs)."""
+    base = _conv_kernel(m, m.out_channels, None)
+    base.weight = weight
+    return base
+
+
 def _scale_kernel(m: ChannelScale, channels: int, device) -> StepKernel:
     return StepKernel(scale=K.as_float64(m.weight))
 
@@ -368,23 +408,34 @@ def _identity_kernel(m: nn.Identity, channels: int, device) -> StepKernel:
                       groups=channels)
 
 
-#: module class -> converter(module, in_channels, device) -> StepKernel; checked in order (isinstance).
-#: Parameter-free steps (identity, pooling) build their fixed kernel on ``device``.
-STEP_CONVERTERS: list[tuple[type, Callable[[nn.Module, int, torch.device | None], StepKernel]]] = [
-    (_BatchNorm, _bn_kernel),
-    (nn.Conv2d, _conv_kernel),
-    (ChannelScale, _scale_kernel),
-    (AvgPool, _avg_kernel),
-    (nn.AvgPool2d, _avg_kernel),
-    (nn.Identity, _identity_kernel),
-]
+#: module class -> converter(module, in_channels, device) -> StepKernel. The most specific
+#: class in the module's MRO wins. Parameter-free steps build their fixed kernel on ``device``.
+STEP_CONVERTERS: dict[type, Callable[[nn.Module, int, torch.device | None], StepKernel]] = {}
+
+
+def register_step_converter(cls: type):
+    """Register ``fn(module, in_channels, device) -> StepKernel`` for modules of ``cls``."""
+
+    def wrap(fn):
+        if cls in STEP_CONVERTERS:
+            raise ValueError(f"a step converter for {cls.__name__} is already registered")
+        STEP_CONVERTERS[cls] = fn
+        return fn
+
+    return wrap
+
+
+for _cls, _fn in [(_BatchNorm, _bn_kernel), (nn.Conv2d, _conv_kernel), (ChannelScale, _scale_kernel),
+                  (AvgPool, _avg_kernel), (nn.AvgPool2d, _avg_kernel), (nn.Identity, _identity_kernel)]:
+    register_step_converter(_cls)(_fn)
 
 
 def step_kernel(module: nn.Module, channels: int, device: torch.device | None = None) -> StepKernel:
-    for cls, fn in STEP_CONVERTERS:
-        if isinstance(module, cls):
+    for cls in type(module).__mro__:
+        fn = STEP_CONVERTERS.get(cls)
+        if fn is not None:
             return fn(module, channels, device)
-    known = ", ".join(c.__name__ for c, _ in STEP_CONVERTERS)
+    known = ", ".join(sorted(c.__name__ for c in STEP_CONVERTERS))
     raise SpecError(f"no kernel converter for {type(module).__name__}; known step modules: {known}")
 
 

@@ -32,12 +32,19 @@ VARIANTS = {
              {"type": "conv", "kernel": 3, "groups": "depthwise", "norm": {"type": "bn", "eps": 0.01}}],
     "identity": [{"type": "identity"}, {"type": "identity", "optional": True, "norm": "scale"}],
     "avgpool": [{"type": "avgpool"}, {"type": "avgpool", "pre_1x1": True}],
-    "1x1_kxk": [{"type": "1x1_kxk", "identity_init": True}, {"type": "1x1_kxk", "mid_channels": 8}],
+    "1x1_kxk": [{"type": "1x1_kxk", "identity_init": True}, {"type": "1x1_kxk", "mid_channels": 8},
+                {"type": "1x1_kxk", "mid_multiplier": 2, "mid_norm": "scale", "when": "depthwise"}],
     "seq": [{"type": "seq", "steps": [{"type": "conv", "kernel": 1, "out_channels": "in", "multiplier": 2,
                                        "bias": True},
                                       {"type": "bn", "eps": 0.001}, {"type": "scale"},
                                       {"type": "conv", "kernel": [1, 3], "groups": 1}]},
-            {"type": "seq", "steps": [{"type": "avgpool", "kernel": 3}, {"type": "conv", "kernel": 1}]}],
+            {"type": "seq", "steps": [{"type": "avgpool", "kernel": 3}, {"type": "conv", "kernel": 1}]},
+            {"type": "seq", "train_as": "kernel", "norm": "scale", "steps": [
+                {"type": "conv", "kernel": 1, "out_channels": "in", "param": "identity"},
+                {"type": "conv", "kernel": 1, "groups": "depthwise", "out_channels": "in", "multiplier": 2,
+                 "param": "basis"},
+                {"type": "scale"},
+                {"type": "conv", "kernel": [1, 3], "param": "normalized", "bias": True}]}],
 }
 
 

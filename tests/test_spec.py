@@ -45,7 +45,7 @@ branches:
       - {type: bn, eps: 0.002}
       - {type: scale, init: 0.5}
       - {type: avgpool, kernel: [1, 3]}
-      - {type: conv, kernel: [3, 1], groups: block, init: default}
+      - {type: conv, kernel: [3, 1], groups: block, param: plain}
 """
 
 
@@ -136,7 +136,7 @@ def test_bad_channel_arguments_are_spec_errors():
 
 
 def test_groups_error_names_the_step_that_breaks_it():
-    text = FULL.replace("groups: block, init", "groups: 1, init")
+    text = FULL.replace("groups: block, param", "groups: 1, param")
     with pytest.raises(rz.SpecError, match=r"branches\.7\.steps\.4: .*groups=2"):
         rz.build_block(text, 4, 4, groups=2)
 

@@ -15,13 +15,16 @@ class OneKxKBranch(BranchSpec):
     type: Literal["1x1_kxk"] = "1x1_kxk"
     mid_channels: Union[PositiveInt, Literal["in", "out"]] = Field(
         "in", description="channels between the 1x1 and the kxk: an int, 'in' or 'out'")
-    identity_init: bool = Field(False, description="initialise the 1x1 to the identity (needs mid == in)")
+    mid_multiplier: PositiveInt = Field(1, description="multiplies mid_channels (DBB's depthwise variant: 2)")
+    identity_init: bool = Field(False, description="the 1x1 is I + W with W zero-initialised (DBB's "
+                                                   "IdentityBasedConv1x1; needs mid == in)")
     mid_norm: Norm = Field(default_factory=NormSpec, description="norm between the 1x1 and the kxk")
 
     def plan(self, block: BlockGeometry) -> list[Step]:
         mid = {"in": block.in_channels, "out": block.out_channels}.get(self.mid_channels, self.mid_channels)
+        mid *= self.mid_multiplier
         first = ConvStep(block.in_channels, mid, (1, 1), groups=block.groups,
-                         init="identity" if self.identity_init else "default", loc="mid_channels")
+                         param="identity" if self.identity_init else "plain", loc="mid_channels")
         second = ConvStep(mid, block.out_channels, block.kernel, block.dilation, block.groups, loc="")
         return [first, *self.mid_norm.steps(mid, "mid_norm"), second, *self.norm.steps(block.out_channels)]
 

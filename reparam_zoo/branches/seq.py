@@ -31,7 +31,18 @@ class ConvStepSpec(_Step):
         "out", description="an int, 'in' or 'out' (the block's), times `multiplier`")
     multiplier: PositiveInt = Field(1, description="channel multiplier applied to out_channels")
     bias: bool = Field(False, description="conv bias")
-    init: Literal["default", "identity"] = Field("default", description="'identity' needs in == out")
+    param: str = Field("plain", description="weight parameterisation: plain, identity (W + I), basis (DO-Conv's "
+                                            "W + E), normalized (W / ||W||)")
+
+    @field_validator("param")
+    @classmethod
+    def _known_param(cls, v: str) -> str:
+        from .. import primitives  # noqa: F401  (registers the parameterised convs)
+        from ..steps import CONV_PARAMS
+
+        if v not in CONV_PARAMS:
+            raise ValueError(CONV_PARAMS.unknown_message(v))
+        return v
 
 
 class BNStepSpec(_Step):
@@ -87,7 +98,7 @@ class SeqBranch(BranchSpec):
                 out = base * s.multiplier
                 groups = resolve_groups(s.groups, channels, block, f"{loc}.groups")
                 plan.append(ConvStep(channels, out, as_pair(s.kernel), as_pair(s.dilation), groups,
-                                     bias=s.bias, init=s.init, loc=loc))
+                                     bias=s.bias, param=s.param, loc=loc))
                 channels = out
             elif isinstance(s, BNStepSpec):
                 plan.append(NormStep(channels, "bn", s.eps, s.momentum, s.affine, loc=loc))

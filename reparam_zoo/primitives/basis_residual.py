@@ -1,0 +1,49 @@
+"""``param: basis`` — DO-Conv's depthwise over-parameterisation ``D + D_diag``.
+
+A depthwise conv with ``multiplier >= kh*kw`` outputs per channel whose kernel is ``W + E``
+(:func:`~reparam_zoo.kernels.basis_kernel`), ``W`` zero-initialised: followed by a 1x1
+conv it starts as a plain kxk conv.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import kernels as K
+from ..errors import SpecError
+from ..steps import StepKernel, conv_step_kernel, register_conv_param, register_step_converter
+
+
+@register_conv_param("basis")
+class BasisResidualConv2d(nn.Conv2d):
+    """``conv(x, W + E)``, depthwise, ``out = in * multiplier`` with ``multiplier >= kh*kw``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        nn.init.zeros_(self.weight)
+
+    @staticmethod
+    def check_step(step) -> None:
+        kh, kw = step.kernel
+        if step.groups != step.in_channels or step.out_channels % step.in_channels:
+            raise SpecError("a basis-parameterised conv (DO-Conv) must be depthwise (groups: depthwise) with "
+                            f"out_channels a multiple of in_channels, got {step.in_channels} -> "
+                            f"{step.out_channels} with groups={step.groups}", step.loc)
+        if step.out_channels // step.in_channels < kh * kw:
+            raise SpecError(f"a basis-parameterised conv needs a depth multiplier >= kh*kw = {kh * kw}, got "
+                            f"{step.out_channels // step.in_channels}", step.loc)
+
+    def effective_weight(self, weight: Tensor) -> Tensor:
+        basis = K.basis_kernel(self.in_channels, self.out_channels // self.in_channels, self.kernel_size,
+                               dtype=weight.dtype, device=weight.device)
+        return weight + basis
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.effective_weight(self.weight), self.bias, self.stride, 0, self.dilation,
+                        self.groups)
+
+
+@register_step_converter(BasisResidualConv2d)
+def _basis_residual_kernel(m: BasisResidualConv2d, channels: int, device) -> StepKernel:
+    return conv_step_kernel(m, m.effective_weight(K.as_float64(m.weight)))

@@ -90,13 +90,13 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"  fold error ({args.dtype}): max abs {m['max_abs']:.2e}, max rel {m['max_rel']:.2e} "
                       f"(tolerance {m['tolerance']:.0e}) {'OK' if m['ok'] else 'FAIL'}")
     if len(rows) > 1:
-        head = (f"{'spec':10s} {'in':>4s} {'out':>4s} {'s':>2s} {'g':>3s} {'br':>3s} {'train p':>9s} "
+        head = (f"{'spec':12s} {'in':>4s} {'out':>4s} {'s':>2s} {'g':>3s} {'br':>3s} {'train p':>9s} "
                 f"{'deploy p':>9s} {'train MACs':>10s} {'deploy MACs':>11s} {'max rel err':>11s}  result")
         print(f"fold check, {args.dtype}, MACs at {args.size}x{args.size}")
         print(head)
         print("-" * len(head))
         for r in rows:
-            print(f"{r['spec']:10s} {r['in']:4d} {r['out']:4d} {r['stride']:2d} {r['groups']:3d} "
+            print(f"{r['spec']:12s} {r['in']:4d} {r['out']:4d} {r['stride']:2d} {r['groups']:3d} "
                   f"{len(r['branches']):3d} {r['train_params']:9,d} {r['deploy_params']:9,d} "
                   f"{_human(r['train_macs']):>10s} {_human(r['deploy_macs']):>11s} {r['max_rel']:11.2e}  "
                   f"{'OK' if r['ok'] else 'FAIL'}")

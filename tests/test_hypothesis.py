@@ -53,13 +53,7 @@ def test_random_valid_specs_fold_within_tolerance(case, dtype):
     spec, cin, cout, stride, groups = case
     block = rz.build_block(spec, cin, cout, stride=stride, groups=groups)
     res = rz.verify(block, (2, cin, 9, 8), dtype=dtype)
-    assert res.shapes, spec
-    if dtype == torch.float64:
-        assert res.ok, (spec, res)
-    else:
-        # fp32: within 1e-6, or (for random ill-conditioned kernels, where no fp32 conv reaches
-        # 1e-6 of max|y|) no worse than the training form's own fp32 rounding
-        assert res.ok or res.max_rel <= 3 * res.train_rel, (spec, res)
+    assert res.shapes and res.ok, (spec, res)
     # and the spec round-trips through YAML
     assert rz.load_spec(rz.load_spec(spec).to_yaml()) == rz.load_spec(spec)
 

@@ -117,8 +117,15 @@ class RepBlock(nn.Module):
                 "branches", source)
         self.branches = nn.ModuleList(modules)
         self.branch_info: tuple[BranchInfo, ...] = tuple(infos)
-        # (top, left, extent_h, extent_w) crop of the padded input for each branch
-        self._crops = tuple((*info.placement.offset, *info.placement.extent) for info in infos)
+        # margins (top, bottom, left, right) cut from the padded input for each branch: the parts
+        # of the block's window the branch does not cover (the stride remainder is kept, so
+        # a branch's norms see every pixel its first steps see, as in the papers' code)
+        wh, ww = self.geometry.window
+        crops = []
+        for info in infos:
+            (oh, ow), (eh, ew) = info.placement.offset, info.placement.extent
+            crops.append((oh, wh - eh - oh, ow, ww - ew - ow))
+        self._crops = tuple(crops)
         norm_steps = spec.norm_after.steps(out_channels, "norm_after")
         self.norm_after = norm_steps[0].build() if norm_steps else None
         self.act = ACTIVATIONS.get(spec.act)()
@@ -129,16 +136,14 @@ class RepBlock(nn.Module):
         ph, pw = g.padding
         if ph or pw:
             x = F.pad(x, (pw, pw, ph, ph), mode=_PAD_MODE[self.padding_mode])
-        (wh, ww), (sh, sw) = g.window, g.stride
-        ho, wo = (x.shape[-2] - wh) // sh + 1, (x.shape[-1] - ww) // sw + 1
-        if ho < 1 or wo < 1:
+        (wh, ww), (h, w) = g.window, x.shape[-2:]
+        if h < wh or w < ww:
             raise ValueError(
                 f"Expected an input of at least {wh - 2 * ph}x{ww - 2 * pw} for the block "
-                f"'{self.spec.name}' but got {x.shape[-2] - 2 * ph}x{x.shape[-1] - 2 * pw}")
+                f"'{self.spec.name}' but got {h - 2 * ph}x{w - 2 * pw}")
         out = None
-        for module, (top, left, eh, ew) in zip(self.branches, self._crops):
-            xb = x[:, :, top: top + (ho - 1) * sh + eh, left: left + (wo - 1) * sw + ew]
-            y = module(xb)
+        for module, (top, bottom, left, right) in zip(self.branches, self._crops):
+            y = module(x[:, :, top: h - bottom, left: w - right])
             out = y if out is None else out + y
         if self.norm_after is not None:
             out = self.norm_after(out)

@@ -118,6 +118,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from .zoo import zoo_markdown
+
+    text = zoo_markdown()
+    if args.write:
+        with open(args.write, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote {args.write}")
+    else:
+        print(text)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(json_schema(), indent=2))
     return 0
@@ -155,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                          ", ".join(f"{str(k).replace('torch.', '')} {v:.0e}" for k, v in TOLERANCE.items()) + ")")
     pc.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     pc.set_defaults(func=cmd_check)
+
+    pz = sub.add_parser("zoo", help="measure every shipped spec on the reference layer (the docs/zoo.md table)")
+    pz.add_argument("--write", metavar="FILE", help="write the markdown to FILE instead of printing it")
+    pz.set_defaults(func=cmd_zoo)
 
     ps = sub.add_parser("schema", help="print the JSON Schema of block specs (for editor completion)")
     ps.set_defaults(func=cmd_schema)

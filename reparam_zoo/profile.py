@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .modules import AvgPool
+from .steps import ComposedChain, chain_kernel
 
 
 def count_params(module: nn.Module) -> int:
@@ -16,8 +17,9 @@ def count_params(module: nn.Module) -> int:
 def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of the convolutions and poolings of one forward pass.
 
-    Conv: ``out_elements * C_in/groups * kh * kw``; average pooling: ``out_elements * kh * kw``.
-    Element-wise ops (BN in eval, adds, activations) are not counted.
+    Conv: ``out_elements * C_in/groups * kh * kw``; average pooling: ``out_elements * kh * kw``;
+    a chain trained as its composed kernel counts as the one conv it runs. Element-wise ops
+    (BN in eval, adds, activations) and kernel composition are not counted.
     """
     total = 0
 
@@ -32,9 +34,18 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
         kh, kw = (k, k) if isinstance(k, int) else k
         total += out.numel() * kh * kw
 
+    def composed_hook(m: nn.Module, inp, out):
+        # a chain trained as its composed kernel: one conv with the composite kernel on the features
+        nonlocal total
+        with torch.no_grad():
+            k = chain_kernel(list(m), m.in_channels)
+        total += out.numel() * k.weight.shape[1] * k.weight.shape[2] * k.weight.shape[3]
+
     handles = []
     for m in module.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, ComposedChain):
+            handles.append(m.register_forward_hook(composed_hook))
+        elif isinstance(m, nn.Conv2d):
             handles.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, (AvgPool, nn.AvgPool2d)):
             handles.append(m.register_forward_hook(pool_hook))

@@ -47,6 +47,7 @@ class AvgPoolBranch(BranchSpec):
         return steps
 
     def label(self) -> str:
-        pre = "1x1 + " + self.mid_norm.type + " -> " if self.pre_1x1 else ""
+        mid = "" if self.mid_norm.type == "none" else f" + {self.mid_norm.type}"
+        pre = f"1x1{mid} -> " if self.pre_1x1 else ""
         norm = "" if self.norm.type == "none" else f" + {self.norm.type}"
         return f"{pre}avgpool{norm}"

@@ -30,4 +30,5 @@ class OneKxKBranch(BranchSpec):
 
     def label(self) -> str:
         norm = "" if self.norm.type == "none" else f" + {self.norm.type}"
-        return f"1x1 + {self.mid_norm.type} -> kxk{norm}"
+        mid = "" if self.mid_norm.type == "none" else f" + {self.mid_norm.type}"
+        return f"1x1{mid} -> kxk{norm}"

@@ -54,8 +54,9 @@ class VerifyResult:
     * ``train_rel``: the training form run in the dtype under test — the arithmetic
       noise that dtype has anyway.
 
-    ``ok``: ``fold_rel <= tolerance`` and ``max_rel <= max(tolerance, 2 * train_rel)``
-    (end to end, the folded form is no noisier than the training form). In float64 the
+    ``ok``: ``fold_rel <= tolerance`` and ``max_rel <= max(tolerance, 10 * train_rel)``
+    (end to end, the folded form's rounding noise is within an order of magnitude of the
+    training form's: a fold whose weights were huge and cancelling would fail). In float64 the
     three coincide with ``max_rel``.
     """
 
@@ -70,7 +71,7 @@ class VerifyResult:
 
     @property
     def ok(self) -> bool:
-        return self.fold_rel <= self.tolerance and self.max_rel <= max(self.tolerance, 2 * self.train_rel)
+        return self.fold_rel <= self.tolerance and self.max_rel <= max(self.tolerance, 10 * self.train_rel)
 
     def __str__(self) -> str:
         verdict = "OK" if self.ok else "FAIL"

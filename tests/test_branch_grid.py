@@ -86,3 +86,21 @@ def test_branch_type_folds_exactly_over_the_grid(btype, variant):
         outcomes["folded"] += 1
     # the grid must exercise the type, not just refuse it
     assert outcomes["folded"] >= 20, outcomes
+
+
+@pytest.mark.parametrize("name", rz.list_specs())
+def test_shipped_spec_folds_exactly_over_the_grid(name):
+    base = rz.get_spec(name)
+    folded = 0
+    for stride, groups, mode, cout in itertools.product(STRIDES, GROUPS, ["zeros", "reflect", "circular"], [C, 2 * C]):
+        spec = base.model_copy(update={"padding_mode": mode})
+        try:
+            block = rz.build_block(spec, C, cout, stride=stride, groups=groups)
+        except SpecError:
+            continue
+        shapes = [(2, C, s, s + 1) for s in (7, 8, 15, 33)]
+        for dtype in (torch.float64, torch.float32):
+            res = rz.verify(block, shapes[0], dtype=dtype, shapes=shapes, seed=stride + groups)
+            assert res.shapes and res.ok, f"{name} stride={stride} groups={groups} mode={mode} out={cout}: {res}"
+        folded += 1
+    assert folded >= 12

@@ -118,6 +118,42 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .compare import CompareConfig, default_blocks, markdown_table, run_compare
+    from .data import DataError, load_data
+    from .nets import load_net
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("reparam-zoo: error: --device cuda but no CUDA device is available", file=sys.stderr)
+        return 2
+    if args.epochs < 1 or args.seeds < 1:
+        print("reparam-zoo: error: --epochs and --seeds must be >= 1", file=sys.stderr)
+        return 2
+    net = load_net(args.net)
+    try:
+        data = load_data(args.data, net.input_size).limit(args.limit)
+    except DataError as exc:
+        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
+        return 2
+    blocks = args.blocks or default_blocks(net)
+    cfg = CompareConfig(net=net, data=data, blocks=blocks, epochs=args.epochs, seeds=args.seeds,
+                        device=args.device, out=Path(args.out), batch_size=args.batch_size, lr=args.lr,
+                        latency_batch=args.latency_batch, latency_runs=args.latency_runs,
+                        progress=not args.quiet)
+    summary = run_compare(cfg)
+    if summary is None:  # a non-zero rank under torchrun
+        return 0
+    print(markdown_table(summary, cfg.latency_batch))
+    print(f"wrote {cfg.out}/results.json, results.csv, results.md, plot.png")
+    bad = [r["block"] for r in summary if not r["all_same_predictions"]]
+    if bad:
+        print(f"reparam-zoo: the folded network predicts differently for: {', '.join(bad)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from .zoo import zoo_markdown
 
@@ -168,6 +204,29 @@ def build_parser() -> argparse.ArgumentParser:
                          ", ".join(f"{str(k).replace('torch.', '')} {v:.0e}" for k, v in TOLERANCE.items()) + ")")
     pc.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     pc.set_defaults(func=cmd_check)
+
+    pm = sub.add_parser(
+        "compare", help="train the same net with each block on real data, fold, verify and measure",
+        description="Train NET with each BLOCK (default: every shipped block that fits the net) on the same data, "
+                    "seeds and schedule; fold the whole network, check the folded accuracy, and measure step time, "
+                    "training memory, parameters, MACs and latency. Writes results.json, results.csv, results.md "
+                    "and plot.png into --out. Under `torchrun --nproc_per_node N -m reparam_zoo compare ...` it "
+                    "trains with DistributedDataParallel and SyncBatchNorm.")
+    pm.add_argument("blocks", nargs="*", metavar="BLOCK", help="block specs (shipped names or YAML paths)")
+    pm.add_argument("--net", default="tiny_vgg", help="net spec: shipped name or YAML path (default tiny_vgg)")
+    pm.add_argument("--data", default="digits",
+                    help="digits (embedded, default), cifar10:DIR (python-pickle batches) or imagefolder:DIR")
+    pm.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    pm.add_argument("--seeds", type=int, default=2, help="seeds per block (default 2)")
+    pm.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device (default cpu)")
+    pm.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    pm.add_argument("--batch-size", type=int, default=64, help="batch size per process (default 64)")
+    pm.add_argument("--lr", type=float, default=0.05, help="peak learning rate, one-cycle SGD (default 0.05)")
+    pm.add_argument("--limit", type=int, help="use only the first N training images (quick runs)")
+    pm.add_argument("--latency-batch", type=int, default=64, help="large batch for the latency (default 64)")
+    pm.add_argument("--latency-runs", type=int, default=20, help="timed forwards per latency (default 20)")
+    pm.add_argument("--quiet", action="store_true", help="no progress bars")
+    pm.set_defaults(func=cmd_compare)
 
     pz = sub.add_parser("zoo", help="measure every shipped spec on the reference layer (the docs/zoo.md table)")
     pz.add_argument("--write", metavar="FILE", help="write the markdown to FILE instead of printing it")

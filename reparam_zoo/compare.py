@@ -1,0 +1,332 @@
+"""`reparam-zoo compare`: the same net with each block, trained, folded, verified and measured.
+
+Single process, or one process per GPU/CPU slot under ``torchrun`` (DistributedDataParallel,
+SyncBatchNorm). Only rank 0 evaluates, folds, measures and writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Dataset
+from .errors import SpecError
+from .fold import fold_model
+from .nets import NetSpec, block_fits, build_model
+from .profile import count_macs, count_params
+from .spec import get_spec, list_specs, resolve_spec
+
+
+@dataclass
+class CompareConfig:
+    net: NetSpec
+    data: Dataset
+    blocks: list[str]
+    epochs: int = 5
+    seeds: int = 1
+    device: str = "cpu"
+    out: Path = Path("runs/compare")
+    batch_size: int = 64
+    lr: float = 0.05
+    latency_batch: int = 64
+    latency_runs: int = 20
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def dist_env() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_distributed(device: str) -> None:
+    rank, world = dist_env()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int = 256):
+    model.eval()
+    logits = torch.cat([model(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)])
+    acc = (logits.argmax(1) == y).float().mean().item()
+    return acc, logits
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, shape: tuple[int, ...], device: torch.device, runs: int) -> float:
+    """Median wall time of one eval forward (after warm-up)."""
+    model.eval()
+    x = torch.randn(shape, device=device)
+    for _ in range(3):
+        model(x)
+    times = []
+    for _ in range(runs):
+        _sync(device)
+        t0 = time.perf_counter()
+        model(x)
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def saved_activation_mb(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Bytes autograd saves for backward in one training step (the training memory a block costs)."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return total / 2**20
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def _progress(iterable, enabled: bool, desc: str, total: int):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def train_and_measure(cfg: CompareConfig, block_name: str, seed: int) -> dict | None:
+    """Train the net with ``block_name`` for one seed; rank 0 returns the measurements."""
+    rank, world = dist_env()
+    device = torch.device(cfg.device if cfg.device != "cuda" else f"cuda:{torch.cuda.current_device()}")
+    data = cfg.data
+    torch.manual_seed(seed)
+    model = build_model(cfg.net, data.num_classes, block=block_name, in_channels=data.in_channels).to(device)
+    train_params = count_params(model)
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(nn.SyncBatchNorm.convert_sync_batchnorm(model),
+                                                  device_ids=[device.index] if device.type == "cuda" else None)
+        model = net.module
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    steps_per_epoch = math.ceil(len(data.train_x) / (cfg.batch_size * world))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                pct_start=0.15)
+    gen = torch.Generator().manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step_times: list[float] = []
+    last_loss = last_acc = float("nan")
+    for epoch in range(cfg.epochs):
+        net.train()
+        perm = torch.randperm(len(data.train_x), generator=gen)[rank::world]
+        batches = [perm[i:i + cfg.batch_size] for i in range(0, len(perm), cfg.batch_size)]
+        bar = _progress(batches, cfg.progress and rank == 0, f"{block_name} s{seed} epoch {epoch + 1}/{cfg.epochs}",
+                        len(batches))
+        loss_sum = correct = seen = 0.0
+        for idx in bar:
+            x, y = data.train_x[idx].to(device), data.train_y[idx].to(device)
+            _sync(device)
+            t0 = time.perf_counter()
+            out = net(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            _sync(device)
+            step_times.append(time.perf_counter() - t0)
+            loss_sum += loss.item() * len(idx)
+            correct += (out.argmax(1) == y).sum().item()
+            seen += len(idx)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        last_loss, last_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
+        if cfg.progress and rank == 0:
+            print(f"  {block_name} seed {seed} epoch {epoch + 1}/{cfg.epochs}: loss {last_loss:.4f} "
+                  f"train acc {last_acc:.3f}", file=sys.stderr)
+    peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    if world > 1:
+        dist.barrier()
+    if rank != 0:
+        return None
+
+    # evaluate the training form, fold, evaluate the deployed form
+    acc, logits = evaluate(model, data.val_x, data.val_y, device)
+    deployed, report = fold_model(model, return_report=True)
+    deploy_acc, deploy_logits = evaluate(deployed, data.val_x, data.val_y, device)
+    max_diff = (logits - deploy_logits).abs().max().item()
+    shape1 = (1, data.in_channels, cfg.net.input_size, cfg.net.input_size)
+    sample = data.train_x[: min(cfg.batch_size, len(data.train_x))].to(device)
+    result = {
+        "block": block_name, "seed": seed, "epochs": cfg.epochs,
+        "train_loss": last_loss, "train_acc": last_acc,
+        "val_acc": acc, "deploy_val_acc": deploy_acc, "same_predictions": bool(
+            (logits.argmax(1) == deploy_logits.argmax(1)).all()),
+        "max_logit_diff": max_diff, "max_logit": logits.abs().max().item(),
+        "folded_blocks": report.count,
+        "train_params": train_params, "deploy_params": count_params(deployed),
+        "train_macs": count_macs(model, shape1), "deploy_macs": count_macs(deployed, shape1),
+        "train_step_ms": 1e3 * statistics.median(step_times[1:] or step_times),
+        "peak_cuda_mb": peak_mb,
+        "saved_activations_mb": saved_activation_mb(model, sample, data.train_y[: len(sample)].to(device)),
+    }
+    for b in (1, cfg.latency_batch):
+        shape = (b, *shape1[1:])
+        result[f"train_form_ms_b{b}"] = latency_ms(model, shape, device, cfg.latency_runs)
+        result[f"deploy_ms_b{b}"] = latency_ms(deployed, shape, device, cfg.latency_runs)
+    return result
+
+
+# ----------------------------------------------------------------------------- reporting
+
+SUMMARY_FIELDS = [
+    ("val_acc", "val acc %", 100, ".2f"), ("deploy_val_acc", "deploy acc %", 100, ".2f"),
+    ("max_logit_diff", "max logit diff", 1, ".1e"), ("train_params", "train params", 1e-3, ".1f"),
+    ("deploy_params", "deploy params", 1e-3, ".1f"), ("train_macs", "train MMACs", 1e-6, ".2f"),
+    ("deploy_macs", "deploy MMACs", 1e-6, ".2f"), ("train_step_ms", "train step ms", 1, ".1f"),
+    ("saved_activations_mb", "saved act. MB", 1, ".1f"), ("train_form_ms_b1", "train-form ms b1", 1, ".2f"),
+    ("deploy_ms_b1", "deploy ms b1", 1, ".2f"),
+]
+
+
+def summarize(runs: list[dict], latency_batch: int) -> list[dict]:
+    fields = [f for f, *_ in SUMMARY_FIELDS] + [f"train_form_ms_b{latency_batch}", f"deploy_ms_b{latency_batch}",
+                                                 "peak_cuda_mb"]
+    out = []
+    for block in dict.fromkeys(r["block"] for r in runs):
+        rs = [r for r in runs if r["block"] == block]
+        row = {"block": block, "seeds": len(rs), "all_same_predictions": all(r["same_predictions"] for r in rs)}
+        for f in fields:
+            vals = [float(r[f]) for r in rs]
+            row[f] = statistics.fmean(vals)
+            row[f + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        out.append(row)
+    return out
+
+
+def markdown_table(summary: list[dict], latency_batch: int) -> str:
+    cols = SUMMARY_FIELDS + [(f"train_form_ms_b{latency_batch}", f"train-form ms b{latency_batch}", 1, ".1f"),
+                             (f"deploy_ms_b{latency_batch}", f"deploy ms b{latency_batch}", 1, ".1f")]
+    head = "| block | seeds | " + " | ".join(c[1] for c in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 2)]
+    for row in summary:
+        cells = []
+        for f, _, scale, fmt in cols:
+            mean, std = row[f] * scale, row[f + "_std"] * scale
+            cells.append(f"{mean:{fmt}} ± {std:{fmt}}" if row["seeds"] > 1 and f in (
+                "val_acc", "deploy_val_acc", "train_step_ms", "train_form_ms_b1", "deploy_ms_b1")
+                else f"{mean:{fmt}}")
+        lines.append(f"| {row['block']} | {row['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(summary: list[dict], path: Path, latency_batch: int, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    lat = [r[f"deploy_ms_b{latency_batch}"] for r in summary]
+    acc = [100 * r["deploy_val_acc"] for r in summary]
+    err = [100 * r["deploy_val_acc_std"] for r in summary]
+    params = [r["deploy_params"] for r in summary]
+    biggest = max(params)
+    for r, x, y, e, p in zip(summary, lat, acc, err, params):
+        ax.errorbar(x, y, yerr=e, fmt="none", ecolor="0.6", capsize=3, zorder=1)
+        ax.scatter([x], [y], s=40 + 400 * p / biggest, alpha=0.7, zorder=2)
+        ax.annotate(r["block"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xlabel(f"deployed latency, batch {latency_batch} (ms)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.text(0.99, 0.01, "marker size = deployed parameters; bars = std over seeds", ha="right", fontsize=7,
+             color="0.4")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(cfg: CompareConfig, runs: list[dict], seconds: float) -> list[dict]:
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(runs, cfg.latency_batch)
+    config = {"net": cfg.net.name, "data": cfg.data.name, "train_images": len(cfg.data.train_x),
+              "val_images": len(cfg.data.val_x), "epochs": cfg.epochs, "seeds": cfg.seeds, "device": cfg.device,
+              "batch_size": cfg.batch_size, "lr": cfg.lr, "world_size": dist_env()[1],
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
+              **cfg.extra}
+    (cfg.out / "results.json").write_text(json.dumps({"config": config, "runs": runs, "summary": summary}, indent=2))
+    with open(cfg.out / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(runs[0]))
+        w.writeheader()
+        w.writerows(runs)
+    table = markdown_table(summary, cfg.latency_batch)
+    md = (f"# reparam-zoo compare: {cfg.net.name} on {cfg.data.name}\n\n"
+          f"{config['train_images']} training / {config['val_images']} validation images, {cfg.epochs} epochs, "
+          f"{cfg.seeds} seed(s), {cfg.device}, {config['threads']} threads, torch {torch.__version__}; "
+          f"{seconds:.0f} s in all. Mean ± std over seeds.\n\n{table}\n")
+    (cfg.out / "results.md").write_text(md)
+    plot(summary, cfg.out / "plot.png", cfg.latency_batch,
+         f"{cfg.net.name} on {cfg.data.name}: {cfg.epochs} epochs, {cfg.seeds} seed(s)")
+    return summary
+
+
+def default_blocks(net: NetSpec) -> list[str]:
+    """Every shipped block spec that fits the net."""
+    return [n for n in list_specs() if block_fits(net, get_spec(n))]
+
+
+def run_compare(cfg: CompareConfig) -> list[dict] | None:
+    init_distributed(cfg.device)
+    rank, _ = dist_env()
+    for b in cfg.blocks:  # validate every block on the net before training anything
+        try:
+            build_model(cfg.net, cfg.data.num_classes, block=b, in_channels=cfg.data.in_channels)
+        except SpecError as exc:
+            raise SpecError(f"block {b!r} does not fit net {cfg.net.name!r}: {exc}") from None
+    t0 = time.perf_counter()
+    runs = []
+    for block in cfg.blocks:
+        for seed in range(cfg.seeds):
+            r = train_and_measure(cfg, block, seed)
+            if r is not None:
+                runs.append(r)
+                if cfg.progress:
+                    print(f"{block} seed {seed}: val acc {100 * r['val_acc']:.2f}% (deployed "
+                          f"{100 * r['deploy_val_acc']:.2f}%, max logit diff {r['max_logit_diff']:.1e})",
+                          file=sys.stderr)
+    if rank != 0:
+        return None
+    return write_outputs(cfg, runs, time.perf_counter() - t0)
+
+
+__all__ = ["CompareConfig", "default_blocks", "run_compare", "resolve_spec"]

@@ -1,0 +1,152 @@
+"""Datasets for `reparam-zoo compare`: the embedded digits, CIFAR-10 batches, image folders.
+
+Nothing is downloaded. The embedded default is scikit-learn's handwritten digits (1,797
+8x8 grey images, shipped inside the package), upsampled to the net's input size, with a
+fixed 80/20 train/validation split.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class DataError(ValueError):
+    """A dataset argument that cannot be loaded (the message is one line)."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    train_x: torch.Tensor  # (N, C, H, W) float32, normalised per channel
+    train_y: torch.Tensor  # (N,) int64
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    num_classes: int
+
+    @property
+    def in_channels(self) -> int:
+        return self.train_x.shape[1]
+
+    def limit(self, n: int | None) -> "Dataset":
+        if not n:
+            return self
+        return Dataset(self.name, self.train_x[:n], self.train_y[:n], self.val_x, self.val_y, self.num_classes)
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _split(x: torch.Tensor, y: torch.Tensor, val_fraction: float = 0.2, seed: int = 0):
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_val = int(round(len(x) * val_fraction))
+    return x[perm[n_val:]], y[perm[n_val:]], x[perm[:n_val]], y[perm[:n_val]]
+
+
+def _finish(name, train_x, train_y, val_x, val_y, size, num_classes=None) -> Dataset:
+    train_x, val_x = _resize(train_x, size), _resize(val_x, size)
+    mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
+    std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    n = int(max(train_y.max(), val_y.max())) + 1 if num_classes is None else num_classes
+    return Dataset(name, ((train_x - mean) / std).contiguous(), train_y, ((val_x - mean) / std).contiguous(), val_y, n)
+
+
+def load_digits(size: int) -> Dataset:
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise DataError("the embedded digits data needs scikit-learn: pip install scikit-learn") from None
+    d = sk_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target, dtype=torch.int64)
+    return _finish("digits", *_split(x, y), size, 10)
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh, encoding="bytes")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a data error
+        raise DataError(f"cifar10: cannot read {path}: {exc.__class__.__name__}") from None
+
+
+def load_cifar10(root: Path, size: int) -> Dataset:
+    """The standard python-pickle CIFAR-10 batches: data_batch_1..5 and test_batch."""
+    base = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    files = [base / f"data_batch_{i}" for i in range(1, 6)] + [base / "test_batch"]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"cifar10: {base} lacks {', '.join(missing)} (expected the python-pickle batches)")
+
+    def batch(path):
+        d = _unpickle(path)
+        if b"data" not in d or b"labels" not in d:
+            raise DataError(f"cifar10: {path} is not a CIFAR-10 batch (no data/labels)")
+        x = torch.tensor(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), dtype=torch.float32) / 255
+        return x, torch.tensor(d[b"labels"], dtype=torch.int64)
+
+    parts = [batch(f) for f in files[:5]]
+    tx, ty = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    vx, vy = batch(files[5])
+    return _finish("cifar10", tx, ty, vx, vy, size, 10)
+
+
+def _read_folder(root: Path, classes: list[str], size: int):
+    from PIL import Image
+
+    xs, ys = [], []
+    for label, cls in enumerate(classes):
+        for path in sorted((root / cls).iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB").resize((size, size))
+                    xs.append(torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).permute(2, 0, 1) / 255)
+            except Exception as exc:  # noqa: BLE001
+                raise DataError(f"imagefolder: cannot read {path}: {exc.__class__.__name__}") from None
+            ys.append(label)
+    if not xs:
+        raise DataError(f"imagefolder: no images under {root}")
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
+
+
+def load_imagefolder(root: Path, size: int) -> Dataset:
+    """``root/<class>/<image>`` (split 80/20), or ``root/train/<class>`` and ``root/val/<class>``."""
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+        if not classes:
+            raise DataError(f"imagefolder: {root / 'train'} has no class folders")
+        tx, ty = _read_folder(root / "train", classes, size)
+        vx, vy = _read_folder(root / "val", classes, size)
+        return _finish("imagefolder", tx, ty, vx, vy, size, len(classes))
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"imagefolder: {root} needs one sub-folder per class (found {len(classes)})")
+    x, y = _read_folder(root, classes, size)
+    return _finish("imagefolder", *_split(x, y), size, len(classes))
+
+
+def load_data(arg: str, size: int) -> Dataset:
+    """``digits`` (embedded), ``cifar10:DIR`` or ``imagefolder:DIR``, resized to ``size``."""
+    kind, _, where = arg.partition(":")
+    if kind == "digits" and not where:
+        return load_digits(size)
+    if kind in ("cifar10", "imagefolder"):
+        if not where:
+            raise DataError(f"--data {kind}:DIR needs a directory")
+        root = Path(where)
+        if not root.is_dir():
+            raise DataError(f"{kind}: no such directory: {root}")
+        return load_cifar10(root, size) if kind == "cifar10" else load_imagefolder(root, size)
+    raise DataError(f"unknown --data {arg!r}; use digits, cifar10:DIR or imagefolder:DIR")

@@ -1,0 +1,168 @@
+"""Network specs and networks: a stem, stages of RepBlocks, a classifier head.
+
+A network spec (YAML in ``specs/nets/``) names a block spec for the whole net (and
+optionally per stage); ``build_model(..., block=...)`` swaps the block everywhere, so
+every block spec runs in the identical skeleton.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from torch import nn
+
+from .block import RepBlock
+from .errors import SpecError
+from .spec import BlockSpec, _parse_yaml, _translate, resolve_spec, specs_root
+
+
+class StemSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: PositiveInt = Field(description="output channels of the stem block")
+    stride: PositiveInt = Field(2, description="stride of the stem block")
+    block: Optional[str] = Field(None, description="block spec for the stem (default: the net's block)")
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: PositiveInt = Field(description="output channels of every block of the stage")
+    depth: PositiveInt = Field(description="number of blocks")
+    stride: PositiveInt = Field(2, description="stride of the first block (the others have stride 1)")
+    groups: Union[PositiveInt, list[PositiveInt]] = Field(
+        1, description="groups of every block, or a list applied cyclically to the stage's blocks")
+    block: Optional[str] = Field(None, description="block spec for this stage (default: the net's block)")
+
+    def groups_at(self, i: int) -> int:
+        return self.groups if isinstance(self.groups, int) else self.groups[i % len(self.groups)]
+
+    @field_validator("groups")
+    @classmethod
+    def _nonempty(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("a groups list needs at least one entry")
+        return v
+
+
+class HeadSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the linear classifier")
+
+
+class NetSpec(BaseModel):
+    """A classification network: stem block, stages of blocks, global pool + linear head."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    input_size: PositiveInt = Field(description="input height and width the net is designed for")
+    block: str = Field("repvgg", description="block spec used everywhere (shipped name or path)")
+    stem: StemSpec
+    stages: list[StageSpec] = Field(min_length=1)
+    head: HeadSpec = Field(default_factory=HeadSpec)
+
+    def feature_sizes(self) -> list[int]:
+        """Spatial size at the input of the stem and of every stage, and at the end."""
+        size = self.input_size
+        sizes = [size]
+        for s in [self.stem.stride] + [st.stride for st in self.stages]:
+            size = -(-size // s)
+            sizes.append(size)
+        return sizes
+
+
+def list_nets() -> list[str]:
+    return sorted(p.stem for p in (specs_root() / "nets").glob("*.yaml"))
+
+
+def load_net(net: str | Path | Mapping | NetSpec) -> NetSpec:
+    """A net spec from a spec, a mapping, a shipped name or a YAML path."""
+    if isinstance(net, NetSpec):
+        return net
+    source = None
+    if isinstance(net, Mapping):
+        data = net
+    else:
+        path = Path(net)
+        if not path.suffix and not path.exists():
+            shipped = specs_root() / "nets" / f"{net}.yaml"
+            if not shipped.is_file():
+                names = list_nets()
+                hint = difflib.get_close_matches(str(net), names, n=1, cutoff=0.5)
+                raise SpecError(f"no shipped net spec {str(net)!r}; shipped: {', '.join(names)}"
+                                + (f"; did you mean {hint[0]!r}?" if hint else ""))
+            path = shipped
+        if not path.is_file():
+            raise SpecError(f"no such net spec file: {path}", "", str(path))
+        source = str(path)
+        data = _parse_yaml(path.read_text(encoding="utf-8"), source)
+    if not isinstance(data, Mapping):
+        raise SpecError("a net spec must be a YAML mapping of keys", "", source)
+    try:
+        spec = NetSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise _translate(exc, source) from None
+    spec._source = source  # type: ignore[attr-defined]
+    return spec
+
+
+class RepNet(nn.Module):
+    """stem -> stages -> global average pool -> (dropout) -> linear. Holds RepBlocks, knows no branches."""
+
+    def __init__(self, stem: nn.Module, stages: nn.Sequential, width: int, num_classes: int, dropout: float):
+        super().__init__()
+        self.stem = stem
+        self.stages = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(x))
+        return self.head(self.dropout(torch.flatten(self.pool(x), 1)))
+
+
+def _block(name: str, override: BlockSpec | None, loc: str, source: str | None) -> BlockSpec:
+    if override is not None:
+        return override
+    try:
+        return resolve_spec(name)
+    except SpecError as exc:
+        raise SpecError(exc.rule, loc, source) from None
+
+
+def build_model(net: str | Path | Mapping | NetSpec, num_classes: int, *, block: Any = None,
+                in_channels: int = 3) -> RepNet:
+    """The training network of ``net``; ``block`` (a block spec, name or path) replaces every block."""
+    spec = load_net(net)
+    source = getattr(spec, "_source", None)
+    override = None if block is None else resolve_spec(block)
+    stem_spec = _block(spec.stem.block or spec.block, override, "stem.block", source)
+    try:
+        stem = RepBlock(stem_spec, in_channels, spec.stem.width, stride=spec.stem.stride)
+    except SpecError as exc:
+        raise exc.located("stem", source) from None
+    layers: list[nn.Module] = []
+    cin = spec.stem.width
+    for i, st in enumerate(spec.stages):
+        bspec = _block(st.block or spec.block, override, f"stages.{i}.block", source)
+        for j in range(st.depth):
+            try:
+                layers.append(RepBlock(bspec, cin, st.width, stride=st.stride if j == 0 else 1,
+                                       groups=st.groups_at(j)))
+            except SpecError as exc:
+                raise exc.located(f"stages.{i}", source) from None
+            cin = st.width
+    return RepNet(stem, nn.Sequential(*layers), cin, num_classes, spec.head.dropout)
+
+
+def block_fits(net: NetSpec, block: BlockSpec) -> bool:
+    """Whether a block suits the net: its (dilated) kernel is no wider than the net's input."""
+    from .kernels import as_pair
+
+    (kh, kw), (dh, dw) = as_pair(block.kernel), as_pair(block.dilation)
+    return max(dh * (kh - 1) + 1, dw * (kw - 1) + 1) <= net.input_size

@@ -216,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--net", default="tiny_vgg", help="net spec: shipped name or YAML path (default tiny_vgg)")
     pm.add_argument("--data", default="digits",
                     help="digits (embedded, default), cifar10:DIR (python-pickle batches) or imagefolder:DIR")
-    pm.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
-    pm.add_argument("--seeds", type=int, default=2, help="seeds per block (default 2)")
+    pm.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
+    pm.add_argument("--seeds", type=int, default=3, help="seeds per block (default 3)")
     pm.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device (default cpu)")
     pm.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     pm.add_argument("--batch-size", type=int, default=64, help="batch size per process (default 64)")

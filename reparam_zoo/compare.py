@@ -1,7 +1,9 @@
 """`reparam-zoo compare`: the same net with each block, trained, folded, verified and measured.
 
-Single process, or one process per GPU/CPU slot under ``torchrun`` (DistributedDataParallel,
-SyncBatchNorm). Only rank 0 evaluates, folds, measures and writes.
+Single process, or one process per GPU/CPU slot under ``torchrun`` (DistributedDataParallel;
+on CUDA the BatchNorms become SyncBatchNorm — torch's SyncBatchNorm is GPU-only, so CPU
+processes under gloo keep per-process statistics). Only rank 0 evaluates, folds, measures
+and writes.
 """
 
 from __future__ import annotations
@@ -133,9 +135,9 @@ def train_and_measure(cfg: CompareConfig, block_name: str, seed: int) -> dict | 
     train_params = count_params(model)
     net = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(nn.SyncBatchNorm.convert_sync_batchnorm(model),
-                                                  device_ids=[device.index] if device.type == "cuda" else None)
-        model = net.module
+        if device.type == "cuda":  # torch's SyncBatchNorm is GPU-only; CPU processes keep per-process BN
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
     steps_per_epoch = math.ceil(len(data.train_x) / (cfg.batch_size * world))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -193,6 +195,7 @@ def train_and_measure(cfg: CompareConfig, block_name: str, seed: int) -> dict | 
             (logits.argmax(1) == deploy_logits.argmax(1)).all()),
         "max_logit_diff": max_diff, "max_logit": logits.abs().max().item(),
         "folded_blocks": report.count,
+        "sync_batchnorm": sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()),
         "train_params": train_params, "deploy_params": count_params(deployed),
         "train_macs": count_macs(model, shape1), "deploy_macs": count_macs(deployed, shape1),
         "train_step_ms": 1e3 * statistics.median(step_times[1:] or step_times),
@@ -227,6 +230,9 @@ def summarize(runs: list[dict], latency_batch: int) -> list[dict]:
         row = {"block": block, "seeds": len(rs), "all_same_predictions": all(r["same_predictions"] for r in rs)}
         for f in fields:
             vals = [float(r[f]) for r in rs]
+            if any(math.isnan(v) for v in vals):  # e.g. CUDA memory on a CPU run
+                row[f] = row[f + "_std"] = float("nan")
+                continue
             row[f] = statistics.fmean(vals)
             row[f + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
         out.append(row)
@@ -255,16 +261,16 @@ def plot(summary: list[dict], path: Path, latency_batch: int, title: str) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    lat = [r[f"deploy_ms_b{latency_batch}"] for r in summary]
-    acc = [100 * r["deploy_val_acc"] for r in summary]
-    err = [100 * r["deploy_val_acc_std"] for r in summary]
-    params = [r["deploy_params"] for r in summary]
-    biggest = max(params)
-    for r, x, y, e, p in zip(summary, lat, acc, err, params):
-        ax.errorbar(x, y, yerr=e, fmt="none", ecolor="0.6", capsize=3, zorder=1)
-        ax.scatter([x], [y], s=40 + 400 * p / biggest, alpha=0.7, zorder=2)
-        ax.annotate(r["block"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    biggest = max(r["deploy_params"] for r in summary)
+    markers = "osD^vP*Xhp<>"
+    for i, r in enumerate(summary):
+        x, y = r[f"deploy_ms_b{latency_batch}"], 100 * r["deploy_val_acc"]
+        ax.errorbar(x, y, yerr=100 * r["deploy_val_acc_std"], fmt="none", ecolor="0.6", capsize=3, zorder=1)
+        ax.scatter([x], [y], s=40 + 400 * r["deploy_params"] / biggest, alpha=0.75, zorder=2,
+                   marker=markers[i % len(markers)],
+                   label=f"{r['block']}: {y:.1f}%, {r['deploy_params'] / 1e3:.0f}k params")
+    ax.legend(fontsize=7, loc="best", markerscale=0.5, framealpha=0.8)
     ax.set_xlabel(f"deployed latency, batch {latency_batch} (ms)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title, fontsize=10)
@@ -276,6 +282,17 @@ def plot(summary: list[dict], path: Path, latency_batch: int, title: str) -> Non
     plt.close(fig)
 
 
+def _no_nan(obj):
+    """NaN (e.g. CUDA memory on a CPU run) as JSON null."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_nan(v) for v in obj]
+    return obj
+
+
 def write_outputs(cfg: CompareConfig, runs: list[dict], seconds: float) -> list[dict]:
     cfg.out.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs, cfg.latency_batch)
@@ -284,7 +301,8 @@ def write_outputs(cfg: CompareConfig, runs: list[dict], seconds: float) -> list[
               "batch_size": cfg.batch_size, "lr": cfg.lr, "world_size": dist_env()[1],
               "torch": torch.__version__, "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
               **cfg.extra}
-    (cfg.out / "results.json").write_text(json.dumps({"config": config, "runs": runs, "summary": summary}, indent=2))
+    (cfg.out / "results.json").write_text(json.dumps(_no_nan({"config": config, "runs": runs, "summary": summary}),
+                                                     indent=2))
     with open(cfg.out / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(runs[0]))
         w.writeheader()
@@ -320,13 +338,17 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
             r = train_and_measure(cfg, block, seed)
             if r is not None:
                 runs.append(r)
+                cfg.out.mkdir(parents=True, exist_ok=True)  # partial results survive an interruption
+                (cfg.out / "runs.partial.json").write_text(json.dumps(runs, indent=2))
                 if cfg.progress:
                     print(f"{block} seed {seed}: val acc {100 * r['val_acc']:.2f}% (deployed "
                           f"{100 * r['deploy_val_acc']:.2f}%, max logit diff {r['max_logit_diff']:.1e})",
                           file=sys.stderr)
     if rank != 0:
         return None
-    return write_outputs(cfg, runs, time.perf_counter() - t0)
+    summary = write_outputs(cfg, runs, time.perf_counter() - t0)
+    (cfg.out / "runs.partial.json").unlink(missing_ok=True)
+    return summary
 
 
 __all__ = ["CompareConfig", "default_blocks", "run_compare", "resolve_spec"]

@@ -105,7 +105,7 @@ def load_net(net: str | Path | Mapping | NetSpec) -> NetSpec:
     try:
         spec = NetSpec.model_validate(dict(data))
     except ValidationError as exc:
-        raise _translate(exc, source) from None
+        raise _translate(exc, source, (NetSpec, StemSpec, StageSpec, HeadSpec)) from None
     spec._source = source  # type: ignore[attr-defined]
     return spec
 
@@ -139,7 +139,7 @@ def build_model(net: str | Path | Mapping | NetSpec, num_classes: int, *, block:
                 in_channels: int = 3) -> RepNet:
     """The training network of ``net``; ``block`` (a block spec, name or path) replaces every block."""
     spec = load_net(net)
-    source = getattr(spec, "_source", None)
+    source = getattr(spec, "_source", None) or "<net spec>"  # errors name the net, not the block file
     override = None if block is None else resolve_spec(block)
     stem_spec = _block(spec.stem.block or spec.block, override, "stem.block", source)
     try:
@@ -161,8 +161,10 @@ def build_model(net: str | Path | Mapping | NetSpec, num_classes: int, *, block:
 
 
 def block_fits(net: NetSpec, block: BlockSpec) -> bool:
-    """Whether a block suits the net: its (dilated) kernel is no wider than the net's input."""
+    """Whether a block suits the net as its only kind of layer: its (dilated) kernel is no wider
+    than the net's input, and it has an activation (blocks without one, e.g. UniRepLKNet's
+    dilated block, stack into a linear network)."""
     from .kernels import as_pair
 
     (kh, kw), (dh, dw) = as_pair(block.kernel), as_pair(block.dilation)
-    return max(dh * (kh - 1) + 1, dw * (kw - 1) + 1) <= net.input_size
+    return block.act != "identity" and max(dh * (kh - 1) + 1, dw * (kw - 1) + 1) <= net.input_size

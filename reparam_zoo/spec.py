@@ -308,10 +308,10 @@ def json_schema() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- errors
 
 
-def _vocabulary() -> list[str]:
+def _vocabulary(extra_models: tuple = ()) -> list[str]:
     from .branches.seq import STEP_TYPES
 
-    models = [BlockSpec, NormSpec, *STEP_TYPES.values(), *(t.spec for _, t in BRANCHES.items())]
+    models = [BlockSpec, NormSpec, *STEP_TYPES.values(), *(t.spec for _, t in BRANCHES.items()), *extra_models]
     return sorted({k for m in models for k in m.model_fields})
 
 
@@ -321,7 +321,9 @@ def _tags() -> set[str]:
     return set(BRANCHES.names()) | set(STEP_TYPES)
 
 
-def _translate(err: ValidationError, source: str | None) -> SpecError:
+def _translate(err: ValidationError, source: str | None, extra_models: tuple = ()) -> SpecError:
+    """A pydantic error as a SpecError: clean locations, suggestions; typos first (they explain
+    the "missing key" errors that come with them)."""
     tags = _tags()
     problems: list[tuple[str, str]] = []
     for e in err.errors():
@@ -350,7 +352,7 @@ def _translate(err: ValidationError, source: str | None) -> SpecError:
         elif kind == "extra_forbidden":
             key = loc[-1] if loc else "?"
             rule = f"unknown key {key!r}"
-            hint = difflib.get_close_matches(key, _vocabulary(), n=1, cutoff=0.6)
+            hint = difflib.get_close_matches(key, _vocabulary(extra_models), n=1, cutoff=0.6)
             if hint:
                 rule += f"; did you mean {hint[0]!r}?"
         elif kind == "missing":
@@ -362,6 +364,7 @@ def _translate(err: ValidationError, source: str | None) -> SpecError:
             if rule.startswith("Value error, "):
                 rule = rule[len("Value error, "):]
         problems.append((".".join(loc), rule))
+    problems.sort(key=lambda p: not p[1].startswith("unknown key"))
     return SpecError("", problems=problems, source=source)
 
 

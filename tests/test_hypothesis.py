@@ -50,6 +50,7 @@ def valid_block(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_block(), st.sampled_from([torch.float64, torch.float32]))
 def test_random_valid_specs_fold_within_tolerance(case, dtype):
+    torch.manual_seed(0)  # weights are drawn at build: keep every example reproducible
     spec, cin, cout, stride, groups = case
     block = rz.build_block(spec, cin, cout, stride=stride, groups=groups)
     res = rz.verify(block, (2, cin, 9, 8), dtype=dtype)
@@ -88,6 +89,7 @@ def junk_spec(draw):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(junk_spec())
 def test_random_specs_either_fold_exactly_or_raise_spec_error(case):
+    torch.manual_seed(0)
     data, (cin, cout, stride, groups) = case
     try:
         block = rz.build_block(rz.load_spec(data) if isinstance(data, dict) else data, cin, cout,

@@ -104,7 +104,7 @@ def map_doconv(r):
     # depthwise weight [i * D_mul + s, 0, m // k, m % k] = D[i, m, s];  1x1 weight [o, i * D_mul + s] = W[o, i, s]
     return {"branches.0.0.weight": r.D.permute(0, 2, 1).reshape(cin * s, 1, k, k),
             "branches.0.1.weight": r.W.reshape(cout, cin_g * s, 1, 1),
-            "branches.0.1.bias": r.bias}
+            "branches.0.1.bias": r.bias, "norm_after": r.bn}
 
 
 def map_expand_cl(r):

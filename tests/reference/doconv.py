@@ -1,5 +1,5 @@
 """DO-Conv (Cao et al., TIP 2022): W' = D^T o W with D = D_param + D_diag, trained as the
-composed kernel: y = conv(x, W') + b."""
+composed kernel: y = ReLU(BN(conv(x, W') + b)) — the conv-BN-ReLU layer of the paper's networks."""
 
 import torch
 import torch.nn as nn
@@ -18,6 +18,7 @@ class RefDOConv(nn.Module):
         self.register_buffer("D_diag", diag)
         self.W = nn.Parameter(torch.randn(cout, cin // groups, self.d_mul) * 0.1)
         self.bias = nn.Parameter(torch.randn(cout) * 0.1)
+        self.bn = nn.BatchNorm2d(cout)
 
     def kernel(self):
         g, k = self.groups, self.k
@@ -28,4 +29,5 @@ class RefDOConv(nn.Module):
         return torch.einsum("gims,gois->goim", D, W).reshape(cout, cin // g, k, k)
 
     def forward(self, x):
-        return F.conv2d(x, self.kernel(), self.bias, self.stride, self.k // 2, groups=self.groups)
+        y = F.conv2d(x, self.kernel(), self.bias, self.stride, self.k // 2, groups=self.groups)
+        return F.relu(self.bn(y))

@@ -1,0 +1,117 @@
+"""`reparam-zoo compare`: outputs, consistency, determinism, data errors, DDP (gloo, 2 processes)."""
+
+import csv
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reparam_zoo.cli import main
+from reparam_zoo.data import load_data
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ["--net", "tiny_vgg", "--epochs", "1", "--seeds", "1", "--limit", "256", "--latency-runs", "2",
+         "--latency-batch", "8", "--quiet"]
+
+
+def _run(tmp_path, *args):
+    out = tmp_path / "out"
+    code = main(["compare", *args, *QUICK, "--out", str(out)])
+    return code, out
+
+
+def test_short_compare_writes_consistent_outputs(tmp_path, capsys):
+    code, out = _run(tmp_path, "repvgg", "acb")
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| repvgg |" in printed and "| acb |" in printed
+    result = json.loads((out / "results.json").read_text())
+    runs, summary = result["runs"], result["summary"]
+    assert [r["block"] for r in runs] == ["repvgg", "acb"]
+    for r in runs:
+        assert r["val_acc"] == r["deploy_val_acc"] and r["same_predictions"]
+        assert r["max_logit_diff"] <= 1e-5 * max(1.0, r["max_logit"])
+        assert r["deploy_params"] < r["train_params"] and r["deploy_macs"] < r["train_macs"]
+        assert r["folded_blocks"] == 5 and r["train_step_ms"] > 0 and r["saved_activations_mb"] > 0
+    assert result["config"]["train_images"] == 256 and result["config"]["data"] == "digits"
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [row["block"] for row in rows] == ["repvgg", "acb"]
+    assert float(rows[1]["val_acc"]) == runs[1]["val_acc"]
+    md = (out / "results.md").read_text()
+    assert f"{100 * summary[0]['val_acc']:.2f}" in md
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "runs.partial.json").exists()
+
+
+def test_compare_is_deterministic_on_cpu(tmp_path):
+    a = _run(tmp_path / "a", "dbb")[1]
+    b = _run(tmp_path / "b", "dbb")[1]
+    ra, rb = (json.loads((p / "results.json").read_text())["runs"][0] for p in (a, b))
+    for key in ("train_loss", "train_acc", "val_acc", "max_logit_diff"):
+        assert ra[key] == rb[key], key
+
+
+@pytest.mark.parametrize("data,message", [
+    ("mnist", "unknown --data 'mnist'"),
+    ("cifar10:/nonexistent/dir", "cifar10: no such directory"),
+    ("cifar10:{empty}", "lacks data_batch_1"),
+    ("imagefolder:{empty}", "needs one sub-folder per class"),
+    ("cifar10:", "needs a directory"),
+])
+def test_bad_data_exits_2_with_one_line(tmp_path, capsys, data, message):
+    (tmp_path / "empty").mkdir()
+    code = main(["compare", "repvgg", "--data", data.format(empty=tmp_path / "empty"), *QUICK,
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_bad_net_exits_2(tmp_path, capsys):
+    bad = tmp_path / "net.yaml"
+    bad.write_text("name: n\ninput_size: 16\nstem: {width: 8}\nstages: [{width: 8, depht: 1}]\n")
+    assert main(["compare", "repvgg", "--net", str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "stages.0.depht: unknown key" in err and str(bad) in err
+
+
+def test_cifar10_batches_are_read(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, 20))}
+        with open(tmp_path / name, "wb") as fh:
+            pickle.dump(batch, fh)
+    d = load_data(f"cifar10:{tmp_path}", 16)
+    assert d.train_x.shape == (100, 3, 16, 16) and d.val_x.shape == (20, 3, 16, 16) and d.num_classes == 10
+
+
+def test_imagefolder_is_read(tmp_path):
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            Image.fromarray(np.full((10, 12, 3), 40 * i, dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    d = load_data(f"imagefolder:{tmp_path}", 16)
+    assert d.num_classes == 2 and d.in_channels == 3
+    assert len(d.train_x) + len(d.val_x) == 10 and d.train_x.shape[-2:] == (16, 16)
+
+
+def test_ddp_two_processes_with_gloo_train_and_fold(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "reparam_zoo", "compare", "repvgg", *QUICK, "--out", str(out)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["config"]["world_size"] == 2
+    run = result["runs"][0]
+    assert run["sync_batchnorm"] == 0  # SyncBatchNorm is CUDA-only in torch; tests/test_fold.py folds it
+    assert run["same_predictions"] and run["folded_blocks"] == 5
+    assert run["train_acc"] > 0.1

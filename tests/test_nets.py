@@ -1,0 +1,89 @@
+"""Network specs: validate, build, fold exactly, match the RepVGG paper's sizes."""
+
+import pytest
+import torch
+
+import reparam_zoo as rz
+from reparam_zoo.nets import block_fits, build_model, list_nets, load_net
+
+
+def test_shipped_nets_load_and_build():
+    assert {"repvgg_a0", "repvgg_a1", "repvgg_b0", "cifar_vgg", "tiny_vgg"} <= set(list_nets())
+    for name in list_nets():
+        net = load_net(name)
+        model = build_model(net, 10)
+        out = model(torch.randn(2, 3, net.input_size, net.input_size))
+        assert out.shape == (2, 10)
+
+
+@pytest.mark.parametrize("name,deploy_m", [("repvgg_a0", 8.30), ("repvgg_a1", 12.78), ("repvgg_b0", 14.33)])
+def test_repvgg_nets_have_the_papers_deployed_parameter_counts(name, deploy_m):
+    # RepVGG paper, Table 4 (ImageNet, 1000 classes): A0 8.30M, A1 12.78M, B0 14.33M
+    deployed = rz.fold_model(build_model(name, 1000))
+    params = sum(p.numel() for p in deployed.parameters()) / 1e6
+    assert abs(params - deploy_m) < 0.01, params
+
+
+def test_block_override_swaps_every_block():
+    model = build_model("tiny_vgg", 10, block="acb", in_channels=1)
+    blocks = [m for m in model.modules() if isinstance(m, rz.RepBlock)]
+    assert len(blocks) == 5 and {b.spec.name for b in blocks} == {"acb"}
+    assert blocks[0].geometry.in_channels == 1
+
+
+def test_groups_pattern_is_applied_cyclically():
+    net = {"name": "g", "input_size": 16, "stem": {"width": 8, "stride": 1},
+           "stages": [{"width": 8, "depth": 4, "stride": 1, "groups": [1, 2]}]}
+    model = build_model(net, 3)
+    assert [b.geometry.groups for b in model.stages] == [1, 2, 1, 2]
+
+
+@pytest.mark.parametrize("net,message", [
+    ({"name": "x", "input_size": 16, "stem": {"width": 8}, "stages": [{"width": 8, "depht": 2}]},
+     "stages.0.depht: unknown key 'depht'; did you mean 'depth'?"),
+    ({"name": "x", "input_size": 16, "stem": {"width": 8}, "stages": []}, "stages: List should have at least 1 item"),
+    ({"name": "x", "input_size": 16, "block": "repvg", "stem": {"width": 8}, "stages": [{"width": 8, "depth": 1}]},
+     "stem.block: no shipped block spec 'repvg'"),
+    ({"name": "x", "input_size": 16, "stem": {"width": 6}, "stages": [{"width": 6, "depth": 1, "groups": 4}]},
+     "<net spec>: stages.0.groups: in_channels=6 and out_channels=6 must both be divisible by groups=4"),
+])
+def test_bad_net_specs_raise_spec_errors(net, message):
+    with pytest.raises(rz.SpecError) as info:
+        build_model(net, 10)
+    assert message in str(info.value)
+
+
+def test_unknown_net_suggests_the_closest():
+    with pytest.raises(rz.SpecError, match="did you mean 'tiny_vgg'"):
+        load_net("tiny_vg")
+
+
+def _fold_cases(full):
+    for net in list_nets():
+        spec = load_net(net)
+        small = spec.input_size <= 32
+        for block in rz.list_specs():
+            if not block_fits(spec, rz.get_spec(block)):
+                continue
+            if full or small or block in ("repvgg", "acb", "dbb"):
+                yield net, block
+
+
+def _check_fold(net, block):
+    spec = load_net(net)
+    torch.manual_seed(0)
+    model = build_model(spec, 10, block=block)
+    size = min(spec.input_size, 32)  # the fold does not depend on the input size; keep CPU time low
+    res = rz.verify(model, (2, 3, size, size), dtype=torch.float32, shapes=[(2, 3, size, size), (1, 3, size + 3, size + 1)])
+    assert res.shapes and res.ok, f"{net} x {block}: {res}"
+
+
+@pytest.mark.parametrize("net,block", list(_fold_cases(full=False)))
+def test_net_with_block_folds_exactly(net, block):
+    _check_fold(net, block)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("net,block", [c for c in _fold_cases(full=True) if c not in set(_fold_cases(full=False))])
+def test_every_net_with_every_block_folds_exactly(net, block):
+    _check_fold(net, block)

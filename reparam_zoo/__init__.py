@@ -5,6 +5,7 @@ from . import primitives as _primitives  # noqa: F401  (registers the parameteri
 from .block import RepBlock, build_block
 from .errors import NotApplicable, SpecError
 from .fold import FoldReport, fold_model
+from .nets import NetSpec, build_model, list_nets, load_net
 from .spec import (
     BRANCHES,
     BlockSpec,
@@ -31,7 +32,11 @@ __all__ = [
     "RepBlock",
     "SpecError",
     "VerifyResult",
+    "NetSpec",
     "block_model",
+    "build_model",
+    "list_nets",
+    "load_net",
     "build_block",
     "fold_model",
     "get_spec",

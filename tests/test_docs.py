@@ -50,6 +50,14 @@ def test_spec_md_yaml_examples_build_and_fold():
     assert built >= 7
 
 
+def test_compare_md_net_example_builds():
+    from reparam_zoo.nets import build_model
+
+    (snippet,) = [b for b in _blocks(DOCS / "compare.md", "yaml") if "stages:" in b]
+    model = build_model(yaml.safe_load(snippet), 10)
+    assert len(model.stages) == 4
+
+
 def test_readme_python_example_runs():
     code = "\n".join(_blocks(ROOT / "README.md", "python"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -61,7 +69,8 @@ def test_readme_starts_with_the_two_commands():
     lines = [ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.strip()]
     setup, tests = lines[1].strip(), lines[2].strip()
     assert lines[0].startswith("# ") and lines[1].startswith("    ") and lines[2].startswith("    ")
-    assert setup.startswith("pip install torch==2.13.0") and setup.endswith("reparam-zoo check --all")
+    assert setup.startswith("pip install torch==2.13.0") and "reparam-zoo check --all" in setup
+    assert setup.endswith("reparam-zoo compare --out runs/compare")
     ci = (ROOT / ".ci" / "run").read_text()
     test_cmd = re.search(r"^(python -m pytest.*)$", ci, flags=re.M).group(1)
     assert tests.endswith("&& " + test_cmd), "the README must give the test command that .ci/run runs"

@@ -104,6 +104,15 @@ class NormSpec(BaseModel):
         return self.type
 
 
+def linear_pooling(count_include_pad: bool) -> bool:
+    """Validator: only ``count_include_pad: true`` average pooling is a convolution at borders."""
+    if not count_include_pad:
+        raise ValueError(
+            "count_include_pad: false divides border outputs by the number of valid pixels, "
+            "which is not a convolution and cannot fold; use true")
+    return count_include_pad
+
+
 def _norm_shorthand(value: Any) -> Any:
     return {"type": value} if isinstance(value, str) else value
 

@@ -51,6 +51,11 @@ def register_conv_param(name: str):
 # ----------------------------------------------------------------------------- plans
 
 
+def _grid_taps(kernel: Pair, dilation: Pair) -> tuple[list[int], list[int]]:
+    """Tap positions per axis of a kernel with a dilation (relative to its first tap)."""
+    return ([dilation[0] * j for j in range(kernel[0])], [dilation[1] * j for j in range(kernel[1])])
+
+
 @dataclass(frozen=True)
 class ConvStep:
     """An unpadded conv ``in_channels -> out_channels``.
@@ -88,8 +93,7 @@ class ConvStep:
         return self.out_channels
 
     def taps(self) -> tuple[list[int], list[int]]:
-        return ([self.dilation[0] * j for j in range(self.kernel[0])],
-                [self.dilation[1] * j for j in range(self.kernel[1])])
+        return _grid_taps(self.kernel, self.dilation)
 
     def build(self) -> nn.Module:
         cls = CONV_PARAMS.get(self.param)
@@ -97,8 +101,32 @@ class ConvStep:
                    dilation=self.dilation, groups=self.groups, bias=self.bias)
 
 
+class _ChannelWise:
+    """Steps that map ``channels`` to ``channels``, each channel on its own (fully grouped)."""
+
+    channels: int
+
+    def validate(self) -> None:
+        pass
+
+    @property
+    def in_channels(self) -> int:
+        return self.channels
+
+    @property
+    def out(self) -> int:
+        return self.channels
+
+    @property
+    def groups(self) -> int:
+        return self.channels
+
+    def taps(self) -> tuple[list[int], list[int]]:
+        return ([0], [0])
+
+
 @dataclass(frozen=True)
-class NormStep:
+class NormStep(_ChannelWise):
     """A per-channel affine step: eval-mode BatchNorm or a learnable scale."""
 
     channels: int
@@ -112,24 +140,6 @@ class NormStep:
     spatial = False
     stride: Pair = (1, 1)
 
-    def validate(self) -> None:
-        pass
-
-    @property
-    def in_channels(self) -> int:
-        return self.channels
-
-    @property
-    def out(self) -> int:
-        return self.channels
-
-    @property
-    def groups(self) -> int:
-        return self.channels
-
-    def taps(self):
-        return ([0], [0])
-
     def build(self) -> nn.Module:
         if self.kind == "bn":
             return nn.BatchNorm2d(self.channels, eps=self.eps, momentum=self.momentum, affine=self.affine)
@@ -137,7 +147,7 @@ class NormStep:
 
 
 @dataclass(frozen=True)
-class AvgStep:
+class AvgStep(_ChannelWise):
     """Unpadded depthwise average pooling (``count_include_pad`` is moot without padding)."""
 
     channels: int
@@ -148,31 +158,15 @@ class AvgStep:
 
     spatial = True
 
-    def validate(self) -> None:
-        pass
-
-    @property
-    def in_channels(self) -> int:
-        return self.channels
-
-    @property
-    def out(self) -> int:
-        return self.channels
-
-    @property
-    def groups(self) -> int:
-        return self.channels
-
-    def taps(self):
-        return ([self.dilation[0] * j for j in range(self.kernel[0])],
-                [self.dilation[1] * j for j in range(self.kernel[1])])
+    def taps(self) -> tuple[list[int], list[int]]:
+        return _grid_taps(self.kernel, self.dilation)
 
     def build(self) -> nn.Module:
         return AvgPool(self.kernel, self.stride, self.dilation)
 
 
 @dataclass(frozen=True)
-class IdentityStep:
+class IdentityStep(_ChannelWise):
     """The identity map on ``channels`` channels."""
 
     channels: int
@@ -180,24 +174,6 @@ class IdentityStep:
 
     spatial = False
     stride: Pair = (1, 1)
-
-    def validate(self) -> None:
-        pass
-
-    @property
-    def in_channels(self) -> int:
-        return self.channels
-
-    @property
-    def out(self) -> int:
-        return self.channels
-
-    @property
-    def groups(self) -> int:
-        return self.channels
-
-    def taps(self):
-        return ([0], [0])
 
     def build(self) -> nn.Module:
         return nn.Identity()

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from ..errors import NotApplicable
 from ..kernels import as_pair
-from ..spec import BranchSpec, Dilation, KernelSize, Norm, NormSpec, register_branch
+from ..spec import BranchSpec, Dilation, KernelSize, Norm, NormSpec, linear_pooling, register_branch
 from ..steps import AvgStep, BlockGeometry, ConvStep, Step
 
 
@@ -21,14 +21,7 @@ class AvgPoolBranch(BranchSpec):
     mid_norm: Norm = Field(default_factory=NormSpec, description="norm between the 1x1 and the pooling")
     count_include_pad: bool = Field(True, description="must be true: only then is pooling linear at borders")
 
-    @field_validator("count_include_pad")
-    @classmethod
-    def _linear(cls, v: bool) -> bool:
-        if not v:
-            raise ValueError(
-                "count_include_pad: false divides border outputs by the number of valid pixels, "
-                "which is not a convolution and cannot fold; use true")
-        return v
+    _linear = field_validator("count_include_pad")(linear_pooling)
 
     def plan(self, block: BlockGeometry) -> list[Step]:
         steps: list[Step] = []

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator,
 
 from ..errors import SpecError
 from ..kernels import as_pair
-from ..spec import BranchSpec, Dilation, KernelSize, NormSpec, register_branch
+from ..spec import BranchSpec, Dilation, KernelSize, NormSpec, linear_pooling, register_branch
 from ..steps import AvgStep, BlockGeometry, ConvStep, NormStep, Step
 from .conv import Groups, resolve_groups
 
@@ -69,14 +69,7 @@ class AvgPoolStepSpec(_Step):
     dilation: Dilation = Field(1)
     count_include_pad: bool = Field(True, description="must be true")
 
-    @field_validator("count_include_pad")
-    @classmethod
-    def _linear(cls, v: bool) -> bool:
-        if not v:
-            raise ValueError(
-                "count_include_pad: false divides border outputs by the number of valid pixels, "
-                "which is not a convolution and cannot fold; use true")
-        return v
+    _linear = field_validator("count_include_pad")(linear_pooling)
 
 
 STEP_TYPES = {"conv": ConvStepSpec, "bn": BNStepSpec, "scale": ScaleStepSpec, "avgpool": AvgPoolStepSpec}

@@ -7,21 +7,18 @@ conv it starts as a plain kxk conv.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-from torch import Tensor, nn
+import torch
+from torch import Tensor
 
 from .. import kernels as K
 from ..errors import SpecError
-from ..steps import StepKernel, conv_step_kernel, register_conv_param, register_step_converter
+from ..steps import register_conv_param, register_step_converter
+from ._residual import ResidualConv2d, residual_kernel
 
 
 @register_conv_param("basis")
-class BasisResidualConv2d(nn.Conv2d):
+class BasisResidualConv2d(ResidualConv2d):
     """``conv(x, W + E)``, depthwise, ``out = in * multiplier`` with ``multiplier >= kh*kw``."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        nn.init.zeros_(self.weight)
 
     @staticmethod
     def check_step(step) -> None:
@@ -34,16 +31,9 @@ class BasisResidualConv2d(nn.Conv2d):
             raise SpecError(f"a basis-parameterised conv needs a depth multiplier >= kh*kw = {kh * kw}, got "
                             f"{step.out_channels // step.in_channels}", step.loc)
 
-    def effective_weight(self, weight: Tensor) -> Tensor:
-        basis = K.basis_kernel(self.in_channels, self.out_channels // self.in_channels, self.kernel_size,
-                               dtype=weight.dtype, device=weight.device)
-        return weight + basis
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.effective_weight(self.weight), self.bias, self.stride, 0, self.dilation,
-                        self.groups)
+    def fixed_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        return K.basis_kernel(self.in_channels, self.out_channels // self.in_channels, self.kernel_size,
+                              dtype=dtype, device=device)
 
 
-@register_step_converter(BasisResidualConv2d)
-def _basis_residual_kernel(m: BasisResidualConv2d, channels: int, device) -> StepKernel:
-    return conv_step_kernel(m, m.effective_weight(K.as_float64(m.weight)))
+register_step_converter(BasisResidualConv2d)(residual_kernel)

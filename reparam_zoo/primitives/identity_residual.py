@@ -1,28 +1,23 @@
 """``param: identity`` — a conv whose kernel is ``W + I`` with ``W`` zero-initialised.
 
 DBB's ``IdentityBasedConv1x1``: the branch starts as the identity, and weight decay pulls
-the kernel towards the identity, not towards zero. ``I`` is made on the fly, on the
-weight's device and dtype (never cached).
+the kernel towards the identity, not towards zero.
 """
 
 from __future__ import annotations
 
-
-import torch.nn.functional as F
-from torch import Tensor, nn
+import torch
+from torch import Tensor
 
 from .. import kernels as K
 from ..errors import SpecError
-from ..steps import StepKernel, conv_step_kernel, register_conv_param, register_step_converter
+from ..steps import register_conv_param, register_step_converter
+from ._residual import ResidualConv2d, residual_kernel
 
 
 @register_conv_param("identity")
-class IdentityResidualConv2d(nn.Conv2d):
+class IdentityResidualConv2d(ResidualConv2d):
     """``conv(x, W + I)``; needs in == out channels and an odd kernel."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        nn.init.zeros_(self.weight)
 
     @staticmethod
     def check_step(step) -> None:
@@ -32,16 +27,8 @@ class IdentityResidualConv2d(nn.Conv2d):
         if step.kernel[0] % 2 == 0 or step.kernel[1] % 2 == 0:
             raise SpecError(f"an identity-parameterised conv needs an odd kernel, got {step.kernel}", step.loc)
 
-    def effective_weight(self, weight: Tensor) -> Tensor:
-        eye = K.identity_kernel(self.in_channels, self.groups, self.kernel_size, dtype=weight.dtype,
-                                device=weight.device)
-        return weight + eye
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.effective_weight(self.weight), self.bias, self.stride, 0, self.dilation,
-                        self.groups)
+    def fixed_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        return K.identity_kernel(self.in_channels, self.groups, self.kernel_size, dtype=dtype, device=device)
 
 
-@register_step_converter(IdentityResidualConv2d)
-def _identity_residual_kernel(m: IdentityResidualConv2d, channels: int, device) -> StepKernel:
-    return conv_step_kernel(m, m.effective_weight(K.as_float64(m.weight)))
+register_step_converter(IdentityResidualConv2d)(residual_kernel)

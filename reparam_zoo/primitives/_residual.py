@@ -1,0 +1,35 @@
+"""Shared shape of the residual-parameterised convs: kernel = W + F, W zero-initialised.
+
+``F`` is a fixed kernel made on the fly on the weight's device and dtype (never cached);
+subclasses define it in :meth:`ResidualConv2d.fixed_kernel`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import kernels as K
+from ..steps import StepKernel, conv_step_kernel
+
+
+class ResidualConv2d(nn.Conv2d):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        nn.init.zeros_(self.weight)
+
+    def fixed_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        raise NotImplementedError
+
+    def effective_weight(self, weight: Tensor) -> Tensor:
+        return weight + self.fixed_kernel(weight.dtype, weight.device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.effective_weight(self.weight), self.bias, self.stride, 0, self.dilation,
+                        self.groups)
+
+
+def residual_kernel(m: ResidualConv2d, channels: int, device) -> StepKernel:
+    """Step converter: the effective kernel, computed in float64."""
+    return conv_step_kernel(m, m.effective_weight(K.as_float64(m.weight)))

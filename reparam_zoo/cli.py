@@ -109,9 +109,10 @@ def cmd_check(args: argparse.Namespace) -> int:
                   f"{r['max_rel']:9.2e}  "
                   f"{'OK' if r['ok'] else 'FAIL'}")
         worst = max(r["fold_rel"] for r in rows)
-        print(f"{len(rows)} checks, worst relative fold error {worst:.2e} (tolerance {rows[0]['tolerance']:.0e}); "
-              f"run err: the folded form run in {args.dtype} vs the exact output: "
+        print(f"{len(rows)} checks, worst relative fold error {worst:.2e} (tolerance {rows[0]['tolerance']:.0e}): "
               f"{'all OK' if not failed else 'FAILED'}")
+        print(f"(fold err: folded weights in {args.dtype}, evaluated exactly; run err: the folded form run in "
+              f"{args.dtype}; both relative to the exact output, see docs/math.md)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -15,8 +15,18 @@ from torch import Tensor, nn
 from . import kernels as K
 from .errors import NotApplicable, SpecError
 from .modules import ACTIVATIONS
-from .spec import BRANCHES, BlockSpec, BranchSpec, BranchType, resolve_spec
-from .steps import BlockGeometry, Chain, ComposedChain, NormStep, Placement, analyze, finalize, step_kernel
+from .spec import BRANCHES, BlockSpec, BranchSpec, BranchType, NormSpec, resolve_spec
+from .steps import (
+    BlockGeometry,
+    Chain,
+    ComposedChain,
+    NormStep,
+    Placement,
+    analyze,
+    chain_kernel,
+    finalize,
+    step_kernel,
+)
 
 _PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
@@ -51,9 +61,12 @@ class RepBlock(nn.Module):
     """
 
     def __init__(self, spec: BlockSpec | str | Path | Mapping, in_channels: int, out_channels: int,
-                 *, stride: int | tuple[int, int] = 1, groups: int = 1):
+                 *, stride: int | tuple[int, int] = 1, groups: int = 1, mode: str = "offline"):
         super().__init__()
         spec = resolve_spec(spec)
+        if mode not in ("offline", "online"):
+            raise SpecError(f"Expected mode 'offline' or 'online' but got {mode!r}", "mode", spec.source)
+        self.mode = mode
         source = spec.source
         try:
             _check_int(in_channels, "in_channels")
@@ -86,6 +99,8 @@ class RepBlock(nn.Module):
                 continue
             try:
                 plan = finalize(bspec.plan(self.geometry), stride)
+                if mode == "online":
+                    plan = _online_plan(plan)
                 placement = analyze(plan, self.geometry)
             except NotApplicable as exc:
                 if bspec.optional:
@@ -103,7 +118,10 @@ class RepBlock(nn.Module):
             for copy_index in range(bspec.count):
                 name = loc if bspec.count == 1 else f"{loc}#{copy_index}"
                 module = btype.module(bspec, plan, self.geometry)
-                if bspec.train_as == "kernel":
+                if mode == "online" and type(module) is not Chain:
+                    raise SpecError(f"online training composes every branch's kernel, but {bspec.type!r} builds "
+                                    f"a {type(module).__name__}, not a chain of linear steps", loc, source)
+                if bspec.train_as == "kernel" and mode == "offline":
                     if type(module) is not Chain:
                         raise SpecError(f"train_as: kernel needs a chain branch, {bspec.type!r} builds a "
                                         f"{type(module).__name__}", f"{loc}.train_as", source)
@@ -126,7 +144,10 @@ class RepBlock(nn.Module):
             (oh, ow), (eh, ew) = info.placement.offset, info.placement.extent
             crops.append((oh, wh - eh - oh, ow, ww - ew - ow))
         self._crops = tuple(crops)
-        norm_steps = spec.norm_after.steps(out_channels, "norm_after")
+        norm_after = spec.norm_after
+        if mode == "online" and norm_after.type != "bn":  # OREPA: one BN after the sum
+            norm_after = NormSpec(type="bn")
+        norm_steps = norm_after.steps(out_channels, "norm_after")
         self.norm_after = norm_steps[0].build() if norm_steps else None
         self.act = ACTIVATIONS.get(spec.act)()
 
@@ -136,6 +157,12 @@ class RepBlock(nn.Module):
         ph, pw = g.padding
         if ph or pw:
             x = F.pad(x, (pw, pw, ph, ph), mode=_PAD_MODE[self.padding_mode])
+        if self.mode == "online":  # one conv with the branches' kernel, composed every forward
+            weight, bias = self._branch_kernel(x.dtype, x.device)
+            out = F.conv2d(x, weight, bias, g.stride, 0, g.dilation, g.groups)
+            if self.norm_after is not None:
+                out = self.norm_after(out)
+            return self.act(out)
         (wh, ww), (h, w) = g.window, x.shape[-2:]
         if h < wh or w < ww:
             raise ValueError(
@@ -156,6 +183,18 @@ class RepBlock(nn.Module):
                 return t.dtype, t.device
         return torch.get_default_dtype(), torch.device("cpu")
 
+    def _branch_kernel(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The sum of the branches as one conv of the block's geometry (no ``norm_after``)."""
+        g = self.geometry
+        parts = []
+        for module, info in zip(self.branches, self.branch_info):
+            bk = info.type.converter(module, g) if dtype == torch.float64 else chain_kernel(
+                list(module), g.in_channels, device, dtype)
+            w = K.regroup(bk.weight, bk.groups, g.groups)
+            w = K.undilate(K.place(w, g.window, info.placement.offset), g.dilation)
+            parts.append((w, bk.bias))
+        return K.sum_kernels(parts)
+
     def equivalent_kernel(self) -> tuple[Tensor, Tensor]:
         """``(weight, bias)`` of the one conv equal to the block (before the activation).
 
@@ -165,13 +204,7 @@ class RepBlock(nn.Module):
         """
         g = self.geometry
         dtype, device = self._dtype_device()
-        parts = []
-        for module, info in zip(self.branches, self.branch_info):
-            bk = info.type.converter(module, g)
-            w = K.regroup(bk.weight, bk.groups, g.groups)
-            w = K.undilate(K.place(w, g.window, info.placement.offset), g.dilation)
-            parts.append((w, bk.bias))
-        weight, bias = K.sum_kernels(parts)
+        weight, bias = self._branch_kernel(torch.float64, device)
         if self.norm_after is not None:
             sk = step_kernel(self.norm_after, g.out_channels, device)
             weight, bias = K.scale_channels(weight, bias, sk.scale, sk.shift)
@@ -205,7 +238,17 @@ class RepBlock(nn.Module):
         return [f"{info.name}: {info.spec.label()}" for info in self.branch_info]
 
 
+def _online_plan(plan: list) -> list:
+    """OREPA's linear scaling: every BatchNorm inside a branch becomes a per-channel scale."""
+    return [replace(s, kind="scale", init=1.0) if isinstance(s, NormStep) and s.kind == "bn" else s for s in plan]
+
+
 def build_block(spec: BlockSpec | str | Path | Mapping, in_channels: int, out_channels: int, *,
-                stride: int | tuple[int, int] = 1, groups: int = 1) -> RepBlock:
-    """Build the training form of ``spec`` for this geometry (see :class:`RepBlock`)."""
-    return RepBlock(spec, in_channels, out_channels, stride=stride, groups=groups)
+                stride: int | tuple[int, int] = 1, groups: int = 1, mode: str = "offline") -> RepBlock:
+    """Build the training form of ``spec`` for this geometry (see :class:`RepBlock`).
+
+    ``mode="online"``: branch BatchNorms become per-channel scales, one BatchNorm follows the
+    sum, and every forward composes the branches' kernel and runs ONE conv (OREPA's online
+    re-parameterization). The fold is the same either way.
+    """
+    return RepBlock(spec, in_channels, out_channels, stride=stride, groups=groups, mode=mode)

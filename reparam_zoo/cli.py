@@ -142,7 +142,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = CompareConfig(net=net, data=data, blocks=blocks, epochs=args.epochs, seeds=args.seeds,
                         device=args.device, out=Path(args.out), batch_size=args.batch_size, lr=args.lr,
                         latency_batch=args.latency_batch, latency_runs=args.latency_runs,
-                        progress=not args.quiet)
+                        progress=not args.quiet, mode=args.mode)
     summary = run_compare(cfg)
     if summary is None:  # a non-zero rank under torchrun
         return 0
@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--limit", type=int, help="use only the first N training images (quick runs)")
     pm.add_argument("--latency-batch", type=int, default=64, help="large batch for the latency (default 64)")
     pm.add_argument("--latency-runs", type=int, default=20, help="timed forwards per latency (default 20)")
+    pm.add_argument("--mode", choices=["offline", "online"], default="offline",
+                    help="offline: branches on the features (as the papers); online: branch BNs become scales, "
+                         "one BN after the sum, one conv per block per step (OREPA)")
     pm.add_argument("--quiet", action="store_true", help="no progress bars")
     pm.set_defaults(func=cmd_compare)
 

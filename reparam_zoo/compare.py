@@ -45,6 +45,7 @@ class CompareConfig:
     latency_batch: int = 64
     latency_runs: int = 20
     progress: bool = True
+    mode: str = "offline"
     extra: dict = field(default_factory=dict)
 
 
@@ -131,7 +132,8 @@ def train_and_measure(cfg: CompareConfig, block_name: str, seed: int) -> dict | 
     device = torch.device(cfg.device if cfg.device != "cuda" else f"cuda:{torch.cuda.current_device()}")
     data = cfg.data
     torch.manual_seed(seed)
-    model = build_model(cfg.net, data.num_classes, block=block_name, in_channels=data.in_channels).to(device)
+    model = build_model(cfg.net, data.num_classes, block=block_name, in_channels=data.in_channels,
+                        mode=cfg.mode).to(device)
     train_params = count_params(model)
     net = model
     if world > 1:
@@ -298,7 +300,7 @@ def write_outputs(cfg: CompareConfig, runs: list[dict], seconds: float) -> list[
     summary = summarize(runs, cfg.latency_batch)
     config = {"net": cfg.net.name, "data": cfg.data.name, "train_images": len(cfg.data.train_x),
               "val_images": len(cfg.data.val_x), "epochs": cfg.epochs, "seeds": cfg.seeds, "device": cfg.device,
-              "batch_size": cfg.batch_size, "lr": cfg.lr, "world_size": dist_env()[1],
+              "batch_size": cfg.batch_size, "lr": cfg.lr, "mode": cfg.mode, "world_size": dist_env()[1],
               "torch": torch.__version__, "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
               **cfg.extra}
     (cfg.out / "results.json").write_text(json.dumps(_no_nan({"config": config, "runs": runs, "summary": summary}),
@@ -308,7 +310,7 @@ def write_outputs(cfg: CompareConfig, runs: list[dict], seconds: float) -> list[
         w.writeheader()
         w.writerows(runs)
     table = markdown_table(summary, cfg.latency_batch)
-    md = (f"# reparam-zoo compare: {cfg.net.name} on {cfg.data.name}\n\n"
+    md = (f"# reparam-zoo compare: {cfg.net.name} on {cfg.data.name} ({cfg.mode} training)\n\n"
           f"{config['train_images']} training / {config['val_images']} validation images, {cfg.epochs} epochs, "
           f"{cfg.seeds} seed(s), {cfg.device}, {config['threads']} threads, torch {torch.__version__}; "
           f"{seconds:.0f} s in all. Mean ± std over seeds.\n\n{table}\n")

@@ -16,8 +16,7 @@ convolutions (derived in ``docs/math.md``):
 
 Conventions: weights are ``(C_out, C_in // groups, kh, kw)`` as in ``F.conv2d``;
 a bias of ``None`` means zero. Functions that build or combine kernels work in the
-dtype they are given; the engine calls them in float64 (:func:`as_float64`) and casts
-at the very end. All functions are differentiable with respect to their tensor
+dtype they are given; the engine calls them in float64 to fold, and casts at the very end. All functions are differentiable with respect to their tensor
 arguments.
 """
 
@@ -34,7 +33,6 @@ Pair = tuple[int, int]
 
 __all__ = [
     "as_pair",
-    "as_float64",
     "bn_scale_shift",
     "fuse_bn",
     "scale_channels",
@@ -59,11 +57,6 @@ def as_pair(value: int | Sequence[int], name: str = "value") -> Pair:
     if len(pair) != 2:
         raise ValueError(f"Expected {name} to be an int or a pair of ints but got {value!r}")
     return pair  # type: ignore[return-value]
-
-
-def as_float64(t: Tensor | None) -> Tensor | None:
-    """Cast to float64 (keeps the graph, the device and ``None``)."""
-    return None if t is None else t.to(torch.float64)
 
 
 def _bias_or_zeros(bias: Tensor | None, weight: Tensor) -> Tensor:

@@ -136,14 +136,15 @@ def _block(name: str, override: BlockSpec | None, loc: str, source: str | None) 
 
 
 def build_model(net: str | Path | Mapping | NetSpec, num_classes: int, *, block: Any = None,
-                in_channels: int = 3) -> RepNet:
-    """The training network of ``net``; ``block`` (a block spec, name or path) replaces every block."""
+                in_channels: int = 3, mode: str = "offline") -> RepNet:
+    """The training network of ``net``; ``block`` (a block spec, name or path) replaces every block;
+    ``mode="online"`` builds every block in online mode (see :func:`~reparam_zoo.build_block`)."""
     spec = load_net(net)
     source = getattr(spec, "_source", None) or "<net spec>"  # errors name the net, not the block file
     override = None if block is None else resolve_spec(block)
     stem_spec = _block(spec.stem.block or spec.block, override, "stem.block", source)
     try:
-        stem = RepBlock(stem_spec, in_channels, spec.stem.width, stride=spec.stem.stride)
+        stem = RepBlock(stem_spec, in_channels, spec.stem.width, stride=spec.stem.stride, mode=mode)
     except SpecError as exc:
         raise exc.located("stem", source) from None
     layers: list[nn.Module] = []
@@ -153,7 +154,7 @@ def build_model(net: str | Path | Mapping | NetSpec, num_classes: int, *, block:
         for j in range(st.depth):
             try:
                 layers.append(RepBlock(bspec, cin, st.width, stride=st.stride if j == 0 else 1,
-                                       groups=st.groups_at(j)))
+                                       groups=st.groups_at(j), mode=mode))
             except SpecError as exc:
                 raise exc.located(f"stages.{i}", source) from None
             cin = st.width

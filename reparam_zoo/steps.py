@@ -317,9 +317,8 @@ class ComposedChain(Chain):
         self.in_channels = in_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        k = chain_kernel(list(self), self.in_channels, x.device)
-        bias = None if k.bias is None else k.bias.to(x.dtype)
-        return F.conv2d(x, k.weight.to(x.dtype), bias, stride=k.stride, groups=k.groups)
+        k = chain_kernel(list(self), self.in_channels, x.device, x.dtype)
+        return F.conv2d(x, k.weight, k.bias, stride=k.stride, groups=k.groups)
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -338,36 +337,38 @@ class StepKernel:
     shift: Tensor | None = None
 
 
-def _bn_kernel(m: _BatchNorm, channels: int, device) -> StepKernel:
+def _bn_kernel(m: _BatchNorm, channels: int, device, dtype=torch.float64) -> StepKernel:
     if not m.track_running_stats or m.running_mean is None or m.running_var is None:
         raise SpecError(f"{m!r} has no running statistics (track_running_stats=False); "
                         "it normalises with batch statistics and cannot be folded")
-    f = K.as_float64
+    def f(t):
+        return None if t is None else t.to(dtype)
+
     scale, shift = K.bn_scale_shift(f(m.running_mean), f(m.running_var), m.eps, f(m.weight), f(m.bias))
     return StepKernel(scale=scale, shift=shift)
 
 
-def _conv_kernel(m: nn.Conv2d, channels: int, device) -> StepKernel:
+def _conv_kernel(m: nn.Conv2d, channels: int, device, dtype=torch.float64) -> StepKernel:
     unpadded = m.padding == "valid" if isinstance(m.padding, str) else K.as_pair(m.padding) == (0, 0)
     if not unpadded:
         raise SpecError(f"{m!r} pads its input; steps inside a branch must be unpadded "
                         "(the block pads once, at its input)")
-    return StepKernel(weight=K.as_float64(m.weight), bias=K.as_float64(m.bias), groups=m.groups,
+    return StepKernel(weight=m.weight.to(dtype), bias=None if m.bias is None else m.bias.to(dtype), groups=m.groups,
                       stride=K.as_pair(m.stride), dilation=K.as_pair(m.dilation))
 
 
 def conv_step_kernel(m: nn.Conv2d, weight: Tensor) -> StepKernel:
-    """A conv step whose effective (float64) weight the caller computed (parameterised convs)."""
-    base = _conv_kernel(m, m.out_channels, None)
+    """A conv step whose effective weight (in the compute dtype) the caller computed (parameterised convs)."""
+    base = _conv_kernel(m, m.out_channels, None, weight.dtype)
     base.weight = weight
     return base
 
 
-def _scale_kernel(m: ChannelScale, channels: int, device) -> StepKernel:
-    return StepKernel(scale=K.as_float64(m.weight))
+def _scale_kernel(m: ChannelScale, channels: int, device, dtype=torch.float64) -> StepKernel:
+    return StepKernel(scale=m.weight.to(dtype))
 
 
-def _avg_kernel(m: nn.Module, channels: int, device) -> StepKernel:
+def _avg_kernel(m: nn.Module, channels: int, device, dtype=torch.float64) -> StepKernel:
     if isinstance(m, nn.AvgPool2d):
         if K.as_pair(m.padding) != (0, 0) or m.ceil_mode or m.divisor_override is not None:
             raise SpecError(f"{m!r}: only unpadded average pooling without ceil_mode or "
@@ -375,22 +376,23 @@ def _avg_kernel(m: nn.Module, channels: int, device) -> StepKernel:
         ks, stride, dilation = m.kernel_size, m.stride or m.kernel_size, 1
     else:
         ks, stride, dilation = m.kernel_size, m.stride, m.dilation
-    w = K.avgpool_kernel(channels, ks, dtype=torch.float64, device=device)
+    w = K.avgpool_kernel(channels, ks, dtype=dtype, device=device)
     return StepKernel(weight=w, groups=channels, stride=K.as_pair(stride), dilation=K.as_pair(dilation))
 
 
-def _identity_kernel(m: nn.Identity, channels: int, device) -> StepKernel:
-    return StepKernel(weight=K.identity_kernel(channels, channels, 1, dtype=torch.float64, device=device),
+def _identity_kernel(m: nn.Identity, channels: int, device, dtype=torch.float64) -> StepKernel:
+    return StepKernel(weight=K.identity_kernel(channels, channels, 1, dtype=dtype, device=device),
                       groups=channels)
 
 
-#: module class -> converter(module, in_channels, device) -> StepKernel. The most specific
-#: class in the module's MRO wins. Parameter-free steps build their fixed kernel on ``device``.
-STEP_CONVERTERS: dict[type, Callable[[nn.Module, int, torch.device | None], StepKernel]] = {}
+#: module class -> converter(module, in_channels, device, dtype) -> StepKernel, its tensors in
+#: ``dtype`` (the compute dtype: float64 for folding). The most specific class in the module's
+#: MRO wins. Parameter-free steps build their fixed kernel on ``device``.
+STEP_CONVERTERS: dict[type, Callable[..., StepKernel]] = {}
 
 
 def register_step_converter(cls: type):
-    """Register ``fn(module, in_channels, device) -> StepKernel`` for modules of ``cls``."""
+    """Register ``fn(module, in_channels, device, dtype) -> StepKernel`` for modules of ``cls``."""
 
     def wrap(fn):
         if cls in STEP_CONVERTERS:
@@ -406,11 +408,12 @@ for _cls, _fn in [(_BatchNorm, _bn_kernel), (nn.Conv2d, _conv_kernel), (ChannelS
     register_step_converter(_cls)(_fn)
 
 
-def step_kernel(module: nn.Module, channels: int, device: torch.device | None = None) -> StepKernel:
+def step_kernel(module: nn.Module, channels: int, device: torch.device | None = None,
+                dtype: torch.dtype = torch.float64) -> StepKernel:
     for cls in type(module).__mro__:
         fn = STEP_CONVERTERS.get(cls)
         if fn is not None:
-            return fn(module, channels, device)
+            return fn(module, channels, device, dtype)
     known = ", ".join(sorted(c.__name__ for c in STEP_CONVERTERS))
     raise SpecError(f"no kernel converter for {type(module).__name__}; known step modules: {known}")
 
@@ -426,8 +429,9 @@ class BranchKernel:
 
 
 def chain_kernel(modules: Sequence[nn.Module], in_channels: int,
-                 device: torch.device | None = None) -> BranchKernel:
-    """Compose a chain of step modules into one kernel (differentiable, float64).
+                 device: torch.device | None = None, dtype: torch.dtype = torch.float64) -> BranchKernel:
+    """Compose a chain of step modules into one kernel (differentiable), computed in ``dtype``
+    (float64 for folding; online training may use the parameters' own dtype).
 
     ``device`` is where parameter-free steps build their fixed kernels (default: the
     device of the chain's first parameter or buffer, else the CPU).
@@ -437,7 +441,7 @@ def chain_kernel(modules: Sequence[nn.Module], in_channels: int,
     w = b = None
     groups, stride, channels = 1, (1, 1), in_channels
     for m in modules:
-        sk = step_kernel(m, channels, device)
+        sk = step_kernel(m, channels, device, dtype)
         if sk.weight is None:  # per-channel affine
             if w is None:
                 w = sk.scale.reshape(-1, 1, 1, 1)

@@ -72,7 +72,7 @@ def zoo_markdown(rows: list[dict] | None = None) -> str:
         f"{size}x{size} input** (groups = {c}, depthwise, for the blocks the papers use depthwise), "
         "folded, and measured: learnable parameters (BN statistics excluded), multiply-accumulates "
         "of convolutions and poolings for one image, and the relative fold error (`fold_rel` of "
-        "`docs/math.md` §9: folded weights in that dtype against the training form in float64, random "
+        "`docs/math.md` §10: folded weights in that dtype against the training form in float64, random "
         "BN statistics and perturbed parameters, inputs of 56x56 and of odd, even and tiny sizes). Each spec is proven against an "
         "independent hand-written reference of the paper's block in `tests/reference/`.",
         "",

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import kernels as K
 from ..steps import StepKernel, conv_step_kernel
 
 
@@ -30,6 +29,6 @@ class ResidualConv2d(nn.Conv2d):
                         self.groups)
 
 
-def residual_kernel(m: ResidualConv2d, channels: int, device) -> StepKernel:
-    """Step converter: the effective kernel, computed in float64."""
-    return conv_step_kernel(m, m.effective_weight(K.as_float64(m.weight)))
+def residual_kernel(m: ResidualConv2d, channels: int, device, dtype=torch.float64) -> StepKernel:
+    """Step converter: the effective kernel, computed in ``dtype``."""
+    return conv_step_kernel(m, m.effective_weight(m.weight.to(dtype)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -22,5 +23,5 @@ class NormalizedConv2d(nn.Conv2d):
 
 
 @register_step_converter(NormalizedConv2d)
-def _normalized_kernel(m: NormalizedConv2d, channels: int, device) -> StepKernel:
-    return conv_step_kernel(m, K.normalize_filters(K.as_float64(m.weight), m.eps))
+def _normalized_kernel(m: NormalizedConv2d, channels: int, device, dtype=torch.float64) -> StepKernel:
+    return conv_step_kernel(m, K.normalize_filters(m.weight.to(dtype), m.eps))

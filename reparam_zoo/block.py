@@ -144,6 +144,10 @@ class RepBlock(nn.Module):
             (oh, ow), (eh, ew) = info.placement.offset, info.placement.extent
             crops.append((oh, wh - eh - oh, ow, ww - ew - ow))
         self._crops = tuple(crops)
+        # zero padding commutes with an unpadded conv: a branch that starts with a plain conv
+        # (or is the identity at the window's centre) can take the unpadded input and pad inside
+        # that first conv, by the block's padding minus its offset — the same numbers, no copy
+        self._direct = tuple(self._direct_padding(m, i) for m, i in zip(modules, infos))
         norm_after = spec.norm_after
         if mode == "online" and norm_after.type != "bn":  # OREPA: one BN after the sum
             norm_after = NormSpec(type="bn")
@@ -151,10 +155,26 @@ class RepBlock(nn.Module):
         self.norm_after = norm_steps[0].build() if norm_steps else None
         self.act = ACTIVATIONS.get(spec.act)()
 
+    def _direct_padding(self, module: nn.Module, info: BranchInfo):
+        """``(qh, qw)`` when the branch can run on the unpadded input (see ``__init__``), else None."""
+        if self.padding_mode != "zeros" or self.mode != "offline" or type(module) is not Chain or not len(module):
+            return None
+        (ph, pw), (oh, ow) = self.geometry.padding, info.placement.offset
+        q = (ph - oh, pw - ow)
+        if q[0] < 0 or q[1] < 0:
+            return None
+        first = module[0]
+        if type(first) is nn.Conv2d or hasattr(first, "kernel") or (type(first) is nn.Identity and q == (0, 0)):
+            return q
+        return None
+
     # ------------------------------------------------------------------------- training form
     def forward(self, x: Tensor) -> Tensor:
         g = self.geometry
         ph, pw = g.padding
+        if self.mode == "offline" and None not in self._direct:
+            return self._forward_direct(x)
+        x_in = x
         if ph or pw:
             x = F.pad(x, (pw, pw, ph, ph), mode=_PAD_MODE[self.padding_mode])
         if self.mode == "online":  # one conv with the branches' kernel, composed every forward
@@ -169,8 +189,8 @@ class RepBlock(nn.Module):
                 f"Expected an input of at least {wh - 2 * ph}x{ww - 2 * pw} for the block "
                 f"'{self.spec.name}' but got {h - 2 * ph}x{w - 2 * pw}")
         out = None
-        for module, (top, bottom, left, right) in zip(self.branches, self._crops):
-            y = module(x[:, :, top: h - bottom, left: w - right])
+        for module, (top, bottom, left, right), q in zip(self.branches, self._crops, self._direct):
+            y = module(x[:, :, top: h - bottom, left: w - right]) if q is None else _run_direct(module, x_in, q)
             out = y if out is None else out + y
         if self.norm_after is not None:
             out = self.norm_after(out)
@@ -182,6 +202,22 @@ class RepBlock(nn.Module):
             if t.is_floating_point():
                 return t.dtype, t.device
         return torch.get_default_dtype(), torch.device("cpu")
+
+    def _forward_direct(self, x: Tensor) -> Tensor:
+        """Zero padding, every branch direct: no padded copy of the input at all."""
+        g = self.geometry
+        (wh, ww), (ph, pw) = g.window, g.padding
+        if x.shape[-2] + 2 * ph < wh or x.shape[-1] + 2 * pw < ww:
+            raise ValueError(
+                f"Expected an input of at least {wh - 2 * ph}x{ww - 2 * pw} for the block "
+                f"'{self.spec.name}' but got {x.shape[-2]}x{x.shape[-1]}")
+        out = None
+        for module, q in zip(self.branches, self._direct):
+            y = _run_direct(module, x, q)
+            out = y if out is None else out + y
+        if self.norm_after is not None:
+            out = self.norm_after(out)
+        return self.act(out)
 
     def _branch_kernel(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         """The sum of the branches as one conv of the block's geometry (no ``norm_after``)."""
@@ -236,6 +272,20 @@ class RepBlock(nn.Module):
     def describe(self) -> list[str]:
         """One line per branch: its location in the spec and what it is."""
         return [f"{info.name}: {info.spec.label()}" for info in self.branch_info]
+
+
+def _run_direct(chain: nn.Module, x: Tensor, q: tuple[int, int]) -> Tensor:
+    """A chain on the unpadded input: its first conv pads by ``q`` with zeros (see RepBlock)."""
+    first = chain[0]
+    if type(first) is nn.Identity:
+        y = x
+    else:
+        weight = first.kernel() if hasattr(first, "kernel") else first.weight
+        y = F.conv2d(x, weight, first.bias, first.stride, q, first.dilation, first.groups)
+    for i, m in enumerate(chain):
+        if i:
+            y = m(y)
+    return y
 
 
 def _online_plan(plan: list) -> list:

@@ -182,3 +182,22 @@ def test_fold_model_on_a_bare_block_and_verify_on_a_network():
     assert isinstance(rz.fold_model(block), nn.Sequential)
     res = rz.verify(Net(), (2, 3, 12, 12), dtype=torch.float64)
     assert res.ok and len(res.shapes) >= 4, res
+
+
+@pytest.mark.parametrize("name", rz.list_specs())
+@pytest.mark.parametrize("padding", ["same", 0, 2])
+def test_zero_padding_fast_path_equals_padding_once(name, padding):
+    """Branches that start with a conv take the unpadded input and pad inside that conv; this
+    must equal the pad-once path exactly, in training mode too (BN batch statistics)."""
+    spec = rz.get_spec(name).model_copy(update={"padding": padding})
+    if padding != "same" and rz.get_spec(name).kernel == 31:
+        spec = spec.model_copy(update={"padding": 15 + padding})
+    torch.manual_seed(0)
+    fast = rz.build_block(spec, 4, 4, stride=2).double()
+    slow = copy.deepcopy(fast)
+    slow._direct = (None,) * len(slow._direct)
+    x = torch.randn(2, 4, 35, 34, dtype=torch.float64)
+    for mode in ("train", "eval"):
+        getattr(fast, mode)()
+        getattr(slow, mode)()
+        assert_close(slow(x), fast(x))

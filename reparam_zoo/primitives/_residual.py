@@ -24,9 +24,12 @@ class ResidualConv2d(nn.Conv2d):
     def effective_weight(self, weight: Tensor) -> Tensor:
         return weight + self.fixed_kernel(weight.dtype, weight.device)
 
+    def kernel(self) -> Tensor:
+        """The effective kernel ``W + F`` (what the conv applies)."""
+        return self.effective_weight(self.weight)
+
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.effective_weight(self.weight), self.bias, self.stride, 0, self.dilation,
-                        self.groups)
+        return F.conv2d(x, self.kernel(), self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 def residual_kernel(m: ResidualConv2d, channels: int, device, dtype=torch.float64) -> StepKernel:

@@ -17,9 +17,12 @@ class NormalizedConv2d(nn.Conv2d):
 
     eps = 1e-12
 
+    def kernel(self) -> Tensor:
+        """The effective kernel ``W / ||W||`` (what the conv applies)."""
+        return K.normalize_filters(self.weight, self.eps)
+
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, K.normalize_filters(self.weight, self.eps), self.bias, self.stride, 0, self.dilation,
-                        self.groups)
+        return F.conv2d(x, self.kernel(), self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 @register_step_converter(NormalizedConv2d)

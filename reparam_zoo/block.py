@@ -172,17 +172,21 @@ class RepBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         g = self.geometry
         ph, pw = g.padding
-        if self.mode == "offline" and None not in self._direct:
+        if self.mode == "online":  # one conv with the branches' kernel, composed every forward
+            weight, bias = self._branch_kernel(x.dtype, x.device)
+            if self.padding_mode == "zeros":
+                out = F.conv2d(x, weight, bias, g.stride, g.padding, g.dilation, g.groups)
+            else:
+                x = F.pad(x, (pw, pw, ph, ph), mode=_PAD_MODE[self.padding_mode])
+                out = F.conv2d(x, weight, bias, g.stride, 0, g.dilation, g.groups)
+            if self.norm_after is not None:
+                out = self.norm_after(out)
+            return self.act(out)
+        if None not in self._direct:
             return self._forward_direct(x)
         x_in = x
         if ph or pw:
             x = F.pad(x, (pw, pw, ph, ph), mode=_PAD_MODE[self.padding_mode])
-        if self.mode == "online":  # one conv with the branches' kernel, composed every forward
-            weight, bias = self._branch_kernel(x.dtype, x.device)
-            out = F.conv2d(x, weight, bias, g.stride, 0, g.dilation, g.groups)
-            if self.norm_after is not None:
-                out = self.norm_after(out)
-            return self.act(out)
         (wh, ww), (h, w) = g.window, x.shape[-2:]
         if h < wh or w < ww:
             raise ValueError(

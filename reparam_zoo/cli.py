@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "seeds and schedule; fold the whole network, check the folded accuracy, and measure step time, "
                     "training memory, parameters, MACs and latency. Writes results.json, results.csv, results.md "
                     "and plot.png into --out. Under `torchrun --nproc_per_node N -m reparam_zoo compare ...` it "
-                    "trains with DistributedDataParallel and SyncBatchNorm.")
+                    "trains with DistributedDataParallel (and SyncBatchNorm on CUDA).")
     pm.add_argument("blocks", nargs="*", metavar="BLOCK", help="block specs (shipped names or YAML paths)")
     pm.add_argument("--net", default="tiny_vgg", help="net spec: shipped name or YAML path (default tiny_vgg)")
     pm.add_argument("--data", default="digits",

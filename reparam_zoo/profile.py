@@ -52,13 +52,23 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     param = next((t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
     x = torch.zeros(input_shape, dtype=param.dtype if param is not None else None,
                     device=param.device if param is not None else None)
+    # the zero-padding fast path calls each branch's first conv functionally (no module call, no
+    # hook): count on the pad-once path, which runs the same convs with the same output sizes
+    from .block import RepBlock
+
+    blocks = [m for m in module.modules() if isinstance(m, RepBlock)]
+    saved = [b._direct for b in blocks]
     was_training = module.training
     try:
+        for b in blocks:
+            b._direct = (None,) * len(b._direct)
         module.eval()
         with torch.no_grad():
             module(x)
     finally:
         module.train(was_training)
+        for b, d in zip(blocks, saved):
+            b._direct = d
         for h in handles:
             h.remove()
     return total // input_shape[0]

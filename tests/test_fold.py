@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import reparam_zoo as rz
+from reparam_zoo.profile import count_macs
 
 from .conftest import assert_close
 
@@ -201,3 +202,11 @@ def test_zero_padding_fast_path_equals_padding_once(name, padding):
         getattr(fast, mode)()
         getattr(slow, mode)()
         assert_close(slow(x), fast(x))
+
+
+def test_mac_count_sees_every_branch_conv_on_the_fast_path():
+    block = rz.build_block("repvgg", 16, 16)
+    assert None not in block._direct  # every branch takes the unpadded input
+    # 3x3 + 1x1 branches on 56x56: 56*56*16*16*(9 + 1) multiply-accumulates
+    assert count_macs(block, (1, 16, 56, 56)) == 56 * 56 * 16 * 16 * 10
+    assert None not in block._direct  # restored

@@ -28,7 +28,7 @@ from .errors import SpecError
 from .fold import fold_model
 from .nets import NetSpec, block_fits, build_model
 from .profile import count_macs, count_params
-from .spec import get_spec, list_specs, resolve_spec
+from .spec import get_spec, list_specs
 
 
 @dataclass
@@ -353,4 +353,4 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
     return summary
 
 
-__all__ = ["CompareConfig", "default_blocks", "run_compare", "resolve_spec"]
+__all__ = ["CompareConfig", "default_blocks", "run_compare"]

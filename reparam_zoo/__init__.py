@@ -3,6 +3,7 @@
 from . import branches as _branches  # noqa: F401  (registers the built-in branch types)
 from . import primitives as _primitives  # noqa: F401  (registers the parameterised convs)
 from .block import RepBlock, build_block
+from .checkpoints import CheckpointError, load_checkpoint
 from .errors import NotApplicable, SpecError
 from .fold import FoldReport, fold_model
 from .nets import NetSpec, build_model, list_nets, load_net
@@ -26,6 +27,7 @@ __all__ = [
     "BRANCHES",
     "BlockSpec",
     "BranchSpec",
+    "CheckpointError",
     "FoldReport",
     "NormSpec",
     "NotApplicable",
@@ -42,6 +44,7 @@ __all__ = [
     "get_spec",
     "json_schema",
     "list_specs",
+    "load_checkpoint",
     "load_spec",
     "randomize_norms",
     "register_branch",

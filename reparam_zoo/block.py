@@ -41,6 +41,53 @@ class BranchInfo:
     placement: Placement
 
 
+def block_geometry(spec: BlockSpec, in_channels: int, out_channels: int, *, stride=1, groups: int = 1
+                   ) -> BlockGeometry:
+    """The one conv a spec folds into, for these channels, stride and groups (checked)."""
+    try:
+        _check_int(in_channels, "in_channels")
+        _check_int(out_channels, "out_channels")
+        _check_int(groups, "groups")
+        stride = K.as_pair(stride, "stride")
+        for s in stride:
+            _check_int(s, "stride")
+        if in_channels % groups or out_channels % groups:
+            raise SpecError(f"in_channels={in_channels} and out_channels={out_channels} must both be "
+                            f"divisible by groups={groups}", "groups")
+    except (SpecError, ValueError) as exc:
+        raise (exc if isinstance(exc, SpecError) else SpecError(str(exc))).located("", spec.source) from None
+    kernel, dilation = K.as_pair(spec.kernel), K.as_pair(spec.dilation)
+    if spec.padding == "same":
+        padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
+    else:
+        padding = K.as_pair(spec.padding)
+    return BlockGeometry(in_channels, out_channels, kernel, stride, dilation, groups, padding)
+
+
+def deploy_module(g: BlockGeometry, padding_mode: str, act: nn.Module, *, device=None, dtype=None) -> nn.Module:
+    """The deployed form of a block: ``nn.Conv2d`` with bias (+ the activation), uninitialised."""
+    conv = nn.utils.skip_init(
+        nn.Conv2d, g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
+        dilation=g.dilation, groups=g.groups, bias=True, padding_mode=padding_mode,
+        device=torch.device("cpu") if device is None else device, dtype=dtype)
+    if isinstance(act, nn.Identity):
+        return conv
+    return nn.Sequential(OrderedDict(conv=conv, act=act))
+
+
+def deployed_block(spec: BlockSpec | str | Path | Mapping, in_channels: int, out_channels: int, *,
+                   stride=1, groups: int = 1) -> nn.Module:
+    """The deployed module of ``spec`` built directly — no training branches ever exist. Its
+    keys match ``RepBlock(...).fold()``, so a deployed checkpoint loads with ``strict=True``."""
+    spec = resolve_spec(spec)
+    g = block_geometry(spec, in_channels, out_channels, stride=stride, groups=groups)
+    module = deploy_module(g, spec.padding_mode, ACTIVATIONS.get(spec.act)())
+    conv = module if isinstance(module, nn.Conv2d) else module.conv
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return module
+
+
 def _check_int(value: object, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SpecError(f"Expected {name} to be an int >= {minimum} but got {value!r}", name)
@@ -68,25 +115,10 @@ class RepBlock(nn.Module):
             raise SpecError(f"Expected mode 'offline' or 'online' but got {mode!r}", "mode", spec.source)
         self.mode = mode
         source = spec.source
-        try:
-            _check_int(in_channels, "in_channels")
-            _check_int(out_channels, "out_channels")
-            _check_int(groups, "groups")
-            stride = K.as_pair(stride, "stride")
-            for s in stride:
-                _check_int(s, "stride")
-            if in_channels % groups or out_channels % groups:
-                raise SpecError(f"in_channels={in_channels} and out_channels={out_channels} must both be "
-                                f"divisible by groups={groups}", "groups")
-        except (SpecError, ValueError) as exc:
-            raise (exc if isinstance(exc, SpecError) else SpecError(str(exc))).located("", source) from None
-        kernel, dilation = K.as_pair(spec.kernel), K.as_pair(spec.dilation)
-        if spec.padding == "same":
-            padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
-        else:
-            padding = K.as_pair(spec.padding)
+        geometry = block_geometry(spec, in_channels, out_channels, stride=stride, groups=groups)
+        stride = geometry.stride
         self.spec = spec
-        self.geometry = BlockGeometry(in_channels, out_channels, kernel, stride, dilation, groups, padding)
+        self.geometry = geometry
         self.padding_mode = spec.padding_mode
 
         infos: list[BranchInfo] = []
@@ -252,19 +284,15 @@ class RepBlock(nn.Module):
 
     def fold(self) -> nn.Module:
         """A NEW deploy module: ``nn.Conv2d`` (plus the activation, if any). The block is untouched."""
-        g = self.geometry
         with torch.no_grad():
             weight, bias = self.equivalent_kernel()
-            conv = nn.utils.skip_init(
-                nn.Conv2d, g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
-                dilation=g.dilation, groups=g.groups, bias=True, padding_mode=self.padding_mode,
-                device=weight.device, dtype=weight.dtype)
+            module = deploy_module(self.geometry, self.padding_mode, copy.deepcopy(self.act),
+                                   device=weight.device, dtype=weight.dtype)
+            conv = module if isinstance(module, nn.Conv2d) else module.conv
             conv.weight.copy_(weight)
             conv.bias.copy_(bias)
-        conv.train(self.training)
-        if isinstance(self.act, nn.Identity):
-            return conv
-        return nn.Sequential(OrderedDict(conv=conv, act=copy.deepcopy(self.act)))
+        module.train(self.training)
+        return module
 
     # ------------------------------------------------------------------------- description
     def extra_repr(self) -> str:

@@ -155,6 +155,73 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _infer_classes(state: dict) -> int | None:
+    for key in ("head.weight", "linear.weight", "fc.weight", "head.fc.weight"):
+        if key in state:
+            return int(state[key].shape[0])
+    return None
+
+
+def _model_from_checkpoint(args: argparse.Namespace, deployed_ok: bool):
+    """The model a checkpoint describes: a deployed reparam_zoo checkpoint loads into the plain
+    network (strict); anything else into the training network via the --from adapter."""
+    from .checkpoints import load_checkpoint, read_state
+    from .nets import build_model, load_net
+
+    net = load_net(args.net)
+    raw = torch.load(args.checkpoint, map_location="cpu", weights_only=True) if args.checkpoint else {}
+    header = raw.get("reparam_zoo") if isinstance(raw, dict) else None
+    state = read_state(raw) if raw else {}
+    num_classes = args.num_classes or _infer_classes(state) or 1000
+    if header and header.get("mode") == "deploy":
+        if not deployed_ok:
+            raise SpecError(f"{args.checkpoint} is already a deployed checkpoint")
+        model = build_model(net, num_classes, block=args.block, in_channels=args.in_channels, deployed=True)
+        model.load_state_dict(state, strict=True)
+        return net, model, True
+    model = build_model(net, num_classes, block=args.block, in_channels=args.in_channels)
+    if args.checkpoint:
+        load_checkpoint(model, state, format=args.from_format)
+    return net, model, False
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import hashlib
+
+    import yaml
+
+    from .checkpoints import CheckpointError
+    try:
+        net, model, _ = _model_from_checkpoint(args, deployed_ok=False)
+    except CheckpointError as exc:
+        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
+        return 2
+    folded = fold_model(model.eval())
+    block_yaml = resolve_spec(args.block or net.block).to_yaml() if (args.block or net.block) else ""
+    net_yaml = yaml.safe_dump(net.model_dump(mode="json"), sort_keys=False)
+    header = {"mode": "deploy", "net": net_yaml, "block": block_yaml,
+              "spec_sha256": hashlib.sha256((net_yaml + block_yaml).encode()).hexdigest(),
+              "num_classes": int(folded.head.out_features), "in_channels": args.in_channels}
+    torch.save({"reparam_zoo": header, "state_dict": folded.state_dict()}, args.output)
+    print(f"wrote {args.output}: deployed {net.name} ({sum(p.numel() for p in folded.parameters()):,} parameters, "
+          f"spec sha256 {header['spec_sha256'][:12]})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoints import CheckpointError
+    from .export import ExportError, export_onnx
+
+    try:
+        net, model, _ = _model_from_checkpoint(args, deployed_ok=True)
+        report = export_onnx(model, (1, args.in_channels, net.input_size, net.input_size), args.onnx)
+    except (CheckpointError, ExportError) as exc:
+        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from .zoo import zoo_markdown
 
@@ -231,6 +298,32 @@ def build_parser() -> argparse.ArgumentParser:
                          "one BN after the sum, one conv per block per step (OREPA)")
     pm.add_argument("--quiet", action="store_true", help="no progress bars")
     pm.set_defaults(func=cmd_compare)
+
+    def model_args(sp):
+        sp.add_argument("--net", required=True, help="net spec: shipped name or YAML path")
+        sp.add_argument("--block", help="block spec replacing the net's block")
+        sp.add_argument("--num-classes", type=int, help="classes (default: read from the checkpoint's head)")
+        sp.add_argument("--in-channels", type=int, default=3, help="input channels (default 3)")
+        sp.add_argument("--from", dest="from_format", default="reparam_zoo",
+                        help="checkpoint format: reparam_zoo (default) or repvgg (the official repository)")
+
+    pv = sub.add_parser("convert", help="train-time checkpoint -> deployed checkpoint (folded, verified keys)",
+                        description="Load a train-time checkpoint (any registered format) into NET, fold it and "
+                                    "save the deployed weights with a header (mode, specs as YAML, their hash). "
+                                    "Load it with build_model(..., deployed=True) and strict=True.")
+    model_args(pv)
+    pv.add_argument("checkpoint", metavar="IN.pth")
+    pv.add_argument("output", metavar="OUT.pth")
+    pv.set_defaults(func=cmd_convert)
+
+    pe = sub.add_parser("export", help="fold and export to ONNX, checked by onnxruntime",
+                        description="Fold NET (with CKPT's weights: deployed or train-time), export to ONNX, "
+                                    "check that every folded block is one Conv and that onnxruntime matches "
+                                    "PyTorch. Needs: pip install 'reparam_zoo[onnx]'.")
+    model_args(pe)
+    pe.add_argument("checkpoint", nargs="?", metavar="CKPT", help="checkpoint (default: random weights)")
+    pe.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the ONNX file")
+    pe.set_defaults(func=cmd_export)
 
     pz = sub.add_parser("zoo", help="measure every shipped spec on the reference layer (the docs/zoo.md table)")
     pz.add_argument("--write", metavar="FILE", help="write the markdown to FILE instead of printing it")

@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 from torch import nn
 
-from .block import RepBlock
+from .block import RepBlock, deployed_block
 from .errors import SpecError
 from .spec import BlockSpec, _parse_yaml, _translate, resolve_spec, specs_root
 
@@ -136,15 +136,22 @@ def _block(name: str, override: BlockSpec | None, loc: str, source: str | None) 
 
 
 def build_model(net: str | Path | Mapping | NetSpec, num_classes: int, *, block: Any = None,
-                in_channels: int = 3, mode: str = "offline") -> RepNet:
+                in_channels: int = 3, mode: str = "offline", deployed: bool = False) -> RepNet:
     """The training network of ``net``; ``block`` (a block spec, name or path) replaces every block;
-    ``mode="online"`` builds every block in online mode (see :func:`~reparam_zoo.build_block`)."""
+    ``mode="online"`` builds every block in online mode (see :func:`~reparam_zoo.build_block`).
+    ``deployed=True`` builds the plain deployed network directly (what ``fold_model`` gives, with
+    the same keys, so a deployed checkpoint loads strictly; no training branch ever exists)."""
     spec = load_net(net)
     source = getattr(spec, "_source", None) or "<net spec>"  # errors name the net, not the block file
     override = None if block is None else resolve_spec(block)
     stem_spec = _block(spec.stem.block or spec.block, override, "stem.block", source)
+    def make(bspec, cin, cout, stride, groups):
+        if deployed:
+            return deployed_block(bspec, cin, cout, stride=stride, groups=groups)
+        return RepBlock(bspec, cin, cout, stride=stride, groups=groups, mode=mode)
+
     try:
-        stem = RepBlock(stem_spec, in_channels, spec.stem.width, stride=spec.stem.stride, mode=mode)
+        stem = make(stem_spec, in_channels, spec.stem.width, spec.stem.stride, 1)
     except SpecError as exc:
         raise exc.located("stem", source) from None
     layers: list[nn.Module] = []
@@ -153,8 +160,7 @@ def build_model(net: str | Path | Mapping | NetSpec, num_classes: int, *, block:
         bspec = _block(st.block or spec.block, override, f"stages.{i}.block", source)
         for j in range(st.depth):
             try:
-                layers.append(RepBlock(bspec, cin, st.width, stride=st.stride if j == 0 else 1,
-                                       groups=st.groups_at(j), mode=mode))
+                layers.append(make(bspec, cin, st.width, st.stride if j == 0 else 1, st.groups_at(j)))
             except SpecError as exc:
                 raise exc.located(f"stages.{i}", source) from None
             cin = st.width

@@ -72,3 +72,39 @@ def test_unknown_format_and_missing_file():
         load_checkpoint(_ours(), {}, format="repvg")
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_checkpoint(_ours(), "/nonexistent.pth")
+
+
+def test_wrong_format_suggests_the_right_one():
+    with pytest.raises(CheckpointError, match="looks like a 'repvgg' checkpoint"):
+        load_checkpoint(_ours(), _official().state_dict())
+
+
+def test_deployed_model_is_built_directly_and_loads_a_fold_strictly():
+    trained = rz.randomize_norms(_ours())
+    folded = rz.fold_model(trained)
+    deployed = rz.build_model("tiny_vgg", 10, in_channels=3, deployed=True).double()
+    assert not any(isinstance(m, rz.RepBlock) for m in deployed.modules())
+    deployed.load_state_dict(folded.state_dict(), strict=True)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    assert torch.equal(deployed(x), folded(x))
+
+
+def test_convert_then_export_from_an_official_checkpoint(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from reparam_zoo.cli import main
+
+    ref = _official().float()
+    src, dst, onnx_path = tmp_path / "official.pth", tmp_path / "deployed.pth", tmp_path / "net.onnx"
+    torch.save(ref.state_dict(), src)
+    assert main(["convert", "--net", "tiny_vgg", "--from", "repvgg", str(src), str(dst)]) == 0
+    ckpt = torch.load(dst, weights_only=True)
+    assert ckpt["reparam_zoo"]["mode"] == "deploy" and "name: repvgg" in ckpt["reparam_zoo"]["block"]
+    assert len(ckpt["reparam_zoo"]["spec_sha256"]) == 64
+    model = rz.build_model("tiny_vgg", 10, deployed=True)
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    x = torch.randn(2, 3, 16, 16)
+    assert_close(ref(x), model(x), rel=1e-5)
+    assert main(["export", "--net", "tiny_vgg", str(dst), "--onnx", str(onnx_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Conv x5" in out and "BatchNormalization" not in out
+    assert main(["convert", "--net", "tiny_vgg", str(dst), str(tmp_path / "again.pth")]) == 2

@@ -82,12 +82,27 @@ def load_checkpoint(model: nn.Module, state_dict_or_path, format: str = "reparam
     missing = [k for k in own if k not in adapted]
     unexpected = [k for k in adapted if k not in own]
     if missing or unexpected:
-        raise CheckpointError(f"the {format} checkpoint does not fit this model", unexpected, missing)
+        raise CheckpointError(f"the {format} checkpoint does not fit this model{_guess(state, model, format)}",
+                              unexpected, missing)
     for k, v in adapted.items():
         if own[k].shape != v.shape:
             raise CheckpointError(f"{k}: the checkpoint has shape {tuple(v.shape)}, the model {tuple(own[k].shape)}")
     model.load_state_dict(adapted, strict=True)
     return model
+
+
+def _guess(state: dict, model: nn.Module, tried: str) -> str:
+    """' (it looks like a <format> checkpoint)' when another adapter maps it completely."""
+    own = set(model.state_dict())
+    for name, adapter in FORMATS.items():
+        if name == tried:
+            continue
+        try:
+            if set(adapter(state, model)) == own:
+                return f" (it looks like a {name!r} checkpoint: use format={name!r} / --from {name})"
+        except (CheckpointError, KeyError, ValueError):
+            continue
+    return ""
 
 
 @register_format("reparam_zoo")

@@ -7,7 +7,11 @@ import reparam_zoo as rz
 from reparam_zoo.checkpoints import CheckpointError, load_checkpoint
 
 from .conftest import assert_close
+from .reference.acb import RefACB
+from .reference.dbb import RefDBB
+from .reference.mobileone import RefMobileOne
 from .reference.official_repvgg import OfficialRepVGG
+from .reference.repvgg import RefRepVGG
 from .test_reference import randomize
 
 
@@ -108,3 +112,61 @@ def test_convert_then_export_from_an_official_checkpoint(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Conv x5" in out and "BatchNormalization" not in out
     assert main(["convert", "--net", "tiny_vgg", str(dst), str(tmp_path / "again.pth")]) == 2
+
+
+# block formats: the reference blocks (written like the official code) under the official names
+FORMATS = {
+    # format: (spec, reference, renames of the reference's keys to the official ones, geometry)
+    "acnet": ("acb", RefACB, {"square.conv.": "square_conv.", "square.bn.": "square_bn.", "hor.conv.": "hor_conv.",
+                              "hor.bn.": "hor_bn.", "ver.conv.": "ver_conv.", "ver.bn.": "ver_bn."}, (4, 8, 2, 1)),
+    "dbb": ("dbb", RefDBB, {"origin.": "dbb_origin.", "one.": "dbb_1x1.", "avg.": "dbb_avg.",
+                            "kxk.idconv1.eye": "dbb_1x1_kxk.idconv1.id_tensor", "kxk.": "dbb_1x1_kxk."}, (4, 4, 1, 2)),
+    "mobileone": ("mobileone", RefMobileOne, {"convs.": "rbr_conv.", "scale.": "rbr_scale.", "skip.": "rbr_skip."},
+                  (4, 4, 1, 4)),
+    "timm_repvgg": ("repvgg", RefRepVGG, {"dense.": "conv_kxk.", "one.": "conv_1x1.", "identity.": "identity."},
+                    (4, 4, 1, 1)),
+    "timm_mobileone": ("mobileone", RefMobileOne, {"convs.": "conv_kxk.", "scale.": "conv_scale.",
+                                                   "skip.": "identity."}, (4, 4, 1, 4)),
+}
+
+
+def _rename(state, table):
+    out = {}
+    for key, value in state.items():
+        for src, dst in table.items():
+            if key.startswith(src):
+                key = dst + key[len(src):]
+                break
+        out[f"stages.0.{key}"] = value  # as inside a network
+    return out
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_block_format_round_trips(fmt):
+    spec, ref_cls, table, (cin, cout, stride, groups) = FORMATS[fmt]
+    torch.manual_seed(1)
+    ref = randomize(ref_cls(cin, cout, stride, groups)).double().eval()
+    block = rz.build_block(spec, cin, cout, stride=stride, groups=groups).double().eval()
+    holder = torch.nn.Sequential(block)
+    load_checkpoint(holder, _rename(ref.state_dict(), table), format=fmt)
+    x = torch.randn(2, cin, 9, 10, dtype=torch.float64)
+    assert_close(ref(x), block(x))
+    assert_close(ref(x), block.fold()(x))
+
+
+def test_dbb_identity_tensor_is_checked():
+    _, ref_cls, table, (cin, cout, stride, groups) = FORMATS["dbb"]
+    state = _rename(randomize(ref_cls(cin, cout, stride, groups)).state_dict(), table)
+    state["stages.0.dbb_1x1_kxk.idconv1.id_tensor"] = state["stages.0.dbb_1x1_kxk.idconv1.id_tensor"] * 2
+    with pytest.raises(CheckpointError, match="fixed identity"):
+        load_checkpoint(torch.nn.Sequential(rz.build_block("dbb", cin, cout, groups=groups)), state, format="dbb")
+
+
+def test_acnet_deployed_checkpoint_loads_into_the_folded_block():
+    block = rz.randomize_norms(rz.build_block("acb", 4, 4)).double().eval()
+    folded = block.fold()
+    deployed = {"0.fused_conv.weight": folded.conv.weight, "0.fused_conv.bias": folded.conv.bias}
+    target = torch.nn.Sequential(rz.build_block("acb", 4, 4).double().fold())
+    load_checkpoint(target, deployed, format="acnet")
+    x = torch.randn(1, 4, 6, 6, dtype=torch.float64)
+    assert torch.equal(target(x), folded(x))

@@ -110,6 +110,6 @@ def _own(state: dict, model: nn.Module) -> dict:
     return state
 
 
-from . import repvgg  # noqa: E402,F401  (registers the official RepVGG format)
+from . import acnet, dbb, mobileone, repvgg, timm  # noqa: E402,F401  (register the formats)
 
 __all__ = ["FORMATS", "CheckpointError", "load_checkpoint", "read_state", "register_format", "strip_prefixes"]

@@ -202,6 +202,8 @@ class RepBlock(nn.Module):
 
     # ------------------------------------------------------------------------- training form
     def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "deployed":
+            return self.deployed(x)
         g = self.geometry
         ph, pw = g.padding
         if self.mode == "online":  # one conv with the branches' kernel, composed every forward
@@ -275,6 +277,9 @@ class RepBlock(nn.Module):
         so it can drive quantization-aware training or a penalty on the folded kernel.
         """
         g = self.geometry
+        if self.mode == "deployed":
+            conv = self.deployed if isinstance(self.deployed, nn.Conv2d) else self.deployed.conv
+            return conv.weight, conv.bias
         dtype, device = self._dtype_device()
         weight, bias = self._branch_kernel(torch.float64, device)
         if self.norm_after is not None:
@@ -284,6 +289,8 @@ class RepBlock(nn.Module):
 
     def fold(self) -> nn.Module:
         """A NEW deploy module: ``nn.Conv2d`` (plus the activation, if any). The block is untouched."""
+        if self.mode == "deployed":
+            return copy.deepcopy(self.deployed)
         with torch.no_grad():
             weight, bias = self.equivalent_kernel()
             module = deploy_module(self.geometry, self.padding_mode, copy.deepcopy(self.act),
@@ -293,6 +300,23 @@ class RepBlock(nn.Module):
             conv.bias.copy_(bias)
         module.train(self.training)
         return module
+
+    # ------------------------------------------------------------------------- timm / MobileOne protocol
+    def fuse(self) -> nn.Module:
+        """timm's ``reparameterize_model`` protocol: the parent replaces this block by the
+        returned module (the fold; this block is untouched)."""
+        return self.fold()
+
+    def reparameterize(self) -> None:
+        """The in-place protocol of MobileOne's and timm's ``reparameterize_model`` (they call it
+        on a deep copy): the block keeps only its folded conv and forwards through it."""
+        if self.mode == "deployed":
+            return
+        self.deployed = self.fold()
+        self.branches = nn.ModuleList()
+        self.norm_after = None
+        self.branch_info, self._crops, self._direct = (), (), ()
+        self.mode = "deployed"
 
     # ------------------------------------------------------------------------- description
     def extra_repr(self) -> str:

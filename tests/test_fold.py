@@ -210,3 +210,43 @@ def test_mac_count_sees_every_branch_conv_on_the_fast_path():
     # 3x3 + 1x1 branches on 56x56: 56*56*16*16*(9 + 1) multiply-accumulates
     assert count_macs(block, (1, 16, 56, 56)) == 56 * 56 * 16 * 16 * 10
     assert None not in block._direct  # restored
+
+
+def _mobileone_style_reparameterize(model):  # Apple's reparameterize_model: in place, on a deep copy
+    model = copy.deepcopy(model)
+
+    def visit(module):
+        for child in module.children():
+            visit(child)
+        if hasattr(module, "reparameterize"):
+            module.reparameterize()
+
+    visit(model)
+    return model
+
+
+def _timm_style_reparameterize(model):  # timm's: a child's fuse() result replaces it in its parent
+    model = copy.deepcopy(model)
+
+    def visit(module):
+        for name, child in module.named_children():
+            if hasattr(child, "fuse"):
+                setattr(module, name, child.fuse())
+            elif hasattr(child, "reparameterize"):
+                child.reparameterize()
+            visit(child)
+
+    visit(model)
+    return model
+
+
+@pytest.mark.parametrize("protocol", [_mobileone_style_reparameterize, _timm_style_reparameterize])
+def test_repblocks_answer_the_reparameterize_protocols(protocol):
+    net = rz.randomize_norms(Net(), seed=4).double().eval()
+    deployed = protocol(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.body[0].modules())
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    assert_close(net(x), deployed(x))
+    assert any(isinstance(m, rz.RepBlock) and m.mode == "offline" for m in net.modules())  # original untouched
+    again = rz.fold_model(deployed)  # a reparameterized block still folds (to its conv)
+    assert_close(net(x), again(x))

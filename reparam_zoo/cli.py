@@ -222,6 +222,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_space(args: argparse.Namespace) -> int:
+    import random
+
+    from .search import SearchSpace, candidate_cost
+
+    space = SearchSpace.load(args.space)
+    if args.enumerate:
+        cands = space.enumerate()
+        print(f"{space.name}: {space.size():,} resolutions, {len(cands):,} valid distinct candidates")
+        return 0
+    rng = random.Random(args.seed)
+    g = space.geometry
+    print(f"{space.name}: {space.size():,} resolutions; {args.sample} samples (seed {args.seed}); "
+          f"costs at {g.in_channels}->{g.out_channels}, stride {g.stride}, groups {g.groups}, {args.size}x{args.size}")
+    head = (f"{'hash':12s} {'k':>3s} {'act':6s} {'train p':>9s} {'deploy p':>9s} {'train MMACs':>11s} "
+            f"{'deploy MMACs':>12s} {'act MB':>7s} {'deploy ms':>9s}  branches")
+    print(head)
+    print("-" * len(head))
+    for _ in range(args.sample):
+        spec = space.sample(rng)
+        c = candidate_cost(spec, g, args.size)
+        block = build_block(spec, g.in_channels, g.out_channels, stride=g.stride, groups=g.groups)
+        print(f"{c['hash']:12s} {str(spec.kernel):>3s} {spec.act:6s} {c['train_params']:9,d} {c['deploy_params']:9,d} "
+              f"{c['train_macs'] / 1e6:11.1f} {c['deploy_macs'] / 1e6:12.1f} {c['train_act_mb']:7.2f} "
+              f"{c['deploy_ms']:9.2f}  " + "; ".join(line.split(": ", 1)[1] for line in block.describe()))
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from .zoo import zoo_markdown
 
@@ -324,6 +352,17 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("checkpoint", nargs="?", metavar="CKPT", help="checkpoint (default: random weights)")
     pe.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the ONNX file")
     pe.set_defaults(func=cmd_export)
+
+    pa = sub.add_parser("space", help="sample a search space of block specs and print each candidate's cost",
+                        description="Load a search space (shipped name under specs/spaces/ or a YAML path), draw "
+                                    "valid candidates and print their train/deploy parameters and MACs, training "
+                                    "activation memory and deployed latency on this device.")
+    pa.add_argument("space", help="search space: shipped name or YAML path")
+    pa.add_argument("--sample", type=int, default=10, help="candidates to draw (default 10)")
+    pa.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    pa.add_argument("--size", type=int, default=56, help="input size for the costs (default 56)")
+    pa.add_argument("--enumerate", action="store_true", help="only count the valid distinct candidates")
+    pa.set_defaults(func=cmd_space)
 
     pz = sub.add_parser("zoo", help="measure every shipped spec on the reference layer (the docs/zoo.md table)")
     pz.add_argument("--write", metavar="FILE", help="write the markdown to FILE instead of printing it")

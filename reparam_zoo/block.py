@@ -131,6 +131,9 @@ class RepBlock(nn.Module):
                 continue
             try:
                 plan = finalize(bspec.plan(self.geometry), stride)
+                if bspec.gate != "none":
+                    plan.append(NormStep(out_channels, kind="gate" if bspec.gate == "learnable" else "gate_fixed",
+                                         loc="gate"))
                 if mode == "online":
                     plan = _online_plan(plan)
                 placement = analyze(plan, self.geometry)

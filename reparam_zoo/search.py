@@ -213,3 +213,77 @@ def candidate_cost(spec: BlockSpec, geometry: Geometry = Geometry(), size: int =
             _LATENCY_CACHE[key] = (time.perf_counter() - t0) / 10 * 1e3
         out["deploy_ms"] = _LATENCY_CACHE[key]
     return out
+
+
+# ----------------------------------------------------------------------------- gated supernet
+
+
+def _supernet_template(node: Any, gate: str) -> Any:
+    """Every optional list item present and gated; other choice points take their first option."""
+    if _is_choice(node):
+        return _supernet_template(node[CHOICE][0], gate)
+    if isinstance(node, Mapping):
+        return {k: _supernet_template(v, gate) for k, v in node.items()}
+    if isinstance(node, list):
+        out = []
+        for item in node:
+            if _is_choice(item) and any(o is None for o in item[CHOICE]):
+                # an optional item: every non-null option becomes a gated branch
+                out += [{**_supernet_template(o, gate), "gate": gate} for o in item[CHOICE] if o is not None]
+            else:
+                out.append(_supernet_template(item, gate))
+        return out
+    return node
+
+
+def build_supernet(space: SearchSpace, *, gates: str = "learnable", mode: str = "offline"):
+    """A block with every optional branch of ``space`` present behind a scalar gate (``gates``:
+    ``learnable`` or ``fixed``); other choice points take their first option. Gates are linear:
+    the supernet folds exactly for any gate values, and a gate at 0 removes its branch exactly."""
+    template = _supernet_template(space.template, gates)
+    spec = spec_from_data({**template, "name": f"{space.name}_supernet"})
+    g = space.geometry
+    return build_block(spec, g.in_channels, g.out_channels, stride=g.stride, groups=g.groups, mode=mode)
+
+
+def gate_values(block) -> dict[str, float]:
+    """``{branch name: gate}`` for the gated branches of a block."""
+    from .primitives.gate import BranchGate
+
+    out = {}
+    for module, info in zip(block.branches, block.branch_info):
+        gate = next((m for m in module if isinstance(m, BranchGate)), None)
+        if gate is not None:
+            out[info.name] = float(gate.weight.detach())
+    return out
+
+
+def derive(block, *, threshold: float | None = None, top_k: int | None = None):
+    """The concrete spec a trained supernet selects, and its folded deploy module.
+
+    Keeps every ungated branch and the gated ones with ``|gate| >= threshold`` (or the
+    ``top_k`` largest ``|gate|``). The deploy module is the fold of a copy of ``block`` with the
+    dropped gates set to 0 — exactly the sub-network with the trained weights and gates.
+    """
+    from .primitives.gate import BranchGate
+
+    if (threshold is None) == (top_k is None):
+        raise ValueError("Expected exactly one of threshold or top_k")
+    gates = gate_values(block)
+    ranked = sorted(gates, key=lambda n: -abs(gates[n]))
+    keep = set(ranked[:top_k]) if top_k is not None else {n for n in gates if abs(gates[n]) >= threshold}
+    pruned = copy.deepcopy(block)
+    kept_specs, seen = [], set()
+    for module, info in zip(pruned.branches, pruned.branch_info):
+        gate = next((m for m in module if isinstance(m, BranchGate)), None)
+        if gate is not None and info.name not in keep:
+            with torch.no_grad():
+                gate.weight.zero_()
+            continue
+        key = info.name.split("#")[0]
+        if key not in seen:
+            seen.add(key)
+            kept_specs.append(info.spec.model_copy(update={"gate": "none"}))
+    name = block.spec.name.removesuffix("_supernet")
+    spec = block.spec.model_copy(update={"branches": kept_specs, "name": f"{name}_derived"})
+    return spec_from_data(spec.to_dict()), fold_model(pruned)

@@ -134,6 +134,8 @@ class BranchSpec(BaseModel):
     count: PositiveInt = Field(1, description="number of parallel copies (MobileOne's k)")
     when: Literal["always", "depthwise", "not_depthwise"] = Field(
         "always", description="use the branch only in depthwise blocks (groups == out_channels) or only in others")
+    gate: Literal["none", "learnable", "fixed"] = Field(
+        "none", description="a scalar gate on the branch output (search): learnable, fixed (at 1), or none")
     train_as: Literal["features", "kernel"] = Field(
         "features", description="train on the features (the branch's steps in turn) or as its composed kernel "
                                 "(one conv per step of training; no BatchNorm inside)")

@@ -130,7 +130,7 @@ class NormStep(_ChannelWise):
     """A per-channel affine step: eval-mode BatchNorm or a learnable scale."""
 
     channels: int
-    kind: str = "bn"  # "bn" | "scale"
+    kind: str = "bn"  # "bn" | "scale" | "gate" (a scalar gate: "gate" learnable, "gate_fixed" not)
     eps: float = 1e-5
     momentum: float | None = 0.1
     affine: bool = True
@@ -143,6 +143,10 @@ class NormStep(_ChannelWise):
     def build(self) -> nn.Module:
         if self.kind == "bn":
             return nn.BatchNorm2d(self.channels, eps=self.eps, momentum=self.momentum, affine=self.affine)
+        if self.kind in ("gate", "gate_fixed"):
+            from .primitives.gate import BranchGate
+
+            return BranchGate(self.init, learnable=self.kind == "gate")
         return ChannelScale(self.channels, self.init)
 
 

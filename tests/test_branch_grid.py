@@ -25,7 +25,7 @@ MODES = ["zeros", "reflect", "replicate", "circular"]
 
 # branch variants per registered type (every registered type must appear here)
 VARIANTS = {
-    "kxk": [{"type": "kxk"}, {"type": "kxk", "bias": True, "norm": "none"}],
+    "kxk": [{"type": "kxk"}, {"type": "kxk", "bias": True, "norm": "none", "gate": "learnable"}],
     "1xk": [{"type": "1xk"}],
     "kx1": [{"type": "kx1", "norm": "scale"}],
     "conv": [{"type": "conv", "kernel": 1}, {"type": "conv", "kernel": [1, 3], "dilation": 2},

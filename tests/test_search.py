@@ -76,3 +76,56 @@ def test_space_cli(capsys):
     assert out.count("\n") >= 5 and "deploy ms" in out
     assert main(["space", "repvgg_acb", "--enumerate"]) == 0
     assert "256 valid distinct candidates" in capsys.readouterr().out
+
+
+def test_supernet_with_gates_on_a_subset_equals_the_sub_spec():
+    from reparam_zoo.primitives.gate import BranchGate
+    from reparam_zoo.search import build_supernet
+
+    torch.manual_seed(0)
+    sn = rz.randomize_norms(build_supernet(SPACE)).double()
+    keep = {"branches.0", "branches.2", "branches.4"}  # kxk (ungated), 1xk, identity
+    with torch.no_grad():
+        for module, info in zip(sn.branches, sn.branch_info):
+            for m in module:
+                if isinstance(m, BranchGate):
+                    m.weight.fill_(1.0 if info.name in keep else 0.0)
+    sub = rz.build_block({"name": "sub", "act": "relu", "branches": [
+        {"type": "kxk"}, {"type": "1xk"}, {"type": "identity", "optional": True}]}, 64, 64).double()
+    state = {}
+    for j, src in enumerate(["branches.0", "branches.2", "branches.4"]):
+        for k, v in sn.state_dict().items():
+            if k.startswith(src + ".") and not k.endswith(".2.weight"):  # step 2 is the gate
+                state[f"branches.{j}." + k[len(src) + 1:]] = v
+    sub.load_state_dict(state, strict=True)
+    x = torch.randn(2, 64, 7, 6, dtype=torch.float64)
+    for mode in ("eval", "train"):
+        getattr(sn, mode)()
+        getattr(sub, mode)()
+        assert torch.allclose(sn(x), sub(x), rtol=0, atol=1e-12 * sn(x).abs().max().item())
+    assert rz.verify(sn, (2, 64, 7, 6), dtype=torch.float64).ok  # any gate values fold exactly
+
+
+def test_derive_round_trips_through_yaml_and_folds():
+    from reparam_zoo.search import build_supernet, derive, gate_values
+
+    torch.manual_seed(0)
+    sn = rz.randomize_norms(build_supernet(SPACE)).double().eval()
+    with torch.no_grad():
+        for i, module in enumerate(sn.branches):
+            if len(module) and hasattr(module[-1], "weight") and module[-1].weight.dim() == 0:
+                module[-1].weight.fill_(0.1 * i)
+    spec, deployed = derive(sn, top_k=2)
+    assert [b.type for b in spec.branches] == ["kxk", "identity", "avgpool"]  # the two largest gates
+    assert rz.load_spec(spec.to_yaml()) == spec
+    assert rz.verify(rz.build_block(spec, 64, 64), (1, 64, 8, 8), dtype=torch.float64).ok
+    pruned = build_supernet(SPACE).double().eval()
+    pruned.load_state_dict(sn.state_dict())
+    with torch.no_grad():
+        for module, info in zip(pruned.branches, pruned.branch_info):
+            if info.name in gate_values(pruned) and info.name not in ("branches.4", "branches.5"):
+                module[-1].weight.zero_()
+    x = torch.randn(1, 64, 9, 9, dtype=torch.float64)
+    assert torch.allclose(deployed(x), pruned(x), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="exactly one"):
+        derive(sn)

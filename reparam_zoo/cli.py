@@ -250,6 +250,79 @@ def cmd_space(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .compare import CompareConfig
+    from .data import DataError, load_data
+    from .nets import load_net
+    from .search import SearchSpace, pareto_front, random_search
+    from .spec import load_spec
+
+    space = SearchSpace.load(args.space)
+    net = load_net(args.net)
+    try:
+        data = load_data(args.data, net.input_size).limit(args.limit)
+    except DataError as exc:
+        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    cfg = CompareConfig(net=net, data=data, blocks=[], epochs=args.epochs, seeds=1, out=out,
+                        latency_batch=args.latency_batch, latency_runs=args.latency_runs, progress=not args.quiet)
+    rows = random_search(space, cfg, args.budget, args.seed)
+    if not rows:
+        print("reparam-zoo: error: no candidate of the space builds in this net", file=sys.stderr)
+        return 2
+    rows.sort(key=lambda r: (-r["val_acc"], r["deploy_ms"]))
+    front = {r["hash"] for r in pareto_front(rows)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "leaderboard.json").write_text(json.dumps({"space": space.name, "net": net.name, "data": data.name,
+                                                      "epochs": args.epochs, "budget": args.budget, "seed": args.seed,
+                                                      "rows": rows}, indent=2, default=str))
+    (out / "best.yaml").write_text(rows[0]["yaml"])
+    lines = [f"| rank | hash | val acc % | deploy ms b{args.latency_batch} | train params | deploy params | "
+             "train step ms | Pareto | branches |", "|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        spec = load_spec(r["yaml"])
+        branches = "; ".join(b.label() + (f" x{b.count}" if b.count > 1 else "") for b in spec.branches)
+        lines.append(f"| {i} | `{r['hash']}` | {100 * r['val_acc']:.2f} | {r['deploy_ms']:.2f} | "
+                     f"{r['train_params']:,} | {r['deploy_params']:,} | {r['train_step_ms']:.1f} | "
+                     f"{'*' if r['hash'] in front else ''} | k{spec.kernel} {spec.act}: {branches} |")
+    table = "\n".join(lines)
+    (out / "leaderboard.md").write_text(f"# search {space.name} on {net.name} / {data.name}\n\n{table}\n")
+    _plot_pareto(rows, front, out / "pareto.png", f"{space.name}: {len(rows)} candidates, {args.epochs} epochs",
+                 args.latency_batch)
+    print(table)
+    print(f"wrote {out}/leaderboard.json, leaderboard.md, pareto.png, best.yaml (the top candidate)")
+    return 0
+
+
+def _plot_pareto(rows, front, path, title, latency_batch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    xs = [r["deploy_ms"] for r in rows]
+    ys = [100 * r["val_acc"] for r in rows]
+    ax.scatter(xs, ys, c=["tab:red" if r["hash"] in front else "tab:blue" for r in rows], alpha=0.8)
+    fr = sorted((r for r in rows if r["hash"] in front), key=lambda r: r["deploy_ms"])
+    ax.plot([r["deploy_ms"] for r in fr], [100 * r["val_acc"] for r in fr], "r--", lw=1, label="Pareto front")
+    for r in fr:
+        ax.annotate(r["hash"][:6], (r["deploy_ms"], 100 * r["val_acc"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set_xlabel(f"deployed latency, batch {latency_batch} (ms)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from .zoo import zoo_markdown
 
@@ -363,6 +436,23 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--size", type=int, default=56, help="input size for the costs (default 56)")
     pa.add_argument("--enumerate", action="store_true", help="only count the valid distinct candidates")
     pa.set_defaults(func=cmd_space)
+
+    ps2 = sub.add_parser("search", help="random search over a space of blocks: train, fold, leaderboard, Pareto plot",
+                         description="Sample BUDGET distinct valid candidates of SPACE, train NET with each on DATA "
+                                     "(the compare harness: fold, verify, measure), and write leaderboard.json/.md, "
+                                     "pareto.png (accuracy vs deployed latency) and best.yaml into --out.")
+    ps2.add_argument("space", help="search space: shipped name or YAML path")
+    ps2.add_argument("--net", default="tiny_vgg", help="net spec (default tiny_vgg)")
+    ps2.add_argument("--data", default="digits", help="digits (default), cifar10:DIR or imagefolder:DIR")
+    ps2.add_argument("--budget", type=int, default=8, help="candidates to train (default 8)")
+    ps2.add_argument("--epochs", type=int, default=3, help="epochs per candidate (default 3)")
+    ps2.add_argument("--seed", type=int, default=0, help="sampling and training seed (default 0)")
+    ps2.add_argument("--limit", type=int, help="use only the first N training images")
+    ps2.add_argument("--latency-batch", type=int, default=64, help="batch of the latency (default 64)")
+    ps2.add_argument("--latency-runs", type=int, default=10, help="timed forwards (default 10)")
+    ps2.add_argument("--out", default="runs/search", help="output folder (default runs/search)")
+    ps2.add_argument("--quiet", action="store_true", help="no progress bars")
+    ps2.set_defaults(func=cmd_search)
 
     pz = sub.add_parser("zoo", help="measure every shipped spec on the reference layer (the docs/zoo.md table)")
     pz.add_argument("--write", metavar="FILE", help="write the markdown to FILE instead of printing it")

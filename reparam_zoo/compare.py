@@ -126,13 +126,15 @@ def _progress(iterable, enabled: bool, desc: str, total: int):
     return tqdm(iterable, desc=desc, total=total, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
-def train_and_measure(cfg: CompareConfig, block_name: str, seed: int) -> dict | None:
-    """Train the net with ``block_name`` for one seed; rank 0 returns the measurements."""
+def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = None) -> dict | None:
+    """Train the net with ``block`` (a spec name, path or BlockSpec) for one seed; rank 0 returns
+    the measurements, labelled ``label`` (default: the block's name)."""
+    block_name = label or (block if isinstance(block, str) else block.name)
     rank, world = dist_env()
     device = torch.device(cfg.device if cfg.device != "cuda" else f"cuda:{torch.cuda.current_device()}")
     data = cfg.data
     torch.manual_seed(seed)
-    model = build_model(cfg.net, data.num_classes, block=block_name, in_channels=data.in_channels,
+    model = build_model(cfg.net, data.num_classes, block=block, in_channels=data.in_channels,
                         mode=cfg.mode).to(device)
     train_params = count_params(model)
     net = model

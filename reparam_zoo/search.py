@@ -287,3 +287,43 @@ def derive(block, *, threshold: float | None = None, top_k: int | None = None):
     name = block.spec.name.removesuffix("_supernet")
     spec = block.spec.model_copy(update={"branches": kept_specs, "name": f"{name}_derived"})
     return spec_from_data(spec.to_dict()), fold_model(pruned)
+
+
+# ----------------------------------------------------------------------------- random search
+
+
+def pareto_front(rows: list[dict], acc: str = "val_acc", cost: str = "deploy_ms") -> list[dict]:
+    """The rows no other row beats on both accuracy (higher) and cost (lower)."""
+    front = []
+    for r in rows:
+        dominated = any(o[acc] >= r[acc] and o[cost] <= r[cost] and (o[acc] > r[acc] or o[cost] < r[cost])
+                        for o in rows)
+        if not dominated:
+            front.append(r)
+    return sorted(front, key=lambda r: r[cost])
+
+
+def random_search(space: SearchSpace, cfg, budget: int, seed: int = 0) -> list[dict]:
+    """Train ``budget`` distinct valid candidates of ``space`` in ``cfg``'s net and data (one seed
+    each) with the compare harness; returns one measured row per candidate, with its spec YAML."""
+    from .compare import train_and_measure
+    from .nets import build_model
+
+    rng = random.Random(seed)
+    rows, seen, draws = [], set(), 0
+    while len(rows) < budget and draws < 50 * budget:
+        draws += 1
+        spec = space.sample(rng)
+        h = spec_hash(spec)
+        if h in seen:
+            continue
+        seen.add(h)
+        try:
+            build_model(cfg.net, cfg.data.num_classes, block=spec, in_channels=cfg.data.in_channels)
+        except SpecError:
+            continue
+        r = train_and_measure(cfg, spec, seed, label=h)
+        if r is not None:
+            rows.append({**r, "hash": h, "yaml": spec.to_yaml(),
+                         "deploy_ms": r[f"deploy_ms_b{cfg.latency_batch}"]})
+    return rows

@@ -129,3 +129,25 @@ def test_derive_round_trips_through_yaml_and_folds():
     assert torch.allclose(deployed(x), pruned(x), rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="exactly one"):
         derive(sn)
+
+
+def test_pareto_front():
+    from reparam_zoo.search import pareto_front
+
+    rows = [{"h": 1, "val_acc": 0.9, "deploy_ms": 1.0}, {"h": 2, "val_acc": 0.95, "deploy_ms": 2.0},
+            {"h": 3, "val_acc": 0.9, "deploy_ms": 1.5}, {"h": 4, "val_acc": 0.97, "deploy_ms": 2.0}]
+    assert [r["h"] for r in pareto_front(rows)] == [1, 4]
+
+
+def test_search_cli_writes_leaderboard_plot_and_best_yaml(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["search", "repvgg_acb", "--budget", "2", "--epochs", "1", "--limit", "128", "--latency-runs", "2",
+                 "--latency-batch", "4", "--quiet", "--out", str(out)]) == 0
+    import json
+
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert len(board["rows"]) == 2 and len({r["hash"] for r in board["rows"]}) == 2
+    best = rz.load_spec((out / "best.yaml").read_text())
+    assert spec_hash(best) == board["rows"][0]["hash"]
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert all(r["same_predictions"] for r in board["rows"])

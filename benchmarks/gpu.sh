@@ -20,7 +20,7 @@ if ! python -c "import pydantic, yaml" 2>/dev/null; then
   python -m pip install --quiet --no-index --find-links .device_wheels pydantic pyyaml numpy
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-for b in deploy train_offline train_online fold fold_error; do
+for b in deploy train_offline train_online fold fold_error search_throughput; do
   echo "== $b"
   timeout 120 python "benchmarks/$b.py" --device cuda || echo "!! $b failed or timed out"
 done

@@ -257,6 +257,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .compare import CompareConfig
     from .data import DataError, load_data
     from .nets import load_net
+    import yaml
+
     from .search import SearchSpace, pareto_front, random_search
     from .spec import load_spec
 
@@ -281,11 +283,16 @@ def cmd_search(args: argparse.Namespace) -> int:
                                                       "epochs": args.epochs, "budget": args.budget, "seed": args.seed,
                                                       "rows": rows}, indent=2, default=str))
     (out / "best.yaml").write_text(rows[0]["yaml"])
+    if space.net_template is not None:
+        (out / "best_net.yaml").write_text(rows[0]["net"])
     lines = [f"| rank | hash | val acc % | deploy ms b{args.latency_batch} | train params | deploy params | "
              "train step ms | Pareto | branches |", "|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         spec = load_spec(r["yaml"])
         branches = "; ".join(b.label() + (f" x{b.count}" if b.count > 1 else "") for b in spec.branches)
+        if space.net_template is not None:
+            n = load_net(yaml.safe_load(r["net"]))
+            branches += " | net " + "-".join(f"{st.width}x{st.depth}" for st in n.stages) + f", stem {n.stem.width}"
         lines.append(f"| {i} | `{r['hash']}` | {100 * r['val_acc']:.2f} | {r['deploy_ms']:.2f} | "
                      f"{r['train_params']:,} | {r['deploy_params']:,} | {r['train_step_ms']:.1f} | "
                      f"{'*' if r['hash'] in front else ''} | k{spec.kernel} {spec.act}: {branches} |")
@@ -294,7 +301,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     _plot_pareto(rows, front, out / "pareto.png", f"{space.name}: {len(rows)} candidates, {args.epochs} epochs",
                  args.latency_batch)
     print(table)
-    print(f"wrote {out}/leaderboard.json, leaderboard.md, pareto.png, best.yaml (the top candidate)")
+    print(f"wrote {out}/leaderboard.json, leaderboard.md, pareto.png, best.yaml (the top candidate)"
+          + (", best_net.yaml" if space.net_template is not None else ""))
     return 0
 
 

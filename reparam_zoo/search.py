@@ -109,11 +109,16 @@ class Geometry:
 
 
 class SearchSpace:
-    """A block template with choice points and the reference geometry candidates must build for."""
+    """A block template with choice points, the reference geometry candidates must build for, and
+    optionally a network template (stage widths, depths, blocks may be choices too)."""
 
-    def __init__(self, name: str, block: Mapping, geometry: Geometry = Geometry(), source: str | None = None):
+    def __init__(self, name: str, block: Mapping, geometry: Geometry = Geometry(), source: str | None = None,
+                 net: Mapping | None = None):
         _check(block, "block", source)
+        if net is not None:
+            _check(net, "net", source)
         self.name, self.template, self.geometry, self.source = name, copy.deepcopy(dict(block)), geometry, source
+        self.net_template = copy.deepcopy(dict(net)) if net is not None else None
 
     @classmethod
     def load(cls, path: str | Path) -> "SearchSpace":
@@ -126,19 +131,35 @@ class SearchSpace:
         data = _parse_yaml(path.read_text(encoding="utf-8"), str(path))
         if not isinstance(data, Mapping) or not isinstance(data.get("block"), Mapping):
             raise SpecError("a search space is a mapping with a 'block' template", "block", str(path))
-        unknown = set(data) - {"name", "description", "block", "geometry"}
+        unknown = set(data) - {"name", "description", "block", "geometry", "net"}
         if unknown:
-            raise SpecError(f"unknown key(s) {sorted(unknown)}; a space has name, description, block, geometry",
+            raise SpecError(f"unknown key(s) {sorted(unknown)}; a space has name, description, block, geometry, net",
                             "", str(path))
+        if data.get("net") is not None and not isinstance(data["net"], Mapping):
+            raise SpecError("the net template must be a mapping (a net spec with choice points)", "net", str(path))
         try:
             geometry = Geometry(**(data.get("geometry") or {}))
         except TypeError as exc:
             raise SpecError(f"bad geometry: {exc}", "geometry", str(path)) from None
-        return cls(str(data.get("name", path.stem)), data["block"], geometry, str(path))
+        return cls(str(data.get("name", path.stem)), data["block"], geometry, str(path), data.get("net"))
 
     def size(self) -> int:
-        """Number of template resolutions (before validation filters invalid ones)."""
-        return _count(self.template)
+        """Number of template resolutions (before validation filters invalid ones), nets included."""
+        return _count(self.template) * (_count(self.net_template) if self.net_template is not None else 1)
+
+    def sample_net(self, rng: random.Random | int, tries: int = 1000):
+        """One valid net spec from the net template (``None`` when the space has none)."""
+        from .nets import load_net
+
+        if self.net_template is None:
+            return None
+        rng = random.Random(rng) if isinstance(rng, int) else rng
+        for _ in range(tries):
+            try:
+                return load_net(_sample(self.net_template, rng))
+            except SpecError:
+                continue
+        raise SpecError(f"no valid net in {tries} draws from the space {self.name!r}", "net", self.source)
 
     def _candidate(self, data: Mapping) -> BlockSpec | None:
         try:
@@ -309,21 +330,28 @@ def random_search(space: SearchSpace, cfg, budget: int, seed: int = 0) -> list[d
     from .compare import train_and_measure
     from .nets import build_model
 
+    import dataclasses
+
+    import yaml
+
     rng = random.Random(seed)
     rows, seen, draws = [], set(), 0
     while len(rows) < budget and draws < 50 * budget:
         draws += 1
         spec = space.sample(rng)
-        h = spec_hash(spec)
+        net = space.sample_net(rng) or cfg.net
+        net_yaml = yaml.safe_dump(net.model_dump(mode="json"), sort_keys=False)
+        h = spec_hash(spec) if space.net_template is None else hashlib.sha256(
+            (spec_hash(spec) + net_yaml).encode()).hexdigest()[:12]
         if h in seen:
             continue
         seen.add(h)
         try:
-            build_model(cfg.net, cfg.data.num_classes, block=spec, in_channels=cfg.data.in_channels)
+            build_model(net, cfg.data.num_classes, block=spec, in_channels=cfg.data.in_channels)
         except SpecError:
             continue
-        r = train_and_measure(cfg, spec, seed, label=h)
+        r = train_and_measure(dataclasses.replace(cfg, net=net), spec, seed, label=h)
         if r is not None:
-            rows.append({**r, "hash": h, "yaml": spec.to_yaml(),
+            rows.append({**r, "hash": h, "yaml": spec.to_yaml(), "net": net_yaml,
                          "deploy_ms": r[f"deploy_ms_b{cfg.latency_batch}"]})
     return rows

@@ -151,3 +151,19 @@ def test_search_cli_writes_leaderboard_plot_and_best_yaml(tmp_path, capsys):
     assert spec_hash(best) == board["rows"][0]["hash"]
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert all(r["same_predictions"] for r in board["rows"])
+
+
+def test_net_templates_are_searched_too(tmp_path):
+    space = SearchSpace.load("tiny_nets")
+    assert space.size() == 8 * 2 * 4 * 4
+    net = space.sample_net(3)
+    assert net.stem.width in (8, 16) and net.stages[1].width in (32, 64)
+    assert space.sample_net(3) == net
+    rz.build_model(net, 10, block=space.sample(3))
+    out = tmp_path / "s"
+    assert main(["search", "tiny_nets", "--budget", "2", "--epochs", "1", "--limit", "128", "--latency-runs", "2",
+                 "--latency-batch", "4", "--quiet", "--out", str(out)]) == 0
+    import json
+
+    rows = json.loads((out / "leaderboard.json").read_text())["rows"]
+    assert all("input_size: 16" in r["net"] for r in rows)

@@ -272,6 +272,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cfg = CompareConfig(net=net, data=data, blocks=[], epochs=args.epochs, seeds=1, out=out,
                         latency_batch=args.latency_batch, latency_runs=args.latency_runs, progress=not args.quiet)
+    if args.supernet:
+        return _supernet_search(space, cfg, args)
     rows = random_search(space, cfg, args.budget, args.seed)
     if not rows:
         print("reparam-zoo: error: no candidate of the space builds in this net", file=sys.stderr)
@@ -292,7 +294,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         branches = "; ".join(b.label() + (f" x{b.count}" if b.count > 1 else "") for b in spec.branches)
         if space.net_template is not None:
             n = load_net(yaml.safe_load(r["net"]))
-            branches += " | net " + "-".join(f"{st.width}x{st.depth}" for st in n.stages) + f", stem {n.stem.width}"
+            branches += " · net " + "-".join(f"{st.width}x{st.depth}" for st in n.stages) + f", stem {n.stem.width}"
         lines.append(f"| {i} | `{r['hash']}` | {100 * r['val_acc']:.2f} | {r['deploy_ms']:.2f} | "
                      f"{r['train_params']:,} | {r['deploy_params']:,} | {r['train_step_ms']:.1f} | "
                      f"{'*' if r['hash'] in front else ''} | k{spec.kernel} {spec.act}: {branches} |")
@@ -303,6 +305,39 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(table)
     print(f"wrote {out}/leaderboard.json, leaderboard.md, pareto.png, best.yaml (the top candidate)"
           + (", best_net.yaml" if space.net_template is not None else ""))
+    return 0
+
+
+def _supernet_search(space, cfg, args) -> int:
+    """Train the gated supernet in the net, rank its gates, derive top-k, check the derived net."""
+    import json
+
+    from .compare import evaluate, train_and_measure
+    from .search import build_supernet, derive_net
+
+    sn_spec = build_supernet(space).spec
+    keep: dict = {}
+    r = train_and_measure(cfg, sn_spec, args.seed, label="supernet", keep=keep)
+    spec, ranking, pruned = derive_net(keep["model"], sn_spec, args.top_k)
+    device = torch.device(cfg.device)
+    folded = fold_model(pruned.eval())
+    acc_pruned, logits_pruned = evaluate(pruned, cfg.data.val_x, cfg.data.val_y, device)
+    acc_folded, logits_folded = evaluate(folded, cfg.data.val_x, cfg.data.val_y, device)
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "best.yaml").write_text(spec.to_yaml())
+    result = {"space": space.name, "supernet": {k: v for k, v in r.items()}, "gate_ranking": ranking,
+              "top_k": args.top_k, "derived_yaml": spec.to_yaml(), "derived_val_acc_without_retraining": acc_pruned,
+              "derived_folded_val_acc": acc_folded,
+              "derived_max_logit_diff": (logits_pruned - logits_folded).abs().max().item()}
+    (out / "supernet.json").write_text(json.dumps(result, indent=2, default=str))
+    print(f"supernet ({len(sn_spec.branches)} branches, gated): val acc {100 * r['val_acc']:.2f}%")
+    print("gate ranking (mean |gate| over blocks): " + ", ".join(
+        f"{n} ({sn_spec.branches[int(n.split('.')[1])].label()}) {v:.3f}" for n, v in ranking))
+    print(f"derived (top {args.top_k}): " + "; ".join(b.label() for b in spec.branches))
+    print(f"derived net, supernet weights, no retraining: val acc {100 * acc_pruned:.2f}%, folded "
+          f"{100 * acc_folded:.2f}% (max logit diff {result['derived_max_logit_diff']:.1e})")
+    print(f"wrote {out}/supernet.json and best.yaml (the derived spec)")
     return 0
 
 
@@ -459,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps2.add_argument("--latency-batch", type=int, default=64, help="batch of the latency (default 64)")
     ps2.add_argument("--latency-runs", type=int, default=10, help="timed forwards (default 10)")
     ps2.add_argument("--out", default="runs/search", help="output folder (default runs/search)")
+    ps2.add_argument("--supernet", action="store_true",
+                     help="train the gated supernet instead of sampling, then derive the top-k branches")
+    ps2.add_argument("--top-k", type=int, default=2, help="gated branches to keep with --supernet (default 2)")
     ps2.add_argument("--quiet", action="store_true", help="no progress bars")
     ps2.set_defaults(func=cmd_search)
 

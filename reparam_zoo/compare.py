@@ -126,7 +126,8 @@ def _progress(iterable, enabled: bool, desc: str, total: int):
     return tqdm(iterable, desc=desc, total=total, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
-def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = None) -> dict | None:
+def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = None,
+                      keep: dict | None = None) -> dict | None:
     """Train the net with ``block`` (a spec name, path or BlockSpec) for one seed; rank 0 returns
     the measurements, labelled ``label`` (default: the block's name)."""
     block_name = label or (block if isinstance(block, str) else block.name)
@@ -184,6 +185,8 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
         dist.barrier()
     if rank != 0:
         return None
+    if keep is not None:  # the caller wants the trained model (e.g. to derive from a supernet)
+        keep["model"] = model
 
     # evaluate the training form, fold, evaluate the deployed form
     acc, logits = evaluate(model, data.val_x, data.val_y, device)

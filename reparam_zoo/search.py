@@ -355,3 +355,31 @@ def random_search(space: SearchSpace, cfg, budget: int, seed: int = 0) -> list[d
             rows.append({**r, "hash": h, "yaml": spec.to_yaml(), "net": net_yaml,
                          "deploy_ms": r[f"deploy_ms_b{cfg.latency_batch}"]})
     return rows
+
+
+def derive_net(model, supernet_spec: BlockSpec, top_k: int):
+    """Select branches for a whole trained supernet network: rank the gated branches by their
+    mean |gate| over all blocks, keep the ``top_k``; returns (derived spec, ranking, pruned copy
+    of the network with the dropped gates at 0 — it computes exactly the derived sub-network)."""
+    from .block import RepBlock
+    from .primitives.gate import BranchGate
+
+    blocks = [m for m in model.modules() if isinstance(m, RepBlock)]
+    sums: dict[str, list[float]] = {}
+    for b in blocks:
+        for name, value in gate_values(b).items():
+            sums.setdefault(name, []).append(abs(value))
+    ranking = sorted(((n, sum(v) / len(v)) for n, v in sums.items()), key=lambda kv: -kv[1])
+    keep = {n for n, _ in ranking[:top_k]}
+    pruned = copy.deepcopy(model)
+    for b in (m for m in pruned.modules() if isinstance(m, RepBlock)):
+        for module, info in zip(b.branches, b.branch_info):
+            gate = next((m for m in module if isinstance(m, BranchGate)), None)
+            if gate is not None and info.name not in keep:
+                with torch.no_grad():
+                    gate.weight.zero_()
+    kept = [bs.model_copy(update={"gate": "none"}) for i, bs in enumerate(supernet_spec.branches)
+            if bs.gate == "none" or f"branches.{i}" in keep]
+    name = supernet_spec.name.removesuffix("_supernet")
+    spec = spec_from_data({**supernet_spec.model_copy(update={"branches": kept}).to_dict(), "name": f"{name}_derived"})
+    return spec, ranking, pruned

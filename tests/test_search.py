@@ -167,3 +167,17 @@ def test_net_templates_are_searched_too(tmp_path):
 
     rows = json.loads((out / "leaderboard.json").read_text())["rows"]
     assert all("input_size: 16" in r["net"] for r in rows)
+
+
+def test_supernet_search_cli_derives_an_exactly_folding_spec(tmp_path, capsys):
+    out = tmp_path / "sn"
+    assert main(["search", "repvgg_acb", "--supernet", "--top-k", "2", "--epochs", "1", "--limit", "128",
+                 "--latency-runs", "2", "--latency-batch", "4", "--quiet", "--out", str(out)]) == 0
+    import json
+
+    result = json.loads((out / "supernet.json").read_text())
+    assert len(result["gate_ranking"]) == 5
+    derived = rz.load_spec((out / "best.yaml").read_text())
+    assert len(derived.branches) == 3 and all(b.gate == "none" for b in derived.branches)
+    assert result["derived_val_acc_without_retraining"] == result["derived_folded_val_acc"]
+    assert result["derived_max_logit_diff"] < 1e-4

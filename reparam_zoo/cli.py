@@ -315,8 +315,17 @@ def _supernet_search(space, cfg, args) -> int:
     from .compare import evaluate, train_and_measure
     from .search import build_supernet, derive_net
 
+    import dataclasses
+
+    from .primitives.gate import BranchGate
+
     sn_spec = build_supernet(space).spec
     keep: dict = {}
+    if args.gate_l1:
+        def l1(model):  # sparsity pressure on the gates, so that unneeded branches fade out
+            return args.gate_l1 * sum(m.weight.abs() for m in model.modules() if isinstance(m, BranchGate))
+
+        cfg = dataclasses.replace(cfg, penalty=l1)
     r = train_and_measure(cfg, sn_spec, args.seed, label="supernet", keep=keep)
     spec, ranking, pruned = derive_net(keep["model"], sn_spec, args.top_k)
     device = torch.device(cfg.device)
@@ -326,7 +335,7 @@ def _supernet_search(space, cfg, args) -> int:
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "best.yaml").write_text(spec.to_yaml())
-    result = {"space": space.name, "supernet": {k: v for k, v in r.items()}, "gate_ranking": ranking,
+    result = {"space": space.name, "gate_l1": args.gate_l1, "supernet": dict(r), "gate_ranking": ranking,
               "top_k": args.top_k, "derived_yaml": spec.to_yaml(), "derived_val_acc_without_retraining": acc_pruned,
               "derived_folded_val_acc": acc_folded,
               "derived_max_logit_diff": (logits_pruned - logits_folded).abs().max().item()}
@@ -497,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps2.add_argument("--supernet", action="store_true",
                      help="train the gated supernet instead of sampling, then derive the top-k branches")
     ps2.add_argument("--top-k", type=int, default=2, help="gated branches to keep with --supernet (default 2)")
+    ps2.add_argument("--gate-l1", type=float, default=0.0,
+                     help="L1 penalty on the gates while training the supernet (default 0)")
     ps2.add_argument("--quiet", action="store_true", help="no progress bars")
     ps2.set_defaults(func=cmd_search)
 

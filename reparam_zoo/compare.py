@@ -46,6 +46,7 @@ class CompareConfig:
     latency_runs: int = 20
     progress: bool = True
     mode: str = "offline"
+    penalty: object = None  # optional callable(model) -> scalar added to the loss (e.g. an L1 on gates)
     extra: dict = field(default_factory=dict)
 
 
@@ -165,6 +166,8 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
             t0 = time.perf_counter()
             out = net(x)
             loss = F.cross_entropy(out, y)
+            if cfg.penalty is not None:
+                loss = loss + cfg.penalty(model)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

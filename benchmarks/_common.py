@@ -69,16 +69,9 @@ def train_memory_mb(step, device) -> float:
         step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    total = 0
+    from reparam_zoo.profile import saved_tensor_mb
 
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    return total / 2**20
+    return saved_tensor_mb(step)
 
 
 def machine(device) -> str:

@@ -27,7 +27,7 @@ from .data import Dataset
 from .errors import SpecError
 from .fold import fold_model
 from .nets import NetSpec, block_fits, build_model
-from .profile import count_macs, count_params
+from .profile import count_macs, count_params, saved_tensor_mb
 from .spec import get_spec, list_specs
 
 
@@ -100,20 +100,11 @@ def latency_ms(model: nn.Module, shape: tuple[int, ...], device: torch.device, r
 
 
 def saved_activation_mb(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Bytes autograd saves for backward in one training step (the training memory a block costs)."""
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
+    """MiB autograd saves for backward in one training step (the training memory a block costs)."""
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = F.cross_entropy(model(x), y)
-    loss.backward()
+    mb = saved_tensor_mb(lambda: F.cross_entropy(model(x), y).backward())
     model.zero_grad(set_to_none=True)
-    return total / 2**20
+    return mb
 
 
 # ----------------------------------------------------------------------------- one run

@@ -14,6 +14,20 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def saved_tensor_mb(step) -> float:
+    """MiB that autograd saves for backward while ``step()`` runs (a training step's memory)."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return total / 2**20
+
+
 def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of the convolutions and poolings of one forward pass.
 

@@ -24,7 +24,7 @@ import torch
 from .block import build_block
 from .errors import SpecError
 from .fold import fold_model
-from .profile import count_macs, count_params
+from .profile import count_macs, count_params, saved_tensor_mb
 from .spec import BlockSpec, _parse_yaml, spec_from_data, specs_root
 
 CHOICE = "choice"
@@ -203,19 +203,11 @@ def candidate_cost(spec: BlockSpec, geometry: Geometry = Geometry(), size: int =
     block = build_block(spec, g.in_channels, g.out_channels, stride=g.stride, groups=g.groups)
     folded = fold_model(block)
     shape = (1, g.in_channels, size, size)
-    saved = 0
-
-    def pack(t):
-        nonlocal saved
-        saved += t.numel() * t.element_size()
-        return t
-
     block.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        block(torch.randn(shape)).sum().backward()
+    saved_mb = saved_tensor_mb(lambda: block(torch.randn(shape)).sum().backward())
     out = {"hash": spec_hash(spec), "train_params": count_params(block), "deploy_params": count_params(folded),
            "train_macs": count_macs(block, shape), "deploy_macs": count_macs(folded, shape),
-           "train_act_mb": saved / 2**20}
+           "train_act_mb": saved_mb}
     if latency:
         conv = folded if isinstance(folded, torch.nn.Conv2d) else folded.conv
         key = (conv.kernel_size, conv.stride, conv.dilation, conv.groups, g.in_channels, g.out_channels, size,

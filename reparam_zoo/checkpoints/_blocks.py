@@ -11,6 +11,11 @@ from . import CheckpointError
 HEADS = {"linear.": "head.", "head.fc.": "head.", "fc.": "head."}
 
 
+def conv_bn(conv: str, bn: str, branch: int) -> dict[str, str]:
+    """Renames of an official conv + BN pair onto branch ``branch`` (its steps 0 and 1)."""
+    return {conv: f"branches.{branch}.0.", bn: f"branches.{branch}.1."}
+
+
 def _split(key: str, subs: list[str]) -> tuple[str, str] | None:
     """(block prefix, sub-key) when ``key`` is ``<prefix>.<sub>...`` or ``<sub>...``."""
     for sub in subs:

@@ -2,11 +2,10 @@
 ``ver_conv/bn``; deployed ``fused_conv``. Spec: ``acb``."""
 
 from . import register_format
-from ._blocks import adapt_blocks
+from ._blocks import adapt_blocks, conv_bn
 
-TRAIN = {"square_conv.": "branches.0.0.", "square_bn.": "branches.0.1.",
-         "hor_conv.": "branches.1.0.", "hor_bn.": "branches.1.1.",
-         "ver_conv.": "branches.2.0.", "ver_bn.": "branches.2.1."}
+TRAIN = {**conv_bn("square_conv.", "square_bn.", 0), **conv_bn("hor_conv.", "hor_bn.", 1),
+         **conv_bn("ver_conv.", "ver_bn.", 2)}
 DEPLOY = {"fused_conv.": "conv."}
 
 

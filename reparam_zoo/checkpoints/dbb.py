@@ -6,10 +6,9 @@
 import torch
 
 from . import CheckpointError, register_format
-from ._blocks import adapt_blocks
+from ._blocks import adapt_blocks, conv_bn
 
-TRAIN = {"dbb_origin.conv.": "branches.0.0.", "dbb_origin.bn.": "branches.0.1.",
-         "dbb_1x1.conv.": "branches.1.0.", "dbb_1x1.bn.": "branches.1.1.",
+TRAIN = {**conv_bn("dbb_origin.conv.", "dbb_origin.bn.", 0), **conv_bn("dbb_1x1.conv.", "dbb_1x1.bn.", 1),
          "dbb_avg.conv.": "branches.2.0.", "dbb_avg.bn.bn.": "branches.2.1.", "dbb_avg.avgbn.": "branches.2.3.",
          "dbb_1x1_kxk.idconv1.weight": "branches.3.0.weight", "dbb_1x1_kxk.bn1.bn.": "branches.3.1.",
          "dbb_1x1_kxk.conv2.": "branches.3.2.", "dbb_1x1_kxk.bn2.": "branches.3.3."}

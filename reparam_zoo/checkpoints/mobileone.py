@@ -2,11 +2,10 @@
 ``rbr_scale.conv/bn``, ``rbr_skip`` (a BN); deployed ``reparam_conv``. Spec: ``mobileone``."""
 
 from . import register_format
-from ._blocks import adapt_blocks
+from ._blocks import adapt_blocks, conv_bn
 
-TRAIN = {**{f"rbr_conv.{i}.conv.": f"branches.{i}.0." for i in range(4)},
-         **{f"rbr_conv.{i}.bn.": f"branches.{i}.1." for i in range(4)},
-         "rbr_scale.conv.": "branches.4.0.", "rbr_scale.bn.": "branches.4.1.", "rbr_skip.": "branches.5.1."}
+TRAIN = {k: v for i in range(4) for k, v in conv_bn(f"rbr_conv.{i}.conv.", f"rbr_conv.{i}.bn.", i).items()}
+TRAIN.update({**conv_bn("rbr_scale.conv.", "rbr_scale.bn.", 4), "rbr_skip.": "branches.5.1."})
 DEPLOY = {"reparam_conv.": "conv."}
 
 

@@ -3,10 +3,10 @@ with ``rbr_dense.conv/bn``, ``rbr_1x1.conv/bn``, ``rbr_identity`` (a BN); deploy
 head ``linear``. Spec: ``repvgg``."""
 
 from . import register_format
-from ._blocks import adapt_blocks
+from ._blocks import adapt_blocks, conv_bn
 
-TRAIN = {"rbr_dense.conv.": "branches.0.0.", "rbr_dense.bn.": "branches.0.1.",
-         "rbr_1x1.conv.": "branches.1.0.", "rbr_1x1.bn.": "branches.1.1.", "rbr_identity.": "branches.2.1."}
+TRAIN = {**conv_bn("rbr_dense.conv.", "rbr_dense.bn.", 0), **conv_bn("rbr_1x1.conv.", "rbr_1x1.bn.", 1),
+         "rbr_identity.": "branches.2.1."}
 DEPLOY = {"rbr_reparam.": "conv."}
 
 

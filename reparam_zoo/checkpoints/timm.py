@@ -3,13 +3,12 @@ and ``MobileOneBlock`` (``conv_kxk.{i}.conv/bn``, ``conv_scale.conv/bn``, ``iden
 ``reparam_conv``; head ``head.fc``. Specs: ``repvgg`` and ``mobileone``."""
 
 from . import register_format
-from ._blocks import adapt_blocks
+from ._blocks import adapt_blocks, conv_bn
 
-REPVGG = {"conv_kxk.conv.": "branches.0.0.", "conv_kxk.bn.": "branches.0.1.",
-          "conv_1x1.conv.": "branches.1.0.", "conv_1x1.bn.": "branches.1.1.", "identity.": "branches.2.1."}
-MOBILEONE = {**{f"conv_kxk.{i}.conv.": f"branches.{i}.0." for i in range(4)},
-             **{f"conv_kxk.{i}.bn.": f"branches.{i}.1." for i in range(4)},
-             "conv_scale.conv.": "branches.4.0.", "conv_scale.bn.": "branches.4.1.", "identity.": "branches.5.1."}
+REPVGG = {**conv_bn("conv_kxk.conv.", "conv_kxk.bn.", 0), **conv_bn("conv_1x1.conv.", "conv_1x1.bn.", 1),
+          "identity.": "branches.2.1."}
+MOBILEONE = {k: v for i in range(4) for k, v in conv_bn(f"conv_kxk.{i}.conv.", f"conv_kxk.{i}.bn.", i).items()}
+MOBILEONE.update({**conv_bn("conv_scale.conv.", "conv_scale.bn.", 4), "identity.": "branches.5.1."})
 DEPLOY = {"reparam_conv.": "conv."}
 
 

@@ -321,6 +321,11 @@ class RepBlock(nn.Module):
         self.branch_info, self._crops, self._direct = (), (), ()
         self.mode = "deployed"
 
+    def switch_to_deploy(self) -> None:
+        """The research repos' in-place protocol (RepVGG, ACNet, DBB, YOLOv6 call it in a loop over
+        ``model.modules()``): the same as :meth:`reparameterize`."""
+        self.reparameterize()
+
     # ------------------------------------------------------------------------- description
     def extra_repr(self) -> str:
         g = self.geometry

@@ -240,7 +240,16 @@ def _timm_style_reparameterize(model):  # timm's: a child's fuse() result replac
     return model
 
 
-@pytest.mark.parametrize("protocol", [_mobileone_style_reparameterize, _timm_style_reparameterize])
+def _research_repo_switch_to_deploy(model):  # RepVGG/ACNet/DBB/YOLOv6: in place over model.modules()
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if hasattr(module, "switch_to_deploy"):
+            module.switch_to_deploy()
+    return model
+
+
+@pytest.mark.parametrize("protocol", [_mobileone_style_reparameterize, _timm_style_reparameterize,
+                                      _research_repo_switch_to_deploy])
 def test_repblocks_answer_the_reparameterize_protocols(protocol):
     net = rz.randomize_norms(Net(), seed=4).double().eval()
     deployed = protocol(net)

@@ -2,6 +2,7 @@
 
 from . import branches as _branches  # noqa: F401  (registers the built-in branch types)
 from . import primitives as _primitives  # noqa: F401  (registers the parameterised convs)
+from .adopt import AdoptReport, adopt
 from .block import RepBlock, build_block
 from .checkpoints import CheckpointError, load_checkpoint
 from .errors import NotApplicable, SpecError
@@ -24,6 +25,7 @@ from .verify import VerifyResult, randomize_norms, verify
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdoptReport",
     "BRANCHES",
     "BlockSpec",
     "BranchSpec",
@@ -35,6 +37,7 @@ __all__ = [
     "SpecError",
     "VerifyResult",
     "NetSpec",
+    "adopt",
     "block_model",
     "build_model",
     "list_nets",

@@ -170,3 +170,49 @@ def test_acnet_deployed_checkpoint_loads_into_the_folded_block():
     load_checkpoint(target, deployed, format="acnet")
     x = torch.randn(1, 4, 6, 6, dtype=torch.float64)
     assert torch.equal(target(x), folded(x))
+
+
+# ----------------------------------------------------------------------------- order of keys
+
+
+def _long_stage():
+    """An official-format net with 12 blocks in one stage (stage1.10 and stage1.11 sort before stage1.2)."""
+    torch.manual_seed(3)
+    ref = randomize(OfficialRepVGG(3, 8, [(8, 12)], 10)).double().eval()
+    net = {"name": "long", "input_size": 16, "stem": {"width": 8, "stride": 1},
+           "stages": [{"width": 8, "depth": 12, "stride": 2}]}
+    return ref, rz.build_model(net, 10).double().eval()
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled", "reversed"])
+def test_sorted_or_shuffled_keys_load_into_the_right_blocks(order, tmp_path):
+    ref, ours = _long_stage()
+    items = list(ref.state_dict().items())
+    if order == "sorted":
+        items.sort()
+    elif order == "reversed":
+        items.reverse()
+    else:
+        import random
+
+        random.Random(0).shuffle(items)
+    load_checkpoint(ours, dict(items), format="repvgg")
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    assert_close(ref(x), ours(x))
+
+
+def test_safetensors_file_with_sorted_keys_loads(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    ref, ours = _long_stage()
+    path = tmp_path / "official.safetensors"
+    safetensors.save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))  # writes sorted keys
+    load_checkpoint(ours, path, format="repvgg")
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    assert_close(ref(x), ours(x))
+
+
+def test_blocks_whose_order_cannot_be_known_from_their_names_are_refused():
+    ref, ours = _long_stage()
+    state = {(k.replace("stage0.", "stem.") if k.startswith("stage0.") else k): v for k, v in ref.state_dict().items()}
+    with pytest.raises(CheckpointError, match="cannot be known from the names"):
+        load_checkpoint(ours, state, format="repvgg")

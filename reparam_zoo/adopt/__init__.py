@@ -93,6 +93,9 @@ def adopt_module(module: nn.Module, *, check: bool = True) -> tuple[nn.Module, s
         except AdoptRefused as exc:
             reasons.append(f"{adopter.name}: {exc}")
             continue
+        except (AttributeError, TypeError, KeyError) as exc:  # a same-named class of another layout
+            reasons.append(f"{adopter.name}: not its layout ({exc})")
+            continue
         adopted = build_adopted(found, module)
         if check:
             check_adopted(module, adopted, found)
@@ -154,7 +157,17 @@ def _describe(module: nn.Module) -> str:
     return " | ".join(info.spec.label() for info in block.branch_info)
 
 
-from . import acnet, mobileone, repvgg, timm_mobileone, timm_repvgg  # noqa: E402,F401  (register the adapters)
+from . import (  # noqa: E402,F401  (register the adapters)
+    acnet,
+    dbb,
+    mobileone,
+    orepa,
+    qarepvgg,
+    replknet,
+    repvgg,
+    timm_mobileone,
+    timm_repvgg,
+)
 
 __all__ = ["ADOPTERS", "AdoptRefused", "AdoptReport", "Part", "Recognised", "adopt", "adopt_module",
            "register_adopter"]

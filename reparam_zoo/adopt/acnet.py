@@ -1,7 +1,8 @@
 """ACNet's ``ACBlock`` (DingXiaoH/ACNet, acnet/acb.py): ``square_conv`` + ``square_bn`` (kxk),
 ``ver_conv`` + ``ver_bn`` (kx1), ``hor_conv`` + ``hor_bn`` (1xk), an optional ``last_bn`` on the sum;
 no activation; deployed ``fused_conv``. Where ``padding < k // 2`` the official code crops the
-input of the asymmetric convs (``ver_conv_crop_layer``/``hor_conv_crop_layer``): refused here."""
+input of the asymmetric convs (``crop``; older versions ``ver_conv_crop_layer``/``hor_conv_crop_layer``):
+refused here."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ def recognise(m) -> Recognised:
     for name in ("square_conv", "square_bn", "ver_conv", "ver_bn", "hor_conv", "hor_bn"):
         if not isinstance(getattr(m, name, None), nn.Module):
             raise AdoptRefused(f"no {name}: not the official ACBlock layout")
+    if getattr(m, "crop", 0):
+        raise AdoptRefused(f"the asymmetric convs see a cropped input (crop={m.crop}, padding < kernel // 2)")
     for name in ("ver_conv_crop_layer", "hor_conv_crop_layer"):
         crop = getattr(m, name, None)
         if crop is not None and not isinstance(crop, nn.Identity):

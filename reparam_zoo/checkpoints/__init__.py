@@ -60,14 +60,20 @@ def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 def read_state(state_dict_or_path) -> dict[str, torch.Tensor]:
-    """A state dict from a mapping or a file (``torch.load(weights_only=True)`` only)."""
+    """A state dict from a mapping or a file: ``.safetensors`` (safetensors) or a torch file
+    (``torch.load(weights_only=True)`` only)."""
     if isinstance(state_dict_or_path, Mapping):
         state = dict(state_dict_or_path)
     else:
         path = Path(state_dict_or_path)
         if not path.is_file():
             raise CheckpointError(f"no such checkpoint file: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     for wrapper in ("state_dict", "model"):  # common checkpoint layouts
         if isinstance(state.get(wrapper), Mapping):
             state = dict(state[wrapper])

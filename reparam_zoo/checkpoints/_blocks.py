@@ -3,6 +3,8 @@ branch sub-modules, plus a classifier head. An adapter is a table of renames."""
 
 from __future__ import annotations
 
+import re
+
 from torch import nn
 
 from ..block import RepBlock
@@ -27,9 +29,45 @@ def _split(key: str, subs: list[str]) -> tuple[str, str] | None:
     return None
 
 
+def natural_key(path: str) -> tuple:
+    """Sort key of a module path with its numeric parts compared as numbers (``stage3.10`` after ``stage3.2``)."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", path) if p)
+
+
+def _group(prefix: str) -> str:
+    """A block's name without its indices: ``stage1.0`` -> ``stage``, ``stages.2.1`` -> ``stages``."""
+    return re.sub(r"[\d.]", "", prefix)
+
+
+def order_blocks(prefixes: list[str], fmt: str, order: tuple[str, ...] = ()) -> list[str]:
+    """The checkpoint's block prefixes in network order, from their names alone — never from the
+    order of the keys (sorted or shuffled checkpoints load the same).
+
+    Blocks of one name (``stage1.0`` ... ``stage4.0``) are ordered by their indices as numbers;
+    blocks of several names need the format's ``order`` of those names (``stem`` before
+    ``stages``); any other mix is refused (its order cannot be known from the names).
+    """
+    groups: dict[str, list[str]] = {}
+    for p in prefixes:
+        groups.setdefault(_group(p), []).append(p)
+    if len(groups) > 1:
+        unknown = [g for g in groups if g not in order]
+        if unknown:
+            examples = ", ".join(groups[g][0] for g in groups)
+            raise CheckpointError(
+                f"the {fmt} checkpoint's blocks have {len(groups)} different names ({examples}); their order "
+                "in the network cannot be known from the names, so no block is loaded (rename the keys so "
+                "that one name with numeric indices, e.g. stage1.0, stage1.1, ..., orders the blocks)")
+        names = sorted(groups, key=order.index)
+    else:
+        names = list(groups)
+    return [p for g in names for p in sorted(groups[g], key=natural_key)]
+
+
 def adapt_blocks(state: dict, model: nn.Module, fmt: str, train: dict[str, str], deploy: dict[str, str],
-                 fixed: dict[str, object] | None = None) -> dict:
-    """Map ``state`` onto ``model``'s blocks, in order.
+                 fixed: dict[str, object] | None = None, order: tuple[str, ...] = ()) -> dict:
+    """Map ``state`` onto ``model``'s blocks in network order (:func:`order_blocks`: by the
+    checkpoint's block names, indices compared as numbers; never by key order).
 
     ``train``: official sub-key prefix -> our sub-key prefix inside a RepBlock; ``deploy``: the
     same for a deployed checkpoint onto the folded model (``conv.`` of each folded block);
@@ -52,6 +90,7 @@ def adapt_blocks(state: dict, model: nn.Module, fmt: str, train: dict[str, str],
                                   "(rz.fold_model(model)) or build_model(..., deployed=True)")
         blocks = [n[: -len(".conv")] if n.endswith(".conv") else n
                   for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    prefixes = order_blocks(prefixes, fmt, order)
     if len(prefixes) != len(blocks):
         raise CheckpointError(f"the checkpoint has {len(prefixes)} {fmt} blocks, the model {len(blocks)}")
     target = dict(zip(prefixes, blocks))

@@ -10,13 +10,14 @@ REPVGG = {**conv_bn("conv_kxk.conv.", "conv_kxk.bn.", 0), **conv_bn("conv_1x1.co
 MOBILEONE = {k: v for i in range(4) for k, v in conv_bn(f"conv_kxk.{i}.conv.", f"conv_kxk.{i}.bn.", i).items()}
 MOBILEONE.update({**conv_bn("conv_scale.conv.", "conv_scale.bn.", 4), "identity.": "branches.5.1."})
 DEPLOY = {"reparam_conv.": "conv."}
+ORDER = ("stem", "stages", "final_conv")  # timm byobnet: stem, stages.N.i, final_conv
 
 
 @register_format("timm_repvgg")
 def adapt_repvgg(state, model):
-    return adapt_blocks(state, model, "timm RepVggBlock", REPVGG, DEPLOY)
+    return adapt_blocks(state, model, "timm RepVggBlock", REPVGG, DEPLOY, order=ORDER)
 
 
 @register_format("timm_mobileone")
 def adapt_mobileone(state, model):
-    return adapt_blocks(state, model, "timm MobileOneBlock", MOBILEONE, DEPLOY)
+    return adapt_blocks(state, model, "timm MobileOneBlock", MOBILEONE, DEPLOY, order=ORDER)

@@ -1,0 +1,229 @@
+"""Independent re-statements of the research repos' block *layouts* — class names, child and
+parameter names, constructor conditions and forward order as the papers' code documents them —
+written for these tests (none of the upstream code). ``rz.adopt`` recognises blocks by exactly
+these names and structures, so each class must keep its upstream class name."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv_bn(cin, cout, k, stride=1, padding=0, groups=1, dilation=1):
+    m = nn.Sequential()
+    m.add_module("conv", nn.Conv2d(cin, cout, k, stride, padding, dilation=dilation, groups=groups, bias=False))
+    m.add_module("bn", nn.BatchNorm2d(cout))
+    return m
+
+
+class SEBlock(nn.Module):
+    """RepVGG/MobileOne squeeze-excite: global pool, 1x1 down, ReLU, 1x1 up, sigmoid, scale."""
+
+    def __init__(self, channels, internal):
+        super().__init__()
+        self.down = nn.Conv2d(channels, internal, 1, bias=True)
+        self.up = nn.Conv2d(internal, channels, 1, bias=True)
+
+    def forward(self, x):
+        s = torch.sigmoid(self.up(F.relu(self.down(F.adaptive_avg_pool2d(x, 1)))))
+        return x * s
+
+
+class RepVGGBlock(nn.Module):
+    """Official RepVGG (and YOLOv6): dense 3x3, 1x1, identity BN; SE then ReLU on the sum."""
+
+    def __init__(self, cin, cout, stride=1, groups=1, use_se=False):
+        super().__init__()
+        self.nonlinearity = nn.ReLU()
+        self.se = SEBlock(cout, max(cout // 16, 1)) if use_se else nn.Identity()
+        self.rbr_identity = nn.BatchNorm2d(cin) if cin == cout and stride == 1 else None
+        self.rbr_dense = conv_bn(cin, cout, 3, stride, 1, groups)
+        self.rbr_1x1 = conv_bn(cin, cout, 1, stride, 0, groups)
+
+    def forward(self, x):
+        id_out = 0 if self.rbr_identity is None else self.rbr_identity(x)
+        return self.nonlinearity(self.se(self.rbr_dense(x) + self.rbr_1x1(x) + id_out))
+
+
+class ACBlock(nn.Module):
+    """ACNet: square kxk + vertical kx1 + horizontal 1xk, each with a BN; no activation."""
+
+    def __init__(self, cin, cout, k=3, stride=1, padding=1, groups=1):
+        super().__init__()
+        self.square_conv = nn.Conv2d(cin, cout, (k, k), stride, padding, groups=groups, bias=False)
+        self.square_bn = nn.BatchNorm2d(cout)
+        c = padding - k // 2
+        self.crop = -c if c < 0 else 0
+        ver_pad, hor_pad = ((padding, c), (c, padding)) if c >= 0 else ((padding, 0), (0, padding))
+        self.ver_conv = nn.Conv2d(cin, cout, (k, 1), stride, ver_pad, groups=groups, bias=False)
+        self.hor_conv = nn.Conv2d(cin, cout, (1, k), stride, hor_pad, groups=groups, bias=False)
+        self.ver_bn = nn.BatchNorm2d(cout)
+        self.hor_bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        xv = x[:, :, :, self.crop:-self.crop] if self.crop else x
+        xh = x[:, :, self.crop:-self.crop, :] if self.crop else x
+        return self.square_bn(self.square_conv(x)) + self.ver_bn(self.ver_conv(xv)) + self.hor_bn(self.hor_conv(xh))
+
+
+class BNAndPadLayer(nn.Module):
+    """BN, then pad by ``pad_pixels`` with the BN's output for a zero input."""
+
+    def __init__(self, pad_pixels, channels):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+        self.pad_pixels = pad_pixels
+
+    def forward(self, x):
+        y = self.bn(x)
+        p = self.pad_pixels
+        if p == 0:
+            return y
+        bn = self.bn  # the pad value uses the running statistics, in training mode too
+        v = (bn.bias.detach() - bn.running_mean * bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps))
+        v = v.view(1, -1, 1, 1)
+        y = F.pad(y, [p] * 4)
+        y[:, :, :p, :] = v
+        y[:, :, -p:, :] = v
+        y[:, :, :, :p] = v
+        y[:, :, :, -p:] = v
+        return y
+
+
+class IdentityBasedConv1x1(nn.Conv2d):
+    """A 1x1 conv with kernel W + I (W zero-initialised; I is a plain attribute, not state)."""
+
+    def __init__(self, channels, groups=1):
+        super().__init__(channels, channels, 1, groups=groups, bias=False)
+        nn.init.zeros_(self.weight)
+        eye = torch.zeros(channels, channels // groups, 1, 1)
+        for i in range(channels):
+            eye[i, i % (channels // groups)] = 1
+        self.id_tensor = eye
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight + self.id_tensor.to(self.weight), groups=self.groups)
+
+
+class DiverseBranchBlock(nn.Module):
+    """DBB: origin kxk, 1x1 (not depthwise), avg branch, 1x1 -> kxk branch; nonlinear."""
+
+    def __init__(self, cin, cout, k=3, stride=1, groups=1, internal_channels_1x1_3x3=None, relu=True):
+        super().__init__()
+        p = k // 2
+        self.nonlinear = nn.ReLU() if relu else nn.Identity()
+        self.dbb_origin = conv_bn(cin, cout, k, stride, p, groups)
+        self.dbb_avg = nn.Sequential()
+        if groups < cout:
+            self.dbb_avg.add_module("conv", nn.Conv2d(cin, cout, 1, 1, 0, groups=groups, bias=False))
+            self.dbb_avg.add_module("bn", BNAndPadLayer(p, cout))
+            self.dbb_avg.add_module("avg", nn.AvgPool2d(k, stride, 0))
+            self.dbb_1x1 = conv_bn(cin, cout, 1, stride, 0, groups)
+        else:
+            self.dbb_avg.add_module("avg", nn.AvgPool2d(k, stride, p))
+        self.dbb_avg.add_module("avgbn", nn.BatchNorm2d(cout))
+        internal = internal_channels_1x1_3x3 or (cin if groups < cout else 2 * cin)
+        self.dbb_1x1_kxk = nn.Sequential()
+        if internal == cin:
+            self.dbb_1x1_kxk.add_module("idconv1", IdentityBasedConv1x1(cin, groups))
+        else:
+            self.dbb_1x1_kxk.add_module("conv1", nn.Conv2d(cin, internal, 1, groups=groups, bias=False))
+        self.dbb_1x1_kxk.add_module("bn1", BNAndPadLayer(p, internal))
+        self.dbb_1x1_kxk.add_module("conv2", nn.Conv2d(internal, cout, k, stride, 0, groups=groups, bias=False))
+        self.dbb_1x1_kxk.add_module("bn2", nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.dbb_origin(x)
+        if hasattr(self, "dbb_1x1"):
+            out = out + self.dbb_1x1(x)
+        out = out + self.dbb_avg(x)
+        out = out + self.dbb_1x1_kxk(x)
+        return self.nonlinear(out)
+
+
+class MobileOneBlock(nn.Module):
+    """Apple's MobileOne: k conv-BN branches, a 1x1 scale conv-BN (kernel > 1), a BN skip; SE, ReLU."""
+
+    def __init__(self, cin, cout, k, stride=1, padding=0, groups=1, use_se=False, num_conv_branches=1):
+        super().__init__()
+        self.se = SEBlock(cout, max(int(cout * 0.0625), 1)) if use_se else nn.Identity()
+        self.activation = nn.ReLU()
+        self.rbr_skip = nn.BatchNorm2d(cin) if cout == cin and stride == 1 else None
+        self.rbr_conv = nn.ModuleList([conv_bn(cin, cout, k, stride, padding, groups)
+                                       for _ in range(num_conv_branches)])
+        self.rbr_scale = conv_bn(cin, cout, 1, stride, 0, groups) if k > 1 else None
+
+    def forward(self, x):
+        out = 0
+        if self.rbr_scale is not None:
+            out = self.rbr_scale(x)
+        if self.rbr_skip is not None:
+            out = out + self.rbr_skip(x)
+        for conv in self.rbr_conv:
+            out = out + conv(x)
+        return self.activation(self.se(out))
+
+
+class QARepVGGBlock(nn.Module):
+    """YOLOv6 QARepVGG: dense 3x3 conv-BN, plain 1x1 conv, bare identity; BN on the sum; ReLU."""
+
+    def __init__(self, cin, cout, stride=1, groups=1):
+        super().__init__()
+        self.nonlinearity = nn.ReLU()
+        self.se = nn.Identity()
+        self.rbr_dense = conv_bn(cin, cout, 3, stride, 1, groups)
+        self.rbr_1x1 = nn.Conv2d(cin, cout, 1, stride, 0, groups=groups, bias=False)
+        self.rbr_identity = nn.Identity() if cin == cout and stride == 1 else None
+        self.bn = nn.BatchNorm2d(cout)
+
+    def branches(self, x):
+        out = self.rbr_dense(x) + self.rbr_1x1(x)
+        return out if self.rbr_identity is None else out + self.rbr_identity(x)
+
+    def forward(self, x):
+        return self.nonlinearity(self.bn(self.se(self.branches(x))))
+
+
+class QARepVGGBlockV2(QARepVGGBlock):
+    """QARepVGG V2: also an average pooling branch where in == out and stride 1."""
+
+    def __init__(self, cin, cout, stride=1, groups=1):
+        super().__init__(cin, cout, stride, groups)
+        self.rbr_avg = nn.AvgPool2d(3, stride, 1) if cin == cout and stride == 1 else None
+
+    def branches(self, x):
+        out = super().branches(x)
+        return out if self.rbr_avg is None else out + self.rbr_avg(x)
+
+
+class ReparamLargeKernelConv(nn.Module):
+    """RepLKNet: a large-kernel conv-BN plus a small-kernel conv-BN (or none); no activation."""
+
+    def __init__(self, cin, cout, k, stride, groups, small_kernel):
+        super().__init__()
+        self.lkb_origin = conv_bn(cin, cout, k, stride, k // 2, groups)
+        if small_kernel is not None:
+            self.small_conv = conv_bn(cin, cout, small_kernel, stride, small_kernel // 2, groups)
+
+    def forward(self, x):
+        out = self.lkb_origin(x)
+        if hasattr(self, "small_conv"):
+            out = out + self.small_conv(x)
+        return out
+
+
+class OREPA(nn.Module):
+    """Just enough of OREPA's parameter layout for recognition (its kernel generator is not restated)."""
+
+    def __init__(self, cin, cout, k=3):
+        super().__init__()
+        self.weight_orepa_origin = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.weight_orepa_pfir_conv = nn.Parameter(torch.randn(cout, cin, 1, 1))
+        self.register_buffer("weight_orepa_prior", torch.randn(cout, k, k))
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        w = self.weight_orepa_origin + self.weight_orepa_pfir_conv * self.weight_orepa_prior.unsqueeze(1)
+        return self.bn(F.conv2d(x, w, padding=self.weight_orepa_origin.shape[-1] // 2))
+
+    def switch_to_deploy(self):  # the repos' protocol marks it re-parameterizable
+        raise NotImplementedError

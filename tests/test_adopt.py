@@ -1,0 +1,175 @@
+"""rz.adopt: upstream re-parameterized blocks (recognised by structure) become equal RepBlocks."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import reparam_zoo as rz
+from reparam_zoo.adopt import ADOPTERS, adopt, register_adopter
+
+from .conftest import assert_close
+from .reference import upstream_blocks as up
+from .test_reference import randomize
+
+CASES = {
+    # name: (factory, input channels, train-mode exact)
+    "repvgg": (lambda: up.RepVGGBlock(8, 8), 8, True),
+    "repvgg_stride2": (lambda: up.RepVGGBlock(8, 16, stride=2), 8, True),
+    "repvgg_g2": (lambda: up.RepVGGBlock(8, 8, groups=2), 8, True),
+    "repvgg_se": (lambda: up.RepVGGBlock(8, 16, use_se=True), 8, True),
+    "acb": (lambda: up.ACBlock(8, 8), 8, True),
+    "acb_k5_stride2": (lambda: up.ACBlock(8, 12, k=5, stride=2, padding=2), 8, True),
+    "dbb": (lambda: up.DiverseBranchBlock(8, 8), 8, False),
+    "dbb_grouped": (lambda: up.DiverseBranchBlock(8, 8, groups=2), 8, False),
+    "dbb_depthwise": (lambda: up.DiverseBranchBlock(8, 8, groups=8), 8, False),
+    "dbb_2x_internal": (lambda: up.DiverseBranchBlock(8, 16, stride=2, internal_channels_1x1_3x3=16), 8, False),
+    "mobileone_dw_k4": (lambda: up.MobileOneBlock(8, 8, 3, 1, 1, groups=8, num_conv_branches=4), 8, True),
+    "mobileone_pw_skip": (lambda: up.MobileOneBlock(8, 8, 1, 1, 0, num_conv_branches=4), 8, True),
+    "mobileone_stem": (lambda: up.MobileOneBlock(3, 8, 3, 2, 1), 3, True),
+    "mobileone_se": (lambda: up.MobileOneBlock(8, 16, 3, 1, 1, use_se=True, num_conv_branches=2), 8, True),
+    "qarepvgg": (lambda: up.QARepVGGBlock(8, 8), 8, True),
+    "qarepvgg_stride2": (lambda: up.QARepVGGBlock(8, 16, stride=2), 8, True),
+    "qarepvgg_v2": (lambda: up.QARepVGGBlockV2(8, 8), 8, True),
+    "replknet": (lambda: up.ReparamLargeKernelConv(8, 8, 13, 1, 8, 5), 8, True),
+    "replknet_no_small": (lambda: up.ReparamLargeKernelConv(8, 8, 7, 2, 8, None), 8, True),
+}
+
+
+def _upstream(name, seed=0):
+    factory, cin, _ = CASES[name]
+    torch.manual_seed(seed)
+    return randomize(factory(), seed=seed).double().eval(), cin
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_upstream_block_is_adopted_and_equal(name):
+    block, cin = _upstream(name)
+    net = nn.Sequential(nn.Identity(), block)
+    before = copy.deepcopy(net.state_dict())
+    new, report = adopt(net)
+    assert len(report.adopted) == 1 and not report.left, str(report)
+    assert any(isinstance(m, rz.RepBlock) for m in new.modules())
+    assert not any(type(m).__name__ == type(block).__name__ for m in new.modules())
+    x = torch.randn(2, cin, 15, 14, dtype=torch.float64)
+    with torch.no_grad():
+        assert_close(net(x), new(x))  # eval mode
+        assert_close(net(x), rz.fold_model(new)(x))  # and folded
+    for k, v in net.state_dict().items():  # the input model is untouched
+        assert torch.equal(v, before[k])
+    if CASES[name][2]:  # training mode: every branch BN normalises the same features
+        a, b = copy.deepcopy(net).train(), copy.deepcopy(new).train()
+        assert_close(a(x), b(x))
+
+
+def test_training_mode_running_statistics_match_for_repvgg():
+    block, cin = _upstream("repvgg")
+    new, _ = adopt(block)
+    a, b = copy.deepcopy(block).train(), copy.deepcopy(new).train()
+    x = torch.randn(4, cin, 9, 9, dtype=torch.float64)
+    a(x), b(x)
+    assert_close(a.rbr_dense.bn.running_mean, b.branches[0][1].running_mean)
+    assert_close(a.rbr_identity.running_var, b.branches[2][1].running_var)
+
+
+def test_every_upstream_block_class_has_an_adapter():
+    names = ADOPTERS.names()
+    assert len(names) == len(set(names))
+    with pytest.raises(ValueError, match="already registered"):
+        register_adopter("timm RepVggBlock", "RepVggBlock")(lambda m: None)
+
+
+@pytest.mark.parametrize("module, reason", [
+    (lambda: up.ACBlock(8, 8, padding=0), "cropped input"),
+    (lambda: up.OREPA(4, 4), "prior branch"),
+])
+def test_blocks_that_cannot_fold_exactly_are_left_with_the_reason(module, reason):
+    net = nn.Sequential(module())
+    new, report = adopt(net)
+    assert not report.adopted and len(report.left) == 1
+    path, cls, why = report.left[0]
+    assert path == "0" and reason in why
+    assert type(new[0]) is type(net[0])  # left as it was
+
+
+def test_same_named_class_of_another_layout_is_left_not_crashed():
+    class RepVGGBlock(nn.Module):  # a user's own class that happens to share the name
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    new, report = adopt(nn.Sequential(RepVGGBlock()))
+    assert not report.adopted and "RepVGGBlock" in report.left[0][1]
+
+
+def test_unknown_reparameterizable_module_is_reported():
+    class MyRepBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3)
+
+        def switch_to_deploy(self):
+            pass
+
+    _, report = adopt(nn.Sequential(MyRepBlock()))
+    assert report.left == [("0", "MyRepBlock", "no adapter for class MyRepBlock")]
+
+
+def test_a_wrong_adoption_is_refused_by_the_numeric_check(monkeypatch):
+    from reparam_zoo.adopt import _build
+
+    block, _ = _upstream("repvgg")
+    real = _build._load
+
+    def swap_bn(step, src, where):  # a broken adapter: identity BN state into the dense branch's BN
+        real(step, block.rbr_identity if where == "branches.0.1" else src, where)
+
+    monkeypatch.setattr(_build, "_load", swap_bn)
+    _, report = adopt(nn.Sequential(block))
+    assert not report.adopted and "differs from the upstream block in eval mode" in report.left[0][2]
+
+
+# ----------------------------------------------------------------------------- whole timm networks
+
+TIMM_FAST = ["repvgg_a0", "mobileone_s0"]
+TIMM_SLOW = ["repvgg_b1", "repvgg_b1g4", "repvgg_d2se", "mobileone_s1", "mobileone_s2", "mobileone_s3",
+             "mobileone_s4"]
+
+
+def _timm_case(name):
+    timm = pytest.importorskip("timm")
+    from timm.utils.model import reparameterize_model
+
+    torch.manual_seed(0)
+    model = rz.randomize_norms(timm.create_model(name, num_classes=10), seed=1).double().eval()
+    new, report = adopt(model)
+    assert not report.left and len(report.adopted) == sum(
+        type(m).__name__ in ("RepVggBlock", "MobileOneBlock") for m in model.modules())
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        ref = model(x)
+        assert_close(ref, new(x))
+        theirs = reparameterize_model(copy.deepcopy(model))(x)
+        ours = rz.fold_model(new)(x)
+    # both folds against the unfolded net: deep nets with random BN statistics amplify rounding,
+    # so the bound is the larger of 1e-12 and 10x timm's own folding error
+    scale = ref.abs().max().item()
+    err_theirs = (theirs - ref).abs().max().item() / scale
+    err_ours = (ours - ref).abs().max().item() / scale
+    assert err_ours <= max(1e-12, 10 * err_theirs), (err_ours, err_theirs)
+    return report
+
+
+@pytest.mark.parametrize("name", TIMM_FAST)
+def test_timm_network_is_adopted_and_folds_like_timm(name):
+    _timm_case(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TIMM_SLOW)
+def test_timm_network_is_adopted_and_folds_like_timm_slow(name):
+    _timm_case(name)

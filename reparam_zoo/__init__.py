@@ -6,6 +6,7 @@ from .adopt import AdoptReport, adopt
 from .block import RepBlock, build_block
 from .checkpoints import CheckpointError, load_checkpoint
 from .errors import NotApplicable, SpecError
+from .expand import ExpandReport, expand
 from .fold import FoldReport, fold_model
 from .nets import NetSpec, build_model, list_nets, load_net
 from .spec import (
@@ -28,6 +29,7 @@ __all__ = [
     "AdoptReport",
     "BRANCHES",
     "BlockSpec",
+    "ExpandReport",
     "BranchSpec",
     "CheckpointError",
     "FoldReport",
@@ -43,6 +45,7 @@ __all__ = [
     "list_nets",
     "load_net",
     "build_block",
+    "expand",
     "fold_model",
     "get_spec",
     "json_schema",

@@ -6,6 +6,7 @@ import copy
 import logging
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from .block import RepBlock
@@ -43,7 +44,8 @@ def _params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool = False):
+def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool = False,
+               layout: str = "plain"):
     """Replace every :class:`RepBlock` in ``model`` by its folded conv.
 
     Returns a NEW module (``inplace=False``, the default: ``model`` keeps its weights,
@@ -51,12 +53,24 @@ def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool =
     A block used at two places becomes one folded module used at both. Folding a
     folded model changes nothing. With ``return_report=True`` returns
     ``(module, FoldReport)``.
+
+    ``layout="plain"`` (default): each block becomes ``nn.Conv2d`` with bias (+ its activation).
+    ``layout="original"``: blocks made by :func:`~reparam_zoo.expand` go back to the layers they
+    replaced — an ``nn.Conv2d`` without bias under the conv's name and the original norm class
+    under the norm's name, a pass-through that adds the folded bias in eval mode — so the
+    original architecture loads the result with ``load_state_dict(..., strict=True)``. Other
+    blocks fold as with ``"plain"``.
     """
+    if layout not in ("plain", "original"):
+        raise ValueError(f"Expected layout 'plain' or 'original' but got {layout!r}")
     blocks: dict[int, tuple[RepBlock, list[str]]] = {}
     for name, m in model.named_modules(remove_duplicate=False):
         if isinstance(m, RepBlock):
             blocks.setdefault(id(m), (m, []))[1].append(name or "<root>")
-    folded = {bid: b.fold() for bid, (b, _) in blocks.items()}
+    folded: dict[int, nn.Module] = {}
+    if layout == "original":
+        folded.update(_fold_original(model))
+    folded.update({bid: b.fold() for bid, (b, _) in blocks.items() if bid not in folded})
     report = FoldReport([(names, b.spec.name, _params(b), _params(folded[bid]))
                          for bid, (b, names) in blocks.items()])
     if isinstance(model, RepBlock):
@@ -73,3 +87,31 @@ def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool =
         result = copy.deepcopy(model, memo)
     log.info("%s", report)
     return (result, report) if return_report else result
+
+
+def _fold_original(model: nn.Module) -> dict[int, nn.Module]:
+    """id(module) -> replacement for every expanded block and its absorbed norm (``layout="original"``)."""
+    from .expand import AbsorbedNorm
+
+    out: dict[int, nn.Module] = {}
+    for parent in model.modules():
+        for child in parent.children():
+            origin = getattr(child, "origin", None)
+            if not isinstance(child, RepBlock) or origin is None or id(child) in out:
+                continue
+            slot = getattr(parent, origin.norm, None)
+            if not isinstance(slot, AbsorbedNorm):
+                raise ValueError(f"an expanded block's norm slot {origin.norm!r} holds a {type(slot).__name__}, "
+                                 "not the AbsorbedNorm that expand() left there")
+            g = child.geometry
+            with torch.no_grad():
+                weight, bias = child.equivalent_kernel()
+                conv = nn.Conv2d(g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
+                                 dilation=g.dilation, groups=g.groups, bias=False, padding_mode=child.padding_mode,
+                                 device=weight.device, dtype=weight.dtype)
+                conv.weight.copy_(weight)
+            norm = slot.restore(bias)
+            conv.train(child.training)
+            norm.train(child.training)
+            out[id(child)], out[id(slot)] = conv, norm
+    return out

@@ -135,12 +135,12 @@ def test_a_wrong_adoption_is_refused_by_the_numeric_check(monkeypatch):
 
 # ----------------------------------------------------------------------------- whole timm networks
 
-TIMM_FAST = ["repvgg_a0", "mobileone_s0"]
-TIMM_SLOW = ["repvgg_b1", "repvgg_b1g4", "repvgg_d2se", "mobileone_s1", "mobileone_s2", "mobileone_s3",
-             "mobileone_s4"]
+TIMM_NETS = ["repvgg_a0", "repvgg_b1", "repvgg_b1g4", "repvgg_d2se", "mobileone_s0", "mobileone_s1",
+             "mobileone_s2", "mobileone_s3", "mobileone_s4"]
 
 
-def _timm_case(name):
+@pytest.mark.parametrize("name", TIMM_NETS)
+def test_timm_network_is_adopted_and_folds_like_timm(name):
     timm = pytest.importorskip("timm")
     from timm.utils.model import reparameterize_model
 
@@ -161,15 +161,3 @@ def _timm_case(name):
     err_theirs = (theirs - ref).abs().max().item() / scale
     err_ours = (ours - ref).abs().max().item() / scale
     assert err_ours <= max(1e-12, 10 * err_theirs), (err_ours, err_theirs)
-    return report
-
-
-@pytest.mark.parametrize("name", TIMM_FAST)
-def test_timm_network_is_adopted_and_folds_like_timm(name):
-    _timm_case(name)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", TIMM_SLOW)
-def test_timm_network_is_adopted_and_folds_like_timm_slow(name):
-    _timm_case(name)

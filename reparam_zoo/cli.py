@@ -185,12 +185,33 @@ def _model_from_checkpoint(args: argparse.Namespace, deployed_ok: bool):
     return net, model, False
 
 
+def _read_raw(path: str):
+    from .checkpoints import read_state
+
+    if str(path).endswith(".safetensors"):
+        return read_state(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable here: the format adapters report it properly
+        return None
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     import hashlib
 
     import yaml
 
     from .checkpoints import CheckpointError
+    from .commands import expand as expand_cmd
+
+    raw = _read_raw(args.checkpoint)
+    if isinstance(raw, dict) and isinstance(raw.get("reparam_zoo"), dict) and \
+            raw["reparam_zoo"].get("mode") == expand_cmd.MODE:
+        return expand_cmd.convert_expanded(args, raw)
+    if not args.net:
+        print("reparam-zoo: error: --net is required (except for a checkpoint written by `reparam-zoo expand`)",
+              file=sys.stderr)
+        return 2
     try:
         net, model, _ = _model_from_checkpoint(args, deployed_ok=False)
     except CheckpointError as exc:
@@ -452,8 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--quiet", action="store_true", help="no progress bars")
     pm.set_defaults(func=cmd_compare)
 
-    def model_args(sp):
-        sp.add_argument("--net", required=True, help="net spec: shipped name or YAML path")
+    def model_args(sp, net_required=True):
+        sp.add_argument("--net", required=net_required, help="net spec: shipped name or YAML path"
+                        + ("" if net_required else " (not needed for a `reparam-zoo expand` checkpoint)"))
         sp.add_argument("--block", help="block spec replacing the net's block")
         sp.add_argument("--num-classes", type=int, help="classes (default: read from the checkpoint's head)")
         sp.add_argument("--in-channels", type=int, default=3, help="input channels (default 3)")
@@ -463,8 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
     pv = sub.add_parser("convert", help="train-time checkpoint -> deployed checkpoint (folded, verified keys)",
                         description="Load a train-time checkpoint (any registered format) into NET, fold it and "
                                     "save the deployed weights with a header (mode, specs as YAML, their hash). "
-                                    "Load it with build_model(..., deployed=True) and strict=True.")
-    model_args(pv)
+                                    "Load it with build_model(..., deployed=True) and strict=True. A checkpoint "
+                                    "written by `reparam-zoo expand` (and fine-tuned) is folded back into its "
+                                    "original model instead: the output is a bare state dict that the original "
+                                    "torchvision/timm/your model loads with strict=True (no --net needed).")
+    model_args(pv, net_required=False)
     pv.add_argument("checkpoint", metavar="IN.pth")
     pv.add_argument("output", metavar="OUT.pth")
     pv.set_defaults(func=cmd_convert)
@@ -514,6 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
     pz = sub.add_parser("zoo", help="measure every shipped spec on the reference layer (the docs/zoo.md table)")
     pz.add_argument("--write", metavar="FILE", help="write the markdown to FILE instead of printing it")
     pz.set_defaults(func=cmd_zoo)
+
+    from .commands import expand as expand_cmd
+
+    expand_cmd.add_parser(sub)
 
     ps = sub.add_parser("schema", help="print the JSON Schema of block specs (for editor completion)")
     ps.set_defaults(func=cmd_schema)

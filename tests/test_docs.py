@@ -69,8 +69,11 @@ def test_readme_starts_with_the_two_commands():
     lines = [ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.strip()]
     setup, tests = lines[1].strip(), lines[2].strip()
     assert lines[0].startswith("# ") and lines[1].startswith("    ") and lines[2].startswith("    ")
-    assert setup.startswith("pip install torch==2.13.0") and "reparam-zoo check --all" in setup
-    assert setup.endswith("reparam-zoo compare --out runs/compare")
     ci = (ROOT / ".ci" / "run").read_text()
+    pins = re.findall(r'"(torch(?:vision)?==[\d.]+)"', ci)  # the pair CI installs
+    assert len(pins) == 2
+    assert setup.startswith(f"pip install {pins[0]} {pins[1]} ") and "reparam-zoo check --all" in setup
+    assert tests.startswith(f"pip install {pins[0]} {pins[1]} ")
+    assert setup.endswith("reparam-zoo compare --out runs/compare")
     test_cmd = re.search(r"^(python -m pytest.*)$", ci, flags=re.M).group(1)
     assert tests.endswith("&& " + test_cmd), "the README must give the test command that .ci/run runs"

@@ -1,0 +1,1 @@
+"""One module per CLI command (the older commands still live in ``reparam_zoo/cli.py``)."""

@@ -1,0 +1,72 @@
+"""The user's own models by name, for the CLI: ``torchvision:NAME``, ``timm:NAME`` or
+``path/to/file.py:factory`` (a function returning an ``nn.Module``). Nothing is downloaded:
+torchvision and timm models are built with random weights, and ``--weights FILE`` loads the user's."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from torch import nn
+
+from .checkpoints import CheckpointError, read_state
+
+
+class ModelError(ValueError):
+    """A ``--model`` argument that cannot be built (the message is one line)."""
+
+
+def build_user_model(arg: str, num_classes: int | None = None) -> nn.Module:
+    """Build ``torchvision:NAME``, ``timm:NAME`` or ``FILE.py:FACTORY`` (random weights)."""
+    kind, sep, name = arg.partition(":")
+    if not sep or not name:
+        raise ModelError(f"Expected --model torchvision:NAME, timm:NAME or FILE.py:FACTORY but got {arg!r}")
+    kw = {} if num_classes is None else {"num_classes": num_classes}
+    if kind == "torchvision":
+        try:
+            import torchvision
+        except ImportError as exc:
+            raise ModelError(f"torchvision is not importable ({exc}); pip install torchvision matching your torch") from None
+        if name not in torchvision.models.list_models():
+            raise ModelError(f"torchvision has no model {name!r}")
+        return torchvision.models.get_model(name, weights=None, **kw)
+    if kind == "timm":
+        try:
+            import timm
+        except ImportError as exc:
+            raise ModelError(f"timm is not importable ({exc}); pip install timm") from None
+        if not timm.is_model(name):
+            raise ModelError(f"timm has no model {name!r}")
+        return timm.create_model(name, pretrained=False, **kw)
+    path = Path(kind)
+    if path.suffix != ".py" or not path.is_file():
+        raise ModelError(f"{arg}: expected torchvision:NAME, timm:NAME or an existing FILE.py:FACTORY")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's file: report, do not crash
+        raise ModelError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from None
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise ModelError(f"{path}: no callable {name!r}")
+    model = factory(**kw)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{path}:{name} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def load_weights(model: nn.Module, path: str) -> nn.Module:
+    """Load the user's checkpoint into their own model, strictly (``module.`` prefixes dropped)."""
+    state = read_state(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit the model", unexpected, missing)
+    bad = [k for k in own if own[k].shape != state[k].shape]
+    if bad:
+        raise CheckpointError(f"{path}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, the model "
+                              f"{tuple(own[bad[0]].shape)}")
+    model.load_state_dict(state, strict=True)
+    return model

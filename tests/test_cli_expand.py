@@ -1,0 +1,65 @@
+"""`reparam-zoo expand` and `reparam-zoo convert` of its checkpoints: a torchvision model out and back."""
+
+import pytest
+import torch
+
+import reparam_zoo as rz
+from reparam_zoo.cli import main
+from reparam_zoo.commands.expand import rebuild
+
+from .conftest import assert_close
+
+
+def test_expand_then_convert_back_into_the_original_torchvision_model(tmp_path, capsys):
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    original = rz.randomize_norms(tv.models.resnet18(weights=None, num_classes=7)).eval()
+    weights, expanded_path, out = tmp_path / "r18.pth", tmp_path / "exp.pth", tmp_path / "back.pth"
+    torch.save(original.state_dict(), weights)
+    assert main(["expand", str(expanded_path), "--model", "torchvision:resnet18", "--num-classes", "7",
+                 "--weights", str(weights), "--block", "dbb", "--exclude", "layer4.*"]) == 0
+    text = capsys.readouterr().out
+    assert "expanded 13 conv+BN layer(s)" in text and "relative difference 0.00e+00" in text
+
+    # "fine-tune": every branch moves away from its start
+    raw = torch.load(expanded_path, weights_only=True)
+    _, expanded = rebuild(raw["reparam_zoo"])
+    expanded.load_state_dict(raw["state_dict"], strict=True)
+    rz.randomize_norms(expanded, seed=7)
+    raw["state_dict"] = expanded.state_dict()
+    torch.save(raw, expanded_path)
+
+    assert main(["convert", str(expanded_path), str(out)]) == 0
+    assert "load_state_dict(..., strict=True)" in capsys.readouterr().out
+    fresh = tv.models.resnet18(weights=None, num_classes=7).eval()
+    fresh.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        assert_close(expanded.eval()(x), fresh(x), rel=1e-5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "torchvision:no_such_net", "--block", "acb"], "no model 'no_such_net'"),
+    (["--model", "resnet18", "--block", "acb"], "Expected --model torchvision:NAME"),
+    (["--model", "missing.py:make", "--block", "acb"], "existing FILE.py:FACTORY"),
+    (["--model", "torchvision:resnet18", "--block", "acbb"], "did you mean 'acb'"),
+    (["--model", "torchvision:resnet18", "--block", "acb", "--include", "nothing"], "no layer was expanded"),
+])
+def test_expand_errors_are_one_line(argv, message, tmp_path, capsys):
+    pytest.importorskip("torchvision")
+    assert main(["expand", str(tmp_path / "o.pth"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.pth").exists()
+
+
+def test_users_own_model_file(tmp_path, capsys):
+    src = tmp_path / "mine.py"
+    src.write_text("import torch.nn as nn\n"
+                   "def make(num_classes=4):\n"
+                   "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),\n"
+                   "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))\n")
+    out = tmp_path / "e.pth"
+    assert main(["expand", str(out), "--model", f"{src}:make", "--block", "repvgg"]) == 0
+    assert "expanded 1 conv+BN layer(s)" in capsys.readouterr().out
+    assert main(["convert", str(out), str(tmp_path / "b.pth")]) == 0

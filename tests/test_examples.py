@@ -1,0 +1,26 @@
+"""The examples run end to end (tiny budgets) and check what they claim."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_expand_finetune_reproduces_predictions_both_ways(tmp_path):
+    pytest.importorskip("torchvision")
+    out = tmp_path / "r.json"
+    result = _load("expand_finetune").main(["--epochs", "1", "--finetune-epochs", "1", "--size", "16",
+                                            "--out", str(out)])
+    assert result["start_same_predictions"] and result["start_max_logit_diff"] == 0.0
+    assert result["fold_same_predictions"] and result["fold_rel_logit_diff"] <= 1e-5
+    assert result["expanded_layers"] == 17 and json.loads(out.read_text())["spec"] == "acb"

@@ -24,3 +24,14 @@ def test_expand_finetune_reproduces_predictions_both_ways(tmp_path):
     assert result["start_same_predictions"] and result["start_max_logit_diff"] == 0.0
     assert result["fold_same_predictions"] and result["fold_rel_logit_diff"] <= 1e-5
     assert result["expanded_layers"] == 17 and json.loads(out.read_text())["spec"] == "acb"
+
+
+def test_any_model_demo_runs_and_reports_exact_results(capsys):
+    pytest.importorskip("timm")
+    pytest.importorskip("torchvision")
+    import runpy
+
+    runpy.run_path(str(ROOT / "examples" / "any_model_demo.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "adopted 43 block(s), left 0" in out and "adopted vs timm (float32): 0.0" in out
+    assert "expanded == original (eval, float32): 0.0" in out and "All keys matched successfully" in out

@@ -216,3 +216,20 @@ def test_blocks_whose_order_cannot_be_known_from_their_names_are_refused():
     state = {(k.replace("stage0.", "stem.") if k.startswith("stage0.") else k): v for k, v in ref.state_dict().items()}
     with pytest.raises(CheckpointError, match="cannot be known from the names"):
         load_checkpoint(ours, state, format="repvgg")
+
+
+# ----------------------------------------------------------------------------- timm checkpoints into the net specs
+
+
+@pytest.mark.parametrize("name", ["repvgg_a0", "repvgg_a2", "repvgg_b1g4", "repvgg_b2g4"])
+def test_timm_repvgg_checkpoint_loads_into_the_shipped_net_spec(name):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    theirs = rz.randomize_norms(timm.create_model(name, num_classes=10), seed=3).eval()
+    items = sorted(theirs.state_dict().items())  # sorted, as safetensors writes them
+    ours = load_checkpoint(rz.build_model(name, 10).eval(), dict(items), format="timm_repvgg")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = theirs(x)
+        assert_close(want, ours(x), rel=1e-5)
+        assert_close(want, rz.fold_model(ours)(x), rel=1e-5)

@@ -10,9 +10,16 @@ from reparam_zoo.export import export_onnx
 pytest.importorskip("onnxruntime")
 
 
+EXPORT_MAX_PARAMS = 20e6  # larger nets take the same export path; their ONNX files are 100-500 MB
+
+
 @pytest.mark.parametrize("name", rz.list_nets())
 def test_every_shipped_net_exports_to_onnx_and_matches_onnxruntime(name, tmp_path):
     net = rz.load_net(name)
+    with torch.device("meta"):
+        n = sum(p.numel() for p in rz.build_model(net, 10, deployed=True).parameters())
+    if n > EXPORT_MAX_PARAMS:
+        pytest.skip(f"{name}: {n / 1e6:.0f}M deployed parameters, too large to export on every CI run")
     torch.manual_seed(0)
     model = rz.randomize_norms(rz.build_model(net, 10, block="dbb" if net.input_size <= 32 else "repvgg"))
     report = export_onnx(model, (1, 3, net.input_size, net.input_size), tmp_path / f"{name}.onnx")

@@ -18,14 +18,18 @@ from torch import nn
 
 from .block import RepBlock, deployed_block
 from .errors import SpecError
-from .spec import BlockSpec, _parse_yaml, _translate, resolve_spec, specs_root
+from .spec import BlockSpec, _parse_yaml, _translate, resolve_spec, spec_from_data, specs_root
+
+
+#: a block spec by shipped name or YAML path, or written inline (a mapping, as in a block YAML file)
+BlockRef = Union[str, dict[str, Any]]
 
 
 class StemSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     width: PositiveInt = Field(description="output channels of the stem block")
     stride: PositiveInt = Field(2, description="stride of the stem block")
-    block: Optional[str] = Field(None, description="block spec for the stem (default: the net's block)")
+    block: Optional[BlockRef] = Field(None, description="block spec for the stem (default: the net's block)")
 
 
 class StageSpec(BaseModel):
@@ -35,7 +39,11 @@ class StageSpec(BaseModel):
     stride: PositiveInt = Field(2, description="stride of the first block (the others have stride 1)")
     groups: Union[PositiveInt, list[PositiveInt]] = Field(
         1, description="groups of every block, or a list applied cyclically to the stage's blocks")
-    block: Optional[str] = Field(None, description="block spec for this stage (default: the net's block)")
+    block: Optional[BlockRef] = Field(None, description="block spec for this stage (default: the net's block)")
+    pointwise: Optional[BlockRef] = Field(
+        None, description="MobileOne's layout: each of the `depth` units is a depthwise block (the stage's "
+                          "block, groups = channels, keeping the channels) followed by this pointwise block "
+                          "(to `width`); `groups` is then unused")
 
     def groups_at(self, i: int) -> int:
         return self.groups if isinstance(self.groups, int) else self.groups[i % len(self.groups)]
@@ -60,7 +68,7 @@ class NetSpec(BaseModel):
     name: str
     description: str = ""
     input_size: PositiveInt = Field(description="input height and width the net is designed for")
-    block: str = Field("repvgg", description="block spec used everywhere (shipped name or path)")
+    block: BlockRef = Field("repvgg", description="block spec used everywhere (shipped name, path or inline)")
     stem: StemSpec
     stages: list[StageSpec] = Field(min_length=1)
     head: HeadSpec = Field(default_factory=HeadSpec)
@@ -126,13 +134,16 @@ class RepNet(nn.Module):
         return self.head(self.dropout(torch.flatten(self.pool(x), 1)))
 
 
-def _block(name: str, override: BlockSpec | None, loc: str, source: str | None) -> BlockSpec:
+def _block(ref: BlockRef, override: BlockSpec | None, loc: str, source: str | None) -> BlockSpec:
     if override is not None:
         return override
     try:
-        return resolve_spec(name)
+        if isinstance(ref, Mapping):
+            return spec_from_data(ref, source)
+        return resolve_spec(ref)
     except SpecError as exc:
-        raise SpecError(exc.rule, loc, source) from None
+        raise SpecError(exc.rule, ".".join(p for p in (loc, exc.location) if p) if isinstance(ref, Mapping)
+                        else loc, source) from None
 
 
 def build_model(net: str | Path | Mapping | NetSpec, num_classes: int, *, block: Any = None,
@@ -158,9 +169,15 @@ def build_model(net: str | Path | Mapping | NetSpec, num_classes: int, *, block:
     cin = spec.stem.width
     for i, st in enumerate(spec.stages):
         bspec = _block(st.block or spec.block, override, f"stages.{i}.block", source)
+        pw = None if st.pointwise is None else _block(st.pointwise, None, f"stages.{i}.pointwise", source)
         for j in range(st.depth):
+            stride = st.stride if j == 0 else 1
             try:
-                layers.append(make(bspec, cin, st.width, st.stride if j == 0 else 1, st.groups_at(j)))
+                if pw is None:
+                    layers.append(make(bspec, cin, st.width, stride, st.groups_at(j)))
+                else:  # depthwise kxk keeping the channels, then pointwise to the stage's width
+                    layers.append(make(bspec, cin, cin, stride, cin))
+                    layers.append(make(pw, cin, st.width, 1, 1))
             except SpecError as exc:
                 raise exc.located(f"stages.{i}", source) from None
             cin = st.width

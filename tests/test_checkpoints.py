@@ -233,3 +233,54 @@ def test_timm_repvgg_checkpoint_loads_into_the_shipped_net_spec(name):
         want = theirs(x)
         assert_close(want, ours(x), rel=1e-5)
         assert_close(want, rz.fold_model(ours)(x), rel=1e-5)
+
+
+MOBILEONE = {"mobileone_s0": ((0.75, 1.0, 1.0, 2.0), 4), "mobileone_s1": ((1.5, 1.5, 2.0, 2.5), 1),
+             "mobileone_s2": ((1.5, 2.0, 2.5, 4.0), 1), "mobileone_s3": ((2.0, 2.5, 3.0, 4.0), 1)}
+
+
+@pytest.mark.parametrize("name", list(MOBILEONE))
+def test_timm_mobileone_checkpoint_loads_into_the_shipped_net_spec(name):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    theirs = rz.randomize_norms(timm.create_model(name, num_classes=10), seed=3).eval()
+    ours = load_checkpoint(rz.build_model(name, 10).eval(), dict(sorted(theirs.state_dict().items())),
+                           format="timm_mobileone")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert_close(theirs(x), ours(x), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mobileone_s0", "mobileone_s1"])
+def test_apple_mobileone_checkpoint_loads_into_the_shipped_net_spec(name, tmp_path):
+    from .reference.upstream_blocks import MobileOne
+
+    widths, k = MOBILEONE[name]
+    torch.manual_seed(0)
+    theirs = rz.randomize_norms(MobileOne(width_multipliers=widths, k=k, num_classes=10), seed=4).double().eval()
+    path = tmp_path / "apple.pth"
+    torch.save(dict(reversed(list(theirs.state_dict().items()))), path)
+    ours = load_checkpoint(rz.build_model(name, 10).double().eval(), path, format="mobileone")
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert_close(theirs(x), ours(x))
+        assert_close(theirs(x), rz.fold_model(ours)(x))
+    adopted, report = rz.adopt(theirs)  # and the network itself adopts, block by block
+    assert len(report.adopted) == sum(isinstance(m, rz.RepBlock) for m in ours.modules()) and not report.left
+
+
+def test_a_checkpoint_with_more_branches_than_the_model_is_refused():
+    from .reference.upstream_blocks import MobileOne
+
+    theirs = MobileOne(width_multipliers=MOBILEONE["mobileone_s0"][0], k=4, num_classes=10)
+    with pytest.raises(CheckpointError, match="rbr_conv.3"):
+        load_checkpoint(_k1_s0(), theirs.state_dict(), format="mobileone")
+
+
+def _k1_s0():
+    """mobileone_s0's layout with k = 1 (a model whose blocks have fewer branches than the checkpoint's)."""
+    net = rz.load_net("mobileone_s0").model_dump()
+    net["block"]["branches"][0]["count"] = 1
+    for st in net["stages"]:
+        st["pointwise"]["branches"][0]["count"] = 1
+    return rz.build_model(net, 10)

@@ -64,7 +64,32 @@ def order_blocks(prefixes: list[str], fmt: str, order: tuple[str, ...] = ()) -> 
     return [p for g in names for p in sorted(groups[g], key=natural_key)]
 
 
-def adapt_blocks(state: dict, model: nn.Module, fmt: str, train: dict[str, str], deploy: dict[str, str],
+def branch_renames(conv_list: str, scale: str, skip: str):
+    """Renames for a MobileOne-style block, computed per target block from its branches (``train``
+    of :func:`adapt_blocks` as a function): the k kxk branches from ``<conv_list><i>.conv/bn``, the
+    1x1 "scale" branch from ``<scale>conv/bn``, the identity BN from ``<skip>`` — wherever the
+    block has them (stems with one branch, pointwise blocks without a scale, skips only where
+    in == out and stride 1)."""
+
+    def rules(block: RepBlock) -> dict[str, str]:
+        table: dict[str, str] = {}
+        k = 0
+        for i, info in enumerate(block.branch_info):
+            kind = info.spec.type
+            if kind == "kxk":
+                table.update(conv_bn(f"{conv_list}{k}.conv.", f"{conv_list}{k}.bn.", i))
+                k += 1
+            elif kind == "conv":
+                table.update(conv_bn(f"{scale}conv.", f"{scale}bn.", i))
+            elif kind == "identity":
+                table[skip] = f"branches.{i}.1."
+        return table
+
+    rules.detect = (conv_list, scale, skip)  # sub-key prefixes that mark a block in the checkpoint
+    return rules
+
+
+def adapt_blocks(state: dict, model: nn.Module, fmt: str, train, deploy: dict[str, str],
                  fixed: dict[str, object] | None = None, order: tuple[str, ...] = ()) -> dict:
     """Map ``state`` onto ``model``'s blocks in network order (:func:`order_blocks`: by the
     checkpoint's block names, indices compared as numbers; never by key order).
@@ -77,7 +102,8 @@ def adapt_blocks(state: dict, model: nn.Module, fmt: str, train: dict[str, str],
     fixed = fixed or {}
     is_deployed = any(_split(k, list(deploy)) for k in state)
     rules = deploy if is_deployed else train
-    subs = sorted([*rules, *fixed], key=len, reverse=True)
+    detect = list(rules.detect) if callable(rules) else list(rules)
+    subs = sorted([*detect, *fixed], key=len, reverse=True)
     prefixes: list[str] = []
     for key in state:
         hit = _split(key, subs)
@@ -94,6 +120,7 @@ def adapt_blocks(state: dict, model: nn.Module, fmt: str, train: dict[str, str],
     if len(prefixes) != len(blocks):
         raise CheckpointError(f"the checkpoint has {len(prefixes)} {fmt} blocks, the model {len(blocks)}")
     target = dict(zip(prefixes, blocks))
+    modules = dict(model.named_modules())
     own = model.state_dict()
     out, unmapped = {}, []
     for key, value in state.items():
@@ -111,8 +138,12 @@ def adapt_blocks(state: dict, model: nn.Module, fmt: str, train: dict[str, str],
         if fixed_rule is not None:
             fixed[fixed_rule](value, key)
             continue
-        rule = next(r for r in sorted(rules, key=len, reverse=True) if sub.startswith(r))
-        mapped = base + rules[rule] + sub[len(rule):]
+        table = rules(modules[target[prefix]]) if callable(rules) else rules
+        rule = next((r for r in sorted(table, key=len, reverse=True) if sub.startswith(r)), None)
+        if rule is None:  # e.g. a fourth conv branch where the model's block has one
+            unmapped.append(key)
+            continue
+        mapped = base + table[rule] + sub[len(rule):]
         if is_deployed and mapped not in own:  # a folded block without activation is a bare conv
             mapped = base + sub[len(rule):]
         out[mapped] = value

@@ -1,11 +1,13 @@
-"""Apple's MobileOne (github.com/apple/ml-mobileone) blocks with k = 4: ``rbr_conv.{i}.conv/bn``,
-``rbr_scale.conv/bn``, ``rbr_skip`` (a BN); deployed ``reparam_conv``. Spec: ``mobileone``."""
+"""Apple's MobileOne (github.com/apple/ml-mobileone): blocks ``stage0``, ``stage1.0`` ... with
+``rbr_conv.{i}.conv/bn`` (k branches), ``rbr_scale.conv/bn`` (kernel > 1 only), ``rbr_skip`` (a BN, where
+in == out and stride 1); deployed ``reparam_conv``; head ``linear``. Renames are computed per block from
+the model's block (any k, stems, depthwise and pointwise blocks). Nets: ``mobileone_s0`` ... ``s3``;
+block spec ``mobileone``."""
 
 from . import register_format
-from ._blocks import adapt_blocks, conv_bn
+from ._blocks import adapt_blocks, branch_renames
 
-TRAIN = {k: v for i in range(4) for k, v in conv_bn(f"rbr_conv.{i}.conv.", f"rbr_conv.{i}.bn.", i).items()}
-TRAIN.update({**conv_bn("rbr_scale.conv.", "rbr_scale.bn.", 4), "rbr_skip.": "branches.5.1."})
+TRAIN = branch_renames("rbr_conv.", "rbr_scale.", "rbr_skip.")
 DEPLOY = {"reparam_conv.": "conv."}
 
 

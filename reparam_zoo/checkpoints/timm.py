@@ -3,12 +3,11 @@ and ``MobileOneBlock`` (``conv_kxk.{i}.conv/bn``, ``conv_scale.conv/bn``, ``iden
 ``reparam_conv``; head ``head.fc``. Specs: ``repvgg`` and ``mobileone``."""
 
 from . import register_format
-from ._blocks import adapt_blocks, conv_bn
+from ._blocks import adapt_blocks, branch_renames, conv_bn
 
 REPVGG = {**conv_bn("conv_kxk.conv.", "conv_kxk.bn.", 0), **conv_bn("conv_1x1.conv.", "conv_1x1.bn.", 1),
           "identity.": "branches.2.1."}
-MOBILEONE = {k: v for i in range(4) for k, v in conv_bn(f"conv_kxk.{i}.conv.", f"conv_kxk.{i}.bn.", i).items()}
-MOBILEONE.update({**conv_bn("conv_scale.conv.", "conv_scale.bn.", 4), "identity.": "branches.5.1."})
+MOBILEONE = branch_renames("conv_kxk.", "conv_scale.", "identity.")  # per block: any k, stems, 1x1 blocks
 DEPLOY = {"reparam_conv.": "conv."}
 ORDER = ("stem", "stages", "final_conv")  # timm byobnet: stem, stages.N.i, final_conv
 

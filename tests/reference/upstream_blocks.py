@@ -227,3 +227,32 @@ class OREPA(nn.Module):
 
     def switch_to_deploy(self):  # the repos' protocol marks it re-parameterizable
         raise NotImplementedError
+
+
+class MobileOne(nn.Module):
+    """Apple's MobileOne network layout: ``stage0`` (a 3x3 stride-2 block with one conv branch), stages
+    ``stage1`` ... ``stage4`` of (depthwise 3x3, pointwise 1x1) block pairs, ``gap``, ``linear``."""
+
+    def __init__(self, num_blocks=(2, 8, 10, 1), width_multipliers=(0.75, 1.0, 1.0, 2.0), k=4, num_classes=1000):
+        super().__init__()
+        w = width_multipliers
+        self.in_planes = min(64, int(64 * w[0]))
+        self.stage0 = MobileOneBlock(3, self.in_planes, 3, stride=2, padding=1)
+        for i, (planes, n) in enumerate(zip((64 * w[0], 128 * w[1], 256 * w[2], 512 * w[3]), num_blocks), start=1):
+            setattr(self, f"stage{i}", self._make_stage(int(planes), n, k))
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(int(512 * w[3]), num_classes)
+
+    def _make_stage(self, planes, n, k):
+        blocks = []
+        for stride in [2] + [1] * (n - 1):
+            blocks.append(MobileOneBlock(self.in_planes, self.in_planes, 3, stride, 1, groups=self.in_planes,
+                                         num_conv_branches=k))
+            blocks.append(MobileOneBlock(self.in_planes, planes, 1, 1, 0, num_conv_branches=k))
+            self.in_planes = planes
+        return nn.Sequential(*blocks)
+
+    def forward(self, x):
+        for i in range(5):
+            x = getattr(self, f"stage{i}")(x)
+        return self.linear(self.gap(x).flatten(1))

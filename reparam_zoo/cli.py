@@ -120,9 +120,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from .compare import CompareConfig, default_blocks, markdown_table, run_compare
+    from .compare import default_blocks
     from .data import DataError, load_data
     from .nets import load_net
 
@@ -132,6 +131,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.seeds < 1:
         print("reparam-zoo: error: --epochs and --seeds must be >= 1", file=sys.stderr)
         return 2
+    if args.model:
+        return _compare_model(args)
     net = load_net(args.net)
     try:
         data = load_data(args.data, net.input_size).limit(args.limit)
@@ -139,6 +140,43 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"reparam-zoo: error: {exc}", file=sys.stderr)
         return 2
     blocks = args.blocks or default_blocks(net)
+    return _run_compare(args, net, data, blocks)
+
+
+def _compare_model(args: argparse.Namespace) -> int:
+    """compare --model: the user's model as it is (the control) and with each block expanded into it."""
+    from .data import DataError, load_data
+    from .expand import expand
+    from .user_models import PLAIN, ModelError, UserModel, build_user_model
+
+    if args.mode != "offline":
+        print("reparam-zoo: error: --model trains the expanded blocks offline; --mode online is for net specs",
+              file=sys.stderr)
+        return 2
+    if args.size < 1:
+        print(f"reparam-zoo: error: Expected --size >= 1 but got {args.size}", file=sys.stderr)
+        return 2
+    try:
+        data = load_data(args.data, args.size).limit(args.limit)
+        if data.in_channels == 1:  # torchvision/timm models take RGB: the grey image on every channel
+            data.train_x = data.train_x.expand(-1, 3, -1, -1).contiguous()
+            data.val_x = data.val_x.expand(-1, 3, -1, -1).contiguous()
+        subject = UserModel(args.model, args.size, args.weights)
+        probe = build_user_model(args.model)
+    except (DataError, ModelError) as exc:
+        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
+        return 2
+    blocks = args.blocks
+    if not blocks:  # every shipped spec that expands at least one layer of this model
+        blocks = [n for n in list_specs() if expand(probe, n, init="fresh")[1].expanded]
+    return _run_compare(args, subject, data, [PLAIN, *[b for b in blocks if b != PLAIN]])
+
+
+def _run_compare(args: argparse.Namespace, net, data, blocks) -> int:
+    from pathlib import Path
+
+    from .compare import CompareConfig, markdown_table, run_compare
+
     cfg = CompareConfig(net=net, data=data, blocks=blocks, epochs=args.epochs, seeds=args.seeds,
                         device=args.device, out=Path(args.out), batch_size=args.batch_size, lr=args.lr,
                         latency_batch=args.latency_batch, latency_runs=args.latency_runs,
@@ -456,6 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "trains with DistributedDataParallel (and SyncBatchNorm on CUDA).")
     pm.add_argument("blocks", nargs="*", metavar="BLOCK", help="block specs (shipped names or YAML paths)")
     pm.add_argument("--net", default="tiny_vgg", help="net spec: shipped name or YAML path (default tiny_vgg)")
+    pm.add_argument("--model", help="compare inside YOUR model instead of a net spec: torchvision:NAME, timm:NAME "
+                                    "or FILE.py:FACTORY; the model as it is is the control ('plain'), each block "
+                                    "is expanded into its conv+BN layers (docs/any_model.md)")
+    pm.add_argument("--weights", metavar="FILE", help="with --model: its pretrained checkpoint; the blocks then "
+                                                      "start from it (init=preserve) and the model keeps its head")
+    pm.add_argument("--size", type=int, default=32, help="with --model: input size the data is resized to "
+                                                         "(default 32)")
     pm.add_argument("--data", default="digits",
                     help="digits (embedded, default), cifar10:DIR (python-pickle batches) or imagefolder:DIR")
     pm.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")

@@ -33,7 +33,7 @@ from .spec import get_spec, list_specs
 
 @dataclass
 class CompareConfig:
-    net: NetSpec
+    net: NetSpec  # or a user_models.UserModel (compare --model): anything with name, input_size, build()
     data: Dataset
     blocks: list[str]
     epochs: int = 5
@@ -118,6 +118,15 @@ def _progress(iterable, enabled: bool, desc: str, total: int):
     return tqdm(iterable, desc=desc, total=total, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
+def build_subject(cfg: CompareConfig, block) -> nn.Module:
+    """The network a run trains: the net spec with ``block``, or the user's model (``compare
+    --model``, a :class:`~reparam_zoo.user_models.UserModel`) with ``block`` expanded into it."""
+    if isinstance(cfg.net, NetSpec):
+        return build_model(cfg.net, cfg.data.num_classes, block=block, in_channels=cfg.data.in_channels,
+                           mode=cfg.mode)
+    return cfg.net.build(block, cfg.data.num_classes)
+
+
 def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = None,
                       keep: dict | None = None) -> dict | None:
     """Train the net with ``block`` (a spec name, path or BlockSpec) for one seed; rank 0 returns
@@ -127,8 +136,7 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
     device = torch.device(cfg.device if cfg.device != "cuda" else f"cuda:{torch.cuda.current_device()}")
     data = cfg.data
     torch.manual_seed(seed)
-    model = build_model(cfg.net, data.num_classes, block=block, in_channels=data.in_channels,
-                        mode=cfg.mode).to(device)
+    model = build_subject(cfg, block).to(device)
     train_params = count_params(model)
     net = model
     if world > 1:
@@ -329,7 +337,7 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
     rank, _ = dist_env()
     for b in cfg.blocks:  # validate every block on the net before training anything
         try:
-            build_model(cfg.net, cfg.data.num_classes, block=b, in_channels=cfg.data.in_channels)
+            build_subject(cfg, b)
         except SpecError as exc:
             raise SpecError(f"block {b!r} does not fit net {cfg.net.name!r}: {exc}") from None
     t0 = time.perf_counter()

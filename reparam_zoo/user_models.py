@@ -5,11 +5,13 @@ torchvision and timm models are built with random weights, and ``--weights FILE`
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from .checkpoints import CheckpointError, read_state
+from .errors import SpecError
 
 
 class ModelError(ValueError):
@@ -70,3 +72,37 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
                               f"{tuple(own[bad[0]].shape)}")
     model.load_state_dict(state, strict=True)
     return model
+
+
+@dataclass
+class UserModel:
+    """A user's model as the subject of ``compare``: built fresh for every run, the control as it
+    is (``block`` None or ``"plain"``), every other block expanded into it (``rz.expand``: from the
+    user's ``weights`` with ``init="preserve"``, else ``init="fresh"``)."""
+
+    arg: str
+    input_size: int
+    weights: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.arg
+
+    def build(self, block, num_classes: int) -> nn.Module:
+        from .expand import expand
+
+        model = build_user_model(self.arg, None if self.weights else num_classes)
+        if self.weights:
+            load_weights(model, self.weights)
+        if block is None or block == PLAIN:
+            return model
+        new, report = expand(model, block, init="preserve" if self.weights else "fresh")
+        if not report.expanded:
+            reasons = sorted({why for _, why in report.left})
+            raise SpecError(f"block {block if isinstance(block, str) else block.name!r} expands no layer of "
+                            f"{self.arg} ({'; '.join(reasons[:3])})")
+        return new
+
+
+#: the label of the unexpanded model in ``compare --model``
+PLAIN = "plain"

@@ -63,3 +63,25 @@ def test_users_own_model_file(tmp_path, capsys):
     assert main(["expand", str(out), "--model", f"{src}:make", "--block", "repvgg"]) == 0
     assert "expanded 1 conv+BN layer(s)" in capsys.readouterr().out
     assert main(["convert", str(out), str(tmp_path / "b.pth")]) == 0
+
+
+def test_compare_inside_a_users_model_with_the_plain_model_as_control(tmp_path, capsys):
+    import json
+
+    src = tmp_path / "mine.py"
+    src.write_text("import torch.nn as nn\n"
+                   "def make(num_classes=10):\n"
+                   "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),\n"
+                   "                         nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8),\n"
+                   "                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))\n")
+    out = tmp_path / "cmp"
+    assert main(["compare", "acb", "repvgg", "--model", f"{src}:make", "--size", "12", "--epochs", "1",
+                 "--seeds", "1", "--limit", "96", "--latency-runs", "2", "--quiet", "--out", str(out)]) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["block"] for r in runs] == ["plain", "acb", "repvgg"]
+    assert [r["folded_blocks"] for r in runs] == [0, 2, 2]
+    assert all(r["same_predictions"] for r in runs)
+    assert runs[1]["train_params"] > runs[0]["train_params"]
+    assert main(["compare", "replknet", "--model", f"{src}:make", "--size", "12", "--epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "expands no layer" in capsys.readouterr().err

@@ -166,9 +166,18 @@ def _compare_model(args: argparse.Namespace) -> int:
     except (DataError, ModelError) as exc:
         print(f"reparam-zoo: error: {exc}", file=sys.stderr)
         return 2
+    if args.weights:
+        probe = subject.build(PLAIN, data.num_classes)  # loads the weights (one-line error if they do not fit)
+        with torch.no_grad():
+            width = probe.eval()(data.train_x[:2]).shape[-1]
+        if width < data.num_classes:
+            print(f"reparam-zoo: error: {args.model} with {args.weights} has {width} outputs, the data "
+                  f"{data.num_classes} classes (with --weights the model keeps its own head)", file=sys.stderr)
+            return 2
+    init = "preserve" if args.weights else "fresh"  # as UserModel.build expands
     blocks = args.blocks
     if not blocks:  # every shipped spec that expands at least one layer of this model
-        blocks = [n for n in list_specs() if expand(probe, n, init="fresh")[1].expanded]
+        blocks = [n for n in list_specs() if expand(probe, n, init=init)[1].expanded]
     return _run_compare(args, subject, data, [PLAIN, *[b for b in blocks if b != PLAIN]])
 
 
@@ -242,7 +251,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoints import CheckpointError
     from .commands import expand as expand_cmd
 
-    raw = _read_raw(args.checkpoint)
+    try:
+        raw = _read_raw(args.checkpoint)
+    except CheckpointError as exc:
+        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
+        return 2
     if isinstance(raw, dict) and isinstance(raw.get("reparam_zoo"), dict) and \
             raw["reparam_zoo"].get("mode") == expand_cmd.MODE:
         return expand_cmd.convert_expanded(args, raw)
@@ -595,10 +608,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .checkpoints import CheckpointError
+    from .user_models import ModelError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SpecError as exc:
+    except (SpecError, CheckpointError, ModelError) as exc:
         print(f"reparam-zoo: error: {exc}", file=sys.stderr)
         return 2
 

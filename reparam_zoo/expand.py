@@ -58,7 +58,7 @@ class AbsorbedNorm(nn.Module):
     def restore(self, bias: Tensor) -> nn.Module:
         """A copy of the original norm that, in eval mode, adds ``bias`` per channel (and otherwise
         leaves its input unchanged up to rounding)."""
-        norm = copy.deepcopy(self._template[0])
+        norm = copy.deepcopy(self._template[0]).to(device=bias.device, dtype=bias.dtype)  # the model may have moved
         with torch.no_grad():
             b = bias.detach().to(torch.float64)
             if norm.affine:
@@ -138,9 +138,9 @@ def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str]
                 why[node.target] = "the conv and its BatchNorm are children of different modules"
             else:
                 pairs[node.target] = bn.target
-        return pairs, why, True
+        return _unshared(model, pairs, why), why, True
     for path, m in modules.items():
-        if isinstance(m, nn.Sequential):
+        if type(m) is nn.Sequential:  # a subclass may override forward: its order is not the dataflow
             children = list(m.named_children())
             for (cname, conv), (bname, bn) in zip(children, children[1:]):
                 if isinstance(conv, nn.Conv2d) and isinstance(bn, _BatchNorm):
@@ -149,7 +149,22 @@ def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str]
     for path, m in modules.items():
         if isinstance(m, nn.Conv2d) and path not in pairs:
             why[path] = "not followed by a BatchNorm in an nn.Sequential (the model did not trace with torch.fx)"
-    return pairs, why, False
+    return _unshared(model, pairs, why), why, False
+
+
+def _unshared(model: nn.Module, pairs: dict[str, str], why: dict[str, str]) -> dict[str, str]:
+    """Drop pairs whose conv or BN object is registered at more than one place (shared weights)."""
+    seen: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        seen[id(m)] = seen.get(id(m), 0) + 1
+    modules = dict(model.named_modules(remove_duplicate=False))
+    kept = {}
+    for conv, bn in pairs.items():
+        if seen[id(modules[conv])] > 1 or seen[id(modules[bn])] > 1:
+            why[conv] = "the conv or its BatchNorm is shared (registered at several places)"
+        else:
+            kept[conv] = bn
+    return kept
 
 
 # ----------------------------------------------------------------------------- building
@@ -167,6 +182,9 @@ def _spec_for(block, path: str) -> BlockSpec | None:
 def _geometry_spec(spec: BlockSpec, conv: nn.Conv2d) -> BlockSpec:
     padding = conv.padding
     if isinstance(padding, str):
+        if padding == "same" and any(d * (k - 1) % 2 for k, d in zip(conv.kernel_size, conv.dilation)):
+            raise ValueError("padding='same' with an even (dilated) kernel pads asymmetrically, which a "
+                             "block (it pads equally on both sides) does not reproduce")
         padding = (0, 0) if padding == "valid" else tuple(
             d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation))
     data = spec.to_dict()
@@ -227,6 +245,8 @@ def _is_zero(chain: nn.Module, in_channels: int, window: tuple[int, int], dtype,
 def _norm_ok(norm: _BatchNorm) -> str | None:
     if not norm.track_running_stats or norm.running_var is None:
         return "its BatchNorm has no running statistics (cannot fold)"
+    if not norm.affine:
+        return "its BatchNorm has no affine parameters (affine=False), which the blocks' BNs have"
     extra = {n for n, _ in norm.named_children()}
     if extra and (type(norm) in (nn.BatchNorm2d, nn.SyncBatchNorm) or not extra <= {"drop", "act"}):
         return f"its norm {type(norm).__name__} has children {sorted(extra)} of unknown order"
@@ -238,20 +258,21 @@ def _expand_one(conv: nn.Conv2d, norm: _BatchNorm, spec: BlockSpec, init: str) -
     block = RepBlock(_geometry_spec(spec, conv), conv.in_channels, conv.out_channels, stride=conv.stride,
                      groups=conv.groups)
     block.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    i = _carrier(block, conv)
+    if i is not None:  # the carrier BN keeps the layer's eps and momentum whatever the init (they are not
+        block.branches[i][1].eps = norm.eps  # in state dicts: a rebuilt model must get them from here)
+        block.branches[i][1].momentum = norm.momentum
     if init == "preserve":
         if block.norm_after is not None:
             raise ValueError(f"init='preserve': spec {spec.name!r} has a norm after the sum, which "
                              "renormalises the pretrained layer in training mode")
-        i = _carrier(block, conv)
         if i is None:
             raise ValueError(f"init='preserve': spec {spec.name!r} has no kxk conv + BN branch of the "
                              "conv's kernel to carry its weights")
         chain = block.branches[i]
         with torch.no_grad():
             chain[0].weight.copy_(conv.weight)
-        state = {k: v for k, v in norm.state_dict().items()}
-        chain[1].load_state_dict(state, strict=True)
-        chain[1].eps, chain[1].momentum = norm.eps, norm.momentum
+        chain[1].load_state_dict(norm.state_dict(), strict=True)
         for j, other in enumerate(block.branches):
             if j == i:
                 continue
@@ -260,6 +281,8 @@ def _expand_one(conv: nn.Conv2d, norm: _BatchNorm, spec: BlockSpec, init: str) -
                                                        conv.weight.dtype, conv.weight.device):
                 raise ValueError(f"init='preserve': {name} ({block.branch_info[j].spec.label()}) cannot "
                                  "start at exactly zero")
+    if isinstance(norm, nn.SyncBatchNorm):  # the layer synchronised its statistics: so do the block's BNs
+        block = nn.SyncBatchNorm.convert_sync_batchnorm(block)
     block.train(conv.training)
     return block
 
@@ -314,8 +337,8 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
         if reason is None:
             try:
                 rep = _expand_one(conv, norm, spec, init)
-            except (SpecError, ValueError) as exc:
-                reason = str(exc)
+            except (SpecError, ValueError, RuntimeError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if reason is not None:
             report.left.append((path, reason))
             continue

@@ -52,7 +52,12 @@ def build_user_model(arg: str, num_classes: int | None = None) -> nn.Module:
     factory = getattr(module, name, None)
     if not callable(factory):
         raise ModelError(f"{path}: no callable {name!r}")
-    model = factory(**kw)
+    try:
+        model = factory(**kw)
+    except Exception as exc:  # noqa: BLE001 - the user's code: report, do not crash
+        hint = " (give the factory a num_classes argument, or leave --num-classes out)" if kw else ""
+        raise ModelError(f"{path}:{name}({', '.join(f'{k}={v}' for k, v in kw.items())}) failed: "
+                         f"{type(exc).__name__}: {exc}{hint}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"{path}:{name} returned a {type(model).__name__}, not an nn.Module")
     return model

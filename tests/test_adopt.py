@@ -161,3 +161,15 @@ def test_timm_network_is_adopted_and_folds_like_timm(name):
     err_theirs = (theirs - ref).abs().max().item() / scale
     err_ours = (ours - ref).abs().max().item() / scale
     assert err_ours <= max(1e-12, 10 * err_theirs), (err_ours, err_theirs)
+
+
+def test_a_block_whose_check_cannot_run_is_left_not_raised():
+    class FixedPoolSE(nn.Module):  # an SE that only runs on 16x16 features
+        def forward(self, x):
+            return x * torch.sigmoid(torch.nn.functional.avg_pool2d(x, 16))
+
+    block = up.MobileOneBlock(8, 8, 3, 1, 1, use_se=True)
+    block.se = FixedPoolSE()
+    new, report = adopt(nn.Sequential(block))
+    assert not report.adopted and "building or checking the block failed" in report.left[0][2]
+    assert new[0].se.__class__ is FixedPoolSE

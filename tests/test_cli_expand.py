@@ -23,7 +23,7 @@ def test_expand_then_convert_back_into_the_original_torchvision_model(tmp_path, 
 
     # "fine-tune": every branch moves away from its start
     raw = torch.load(expanded_path, weights_only=True)
-    _, expanded = rebuild(raw["reparam_zoo"])
+    _, expanded, _ = rebuild(raw["reparam_zoo"])
     expanded.load_state_dict(raw["state_dict"], strict=True)
     rz.randomize_norms(expanded, seed=7)
     raw["state_dict"] = expanded.state_dict()
@@ -53,16 +53,42 @@ def test_expand_errors_are_one_line(argv, message, tmp_path, capsys):
     assert not (tmp_path / "o.pth").exists()
 
 
-def test_users_own_model_file(tmp_path, capsys):
+def test_users_own_model_file_with_its_own_eps_round_trips(tmp_path, capsys):
     src = tmp_path / "mine.py"
     src.write_text("import torch.nn as nn\n"
                    "def make(num_classes=4):\n"
-                   "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),\n"
-                   "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))\n")
-    out = tmp_path / "e.pth"
-    assert main(["expand", str(out), "--model", f"{src}:make", "--block", "repvgg"]) == 0
+                   "    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8, eps=1e-3),\n"
+                   "                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))\n"
+                   "def rigid():\n"
+                   "    return make()\n")
+    out, back = tmp_path / "e.pth", tmp_path / "b.pth"
+    assert main(["expand", str(out), "--model", f"{src}:make", "--block", "repvgg", "--input-shape", "2,1,9,9"]) == 0
     assert "expanded 1 conv+BN layer(s)" in capsys.readouterr().out
-    assert main(["convert", str(out), str(tmp_path / "b.pth")]) == 0
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mine", src)
+    mine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mine)
+    # the user fine-tunes the model rz.expand gave them (eps 1e-3 in its BN, which no state dict records)
+    raw = torch.load(out, weights_only=True)
+    expanded, _ = rz.expand(mine.make(), "repvgg")
+    expanded.load_state_dict(raw["state_dict"], strict=True)
+    rz.randomize_norms(expanded, seed=5)
+    torch.save({**raw, "state_dict": expanded.state_dict()}, out)
+    assert main(["convert", str(out), str(back)]) == 0
+    capsys.readouterr()
+    fresh = mine.make().eval()
+    fresh.load_state_dict(torch.load(back, weights_only=True), strict=True)
+    x = torch.randn(2, 1, 9, 9)
+    with torch.no_grad():
+        assert_close(expanded.eval()(x), fresh(x), rel=1e-5)
+    # one-line errors: a factory without num_classes, a missing file
+    assert main(["expand", str(out), "--model", f"{src}:rigid", "--block", "acb", "--num-classes", "3"]) == 2
+    assert main(["convert", str(tmp_path / "missing.safetensors"), str(back)]) == 2
+    assert main(["expand", str(out), "--model", f"{src}:make", "--block", "acb"]) == 2  # 1-channel model, 3-channel check
+    errs = [ln for ln in capsys.readouterr().err.splitlines() if ln]
+    assert len(errs) == 3 and "num_classes" in errs[0] and "missing.safetensors" in errs[1]
+    assert "--input-shape" in errs[2]
 
 
 def test_compare_inside_a_users_model_with_the_plain_model_as_control(tmp_path, capsys):

@@ -190,3 +190,80 @@ def test_fold_original_refuses_a_tampered_norm_slot():
     new[1] = nn.Identity()
     with pytest.raises(ValueError, match="AbsorbedNorm"):
         rz.fold_model(new, layout="original")
+
+
+def test_layers_expand_cannot_reproduce_are_left_with_the_reason():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.even = nn.Conv2d(3, 4, 4, padding="same", bias=False)  # torch pads 4-tap "same" asymmetrically
+            self.even_bn = nn.BatchNorm2d(4)
+            self.plain = nn.Conv2d(4, 4, 3, padding="same", bias=False)  # odd: symmetric, fine
+            self.plain_bn = nn.BatchNorm2d(4, affine=False)  # no gamma/beta to carry
+            self.shared = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+            self.shared_bn = nn.BatchNorm2d(4)
+            self.alias = self.shared  # the same conv registered twice
+
+        def forward(self, x):
+            x = self.plain_bn(self.plain(self.even_bn(self.even(x))))
+            return self.shared_bn(self.shared(x))
+
+    _, report = rz.expand(Odd(), "acb")
+    left = dict(report.left)
+    assert not report.expanded
+    assert "pads asymmetrically" in left["even"]
+    assert "affine=False" in left["plain"]
+    assert "shared" in left["shared"]
+
+
+def test_sequential_fallback_takes_plain_sequentials_only():
+    class Residual(nn.Sequential):  # a subclass whose forward is not its children in order
+        def forward(self, x):
+            y = self[0](x)
+            return self[1](y) + y
+
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.res = Residual(nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4))
+            self.seq = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4))
+
+        def forward(self, x):
+            if x.mean() > 10:  # data-dependent: no torch.fx
+                return x
+            return self.seq(self.res(x))
+
+    model = rz.randomize_norms(Untraceable()).double().eval()
+    new, report = rz.expand(model, "acb")
+    assert not report.traced and [p for p, _, _ in report.expanded] == ["seq.0"]
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    assert_close(model(x), new(x))
+
+
+def test_expanded_model_moves_and_still_folds_back():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4, eps=1e-3), nn.ReLU())
+    new, _ = rz.expand(rz.randomize_norms(model), "dbb")
+    new = rz.randomize_norms(new, seed=3).double().eval()  # converted after expanding
+    folded = rz.fold_model(new, layout="original")
+    fresh = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4, eps=1e-3), nn.ReLU())
+    fresh.double().eval().load_state_dict(folded.state_dict(), strict=True)
+    x = torch.randn(2, 3, 7, 7, dtype=torch.float64)
+    assert_close(new(x), fresh(x))
+
+
+def test_fresh_expansion_keeps_the_layers_eps_so_a_rebuilt_model_folds_right():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4, eps=1e-3, momentum=0.01))
+    for init in ("preserve", "fresh"):
+        new, _ = rz.expand(model, "acb", init=init)
+        carrier = new[0].branches[0][1]
+        assert (carrier.eps, carrier.momentum) == (1e-3, 0.01)
+
+
+def test_sync_batchnorm_layers_get_sync_batchnorm_blocks():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.SyncBatchNorm(4))
+    model = rz.randomize_norms(model).double().eval()
+    new, report = rz.expand(model, "acb")
+    assert len(report.expanded) == 1
+    assert all(isinstance(chain[1], nn.SyncBatchNorm) for chain in new[0].branches)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    assert_close(model(x), new(x))

@@ -96,9 +96,15 @@ def adopt_module(module: nn.Module, *, check: bool = True) -> tuple[nn.Module, s
         except (AttributeError, TypeError, KeyError) as exc:  # a same-named class of another layout
             reasons.append(f"{adopter.name}: not its layout ({exc})")
             continue
-        adopted = build_adopted(found, module)
-        if check:
-            check_adopted(module, adopted, found)
+        try:
+            adopted = build_adopted(found, module)
+            if check:
+                check_adopted(module, adopted, found)
+        except AdoptRefused:
+            raise
+        except (RuntimeError, ValueError, TypeError) as exc:  # e.g. an upstream SE that needs a larger input
+            raise AdoptRefused(f"{adopter.name}: building or checking the block failed: "
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         return adopted, adopter.name
     raise AdoptRefused("; ".join(reasons))
 

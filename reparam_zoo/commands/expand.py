@@ -85,13 +85,18 @@ def cmd_expand(args: argparse.Namespace) -> int:
         return _fail("no layer was expanded; nothing written")
     if args.init == "preserve":
         x = torch.randn(*args.input_shape, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            rel = _relative(model(x), new(x))
+        try:
+            with torch.no_grad():
+                rel = _relative(model(x), new(x))
+        except RuntimeError as exc:
+            return _fail(f"the model does not run on --input-shape {','.join(map(str, args.input_shape))}: "
+                         f"{str(exc).splitlines()[0]}")
         print(f"expanded == original (eval, input {tuple(x.shape)}): relative difference {rel:.2e}")
         if not rel <= 1e-5:
             return _fail(f"the expanded model differs from the original by {rel:.2e}; nothing written")
     header = {"mode": MODE, "model": args.model, "block": spec.to_yaml(), "num_classes": args.num_classes,
-              "include": args.include, "exclude": args.exclude, "min_kernel": args.min_kernel}
+              "include": args.include, "exclude": args.exclude, "min_kernel": args.min_kernel,
+              "input_shape": list(args.input_shape), "expanded": [p for p, _, _ in report.expanded]}
     torch.save({"reparam_zoo": header, "state_dict": new.state_dict()}, args.output)
     print(f"wrote {args.output}: {args.model} with {len(report.expanded)} layer(s) expanded by {spec.name} "
           f"({sum(p.numel() for p in new.parameters()):,} parameters)")
@@ -99,20 +104,24 @@ def cmd_expand(args: argparse.Namespace) -> int:
 
 
 def rebuild(header: dict, model_arg: str | None = None):
-    """``(original, expanded)`` modules an expanded checkpoint's header describes (random weights)."""
+    """``(original, expanded, report)`` an expanded checkpoint's header describes (random weights)."""
     import yaml
 
     original = build_user_model(model_arg or header["model"], header.get("num_classes"))
     spec = spec_from_data(yaml.safe_load(header["block"]), "<checkpoint header>")
-    expanded, _ = expand(original, spec, include=header.get("include"), exclude=header.get("exclude"),
-                         min_kernel=header.get("min_kernel", 3), init="fresh")
-    return original, expanded
+    expanded, report = expand(original, spec, include=header.get("include"), exclude=header.get("exclude"),
+                              min_kernel=header.get("min_kernel", 3), init="fresh")
+    return original, expanded, report
 
 
 def convert_expanded(args: argparse.Namespace, raw: dict) -> int:
     """``convert`` of an expanded checkpoint: fold back into the original classes and keys."""
+    header = raw["reparam_zoo"]
     try:
-        original, expanded = rebuild(raw["reparam_zoo"], getattr(args, "model", None))
+        original, expanded, report = rebuild(header, getattr(args, "model", None))
+        if "expanded" in header and [p for p, _, _ in report.expanded] != header["expanded"]:
+            raise CheckpointError("rebuilding the expanded model gave other layers than the checkpoint's "
+                                  "(another version of the model or of reparam_zoo?)")
         state = raw["state_dict"]
         missing = [k for k in expanded.state_dict() if k not in state]
         unexpected = [k for k in state if k not in expanded.state_dict()]
@@ -122,13 +131,15 @@ def convert_expanded(args: argparse.Namespace, raw: dict) -> int:
     except (ModelError, CheckpointError, SpecError) as exc:
         return _fail(exc)
     expanded.eval()
-    folded_layers = fold_model(expanded, layout="original")
-    original.load_state_dict(folded_layers.state_dict(), strict=True)
-    folded = original.eval()
-    x = torch.randn(*(getattr(args, "input_shape", None) or (2, 3, 64, 64)),
-                    generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        rel = _relative(expanded(x), folded(x))
+    x = torch.randn(*header.get("input_shape", (2, 3, 64, 64)), generator=torch.Generator().manual_seed(0))
+    try:
+        folded_layers = fold_model(expanded, layout="original")
+        original.load_state_dict(folded_layers.state_dict(), strict=True)
+        folded = original.eval()
+        with torch.no_grad():
+            rel = _relative(expanded(x), folded(x))
+    except (RuntimeError, ValueError) as exc:
+        return _fail(f"folding {args.checkpoint} back failed: {str(exc).splitlines()[0]}")
     print(f"original model loaded with the fold == expanded (eval, input {tuple(x.shape)}): "
           f"relative difference {rel:.2e}")
     if not rel <= 1e-5:

@@ -173,3 +173,18 @@ def test_a_block_whose_check_cannot_run_is_left_not_raised():
     new, report = adopt(nn.Sequential(block))
     assert not report.adopted and "building or checking the block failed" in report.left[0][2]
     assert new[0].se.__class__ is FixedPoolSE
+
+
+def test_fastvit_reparameterizable_convs_are_adopted_and_the_rest_reported():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = rz.randomize_norms(timm.create_model("fastvit_t8", num_classes=10), seed=1).double().eval()
+    new, report = adopt(model)
+    kinds = {a for _, _, a, _ in report.adopted}
+    assert kinds == {"timm MobileOneBlock", "timm ReparamLargeKernelConv"}
+    left = {cls for _, cls, _ in report.left}
+    assert left <= {"RepMixer", "RepConditionalPosEnc", "MobileOneBlock"}, left  # no adapter / not exact: reported
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert_close(model(x), new(x))
+        assert_close(model(x), rz.fold_model(new)(x), rel=1e-9)

@@ -172,6 +172,7 @@ from . import (  # noqa: E402,F401  (register the adapters)
     replknet,
     repvgg,
     timm_mobileone,
+    timm_replk,
     timm_repvgg,
 )
 

@@ -10,7 +10,7 @@ from ._build import AdoptRefused, is_identity
 
 def conv_norm(module: nn.Module, what: str) -> tuple[nn.Module, nn.Module]:
     """``(conv, bn)`` of a timm ``ConvNormAct`` (refused when it anti-aliases or is something else)."""
-    children = dict(module.named_children())
+    children = dict(module.named_children()) if module is not None else {}
     if set(children) - {"conv", "bn", "aa"} or "conv" not in children or "bn" not in children:
         raise AdoptRefused(f"{what} has children {sorted(children)}, expected conv and bn")
     if not is_identity(children.get("aa")):

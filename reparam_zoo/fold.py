@@ -58,8 +58,10 @@ def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool =
     ``layout="original"``: blocks made by :func:`~reparam_zoo.expand` go back to the layers they
     replaced — an ``nn.Conv2d`` without bias under the conv's name and the original norm class
     under the norm's name, a pass-through that adds the folded bias in eval mode — so the
-    original architecture loads the result with ``load_state_dict(..., strict=True)``. Other
-    blocks fold as with ``"plain"``.
+    original architecture loads the result with ``load_state_dict(..., strict=True)``; blocks made
+    by :func:`~reparam_zoo.adopt` become their upstream's deployed form (``rbr_reparam``,
+    ``reparam_conv``, ... plus the upstream's SE/activation modules), which the upstream code loads
+    in its deploy mode. Other blocks fold as with ``"plain"``.
     """
     if layout not in ("plain", "original"):
         raise ValueError(f"Expected layout 'plain' or 'original' but got {layout!r}")
@@ -89,8 +91,33 @@ def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool =
     return (result, report) if return_report else result
 
 
+def _upstream_deployed(block: RepBlock, origin) -> nn.Module:
+    """An adopted block in its upstream's deployed form (conv named as upstream, kept BN, SE, act)."""
+    from .adopt._build import UpstreamDeployed
+
+    g = block.geometry
+    with torch.no_grad():
+        norm = None
+        if origin.norm is not None and block.norm_after is not None:  # QARepVGG keeps its BN when deployed
+            dtype, device = block._dtype_device()
+            weight, bias = (t.to(dtype) for t in block._branch_kernel(torch.float64, device))
+            norm = copy.deepcopy(block.norm_after)
+        else:
+            weight, bias = block.equivalent_kernel()
+        conv = nn.Conv2d(g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
+                         dilation=g.dilation, groups=g.groups, bias=True, padding_mode=block.padding_mode,
+                         device=weight.device, dtype=weight.dtype)
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+    post = tuple((name, copy.deepcopy(m)) for name, m in origin.post)
+    module = UpstreamDeployed(origin.deploy, conv, origin.norm if norm is not None else None, norm, post)
+    return module.train(block.training)
+
+
 def _fold_original(model: nn.Module) -> dict[int, nn.Module]:
-    """id(module) -> replacement for every expanded block and its absorbed norm (``layout="original"``)."""
+    """id(module) -> replacement for every expanded block and its absorbed norm, and every adopted block
+    (with its wrapper of upstream SE/activation modules) in its upstream's deployed form (``layout="original"``)."""
+    from .adopt._build import AdoptedBlock, AdoptedFrom
     from .expand import AbsorbedNorm
 
     out: dict[int, nn.Module] = {}
@@ -98,6 +125,11 @@ def _fold_original(model: nn.Module) -> dict[int, nn.Module]:
         for child in parent.children():
             origin = getattr(child, "origin", None)
             if not isinstance(child, RepBlock) or origin is None or id(child) in out:
+                continue
+            if isinstance(origin, AdoptedFrom):
+                wrapped = isinstance(parent, AdoptedBlock) and parent[0] is child
+                out[id(parent if wrapped else child)] = _upstream_deployed(child, origin)
+                out[id(child)] = out[id(parent if wrapped else child)]
                 continue
             slot = getattr(parent, origin.norm, None)
             if not isinstance(slot, AbsorbedNorm):

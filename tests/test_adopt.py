@@ -161,6 +161,11 @@ def test_timm_network_is_adopted_and_folds_like_timm(name):
     err_theirs = (theirs - ref).abs().max().item() / scale
     err_ours = (ours - ref).abs().max().item() / scale
     assert err_ours <= max(1e-12, 10 * err_theirs), (err_ours, err_theirs)
+    # layout="original": timm's own deployed model loads the fold strictly and computes the same
+    deployed = reparameterize_model(copy.deepcopy(model))
+    deployed.load_state_dict(rz.fold_model(new, layout="original").state_dict(), strict=True)
+    with torch.no_grad():
+        assert_close(ours, deployed(x))
 
 
 def test_a_block_whose_check_cannot_run_is_left_not_raised():
@@ -188,3 +193,27 @@ def test_fastvit_reparameterizable_convs_are_adopted_and_the_rest_reported():
     with torch.no_grad():
         assert_close(model(x), new(x))
         assert_close(model(x), rz.fold_model(new)(x), rel=1e-9)
+
+
+DEPLOYED_KEYS = {  # the upstream's deployed names (+ the modules it keeps), per case
+    "repvgg": {"rbr_reparam.weight", "rbr_reparam.bias"},
+    "repvgg_se": {"rbr_reparam.weight", "rbr_reparam.bias", "se.down.weight", "se.down.bias", "se.up.weight",
+                  "se.up.bias"},
+    "acb": {"fused_conv.weight", "fused_conv.bias"},
+    "dbb_depthwise": {"dbb_reparam.weight", "dbb_reparam.bias"},
+    "mobileone_pw_skip": {"reparam_conv.weight", "reparam_conv.bias"},
+    "qarepvgg": {"rbr_reparam.weight", "rbr_reparam.bias", "bn.weight", "bn.bias", "bn.running_mean",
+                 "bn.running_var", "bn.num_batches_tracked"},
+    "replknet": {"lkb_reparam.weight", "lkb_reparam.bias"},
+}
+
+
+@pytest.mark.parametrize("name", list(DEPLOYED_KEYS))
+def test_adopted_blocks_fold_into_their_upstreams_deployed_layout(name):
+    block, cin = _upstream(name)
+    new, _ = adopt(nn.Sequential(block))
+    folded = rz.fold_model(new, layout="original")
+    assert set(folded.state_dict()) == {f"0.{k}" for k in DEPLOYED_KEYS[name]}
+    x = torch.randn(2, cin, 11, 12, dtype=torch.float64)
+    with torch.no_grad():
+        assert_close(new(x), folded(x))

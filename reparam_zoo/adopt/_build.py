@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..block import RepBlock
@@ -21,6 +21,45 @@ from ..spec import spec_from_data
 
 class AdoptRefused(ValueError):
     """An upstream module that cannot be adopted exactly (the message says why)."""
+
+
+@dataclass(frozen=True)
+class AdoptedFrom:
+    """What an adopted RepBlock replaced, for ``fold_model(layout="original")``: the upstream's
+    deployed conv name, the BN it keeps (or None) and the modules after the sum, by name."""
+
+    upstream: str
+    deploy: str
+    norm: str | None
+    post: tuple[tuple[str, nn.Module], ...]
+
+
+class AdoptedBlock(nn.Sequential):
+    """An adopted RepBlock (``block``) followed by the upstream block's own SE/attention and
+    activation modules, under their upstream names."""
+
+
+class UpstreamDeployed(nn.Module):
+    """The upstream block's deployed form: its conv under the upstream's name (``rbr_reparam``, ...),
+    the BN it keeps (QARepVGG) and its SE/activation modules, applied in that order — the keys the
+    upstream code loads in its deploy mode."""
+
+    def __init__(self, conv_name: str, conv: nn.Conv2d, norm_name: str | None, norm: nn.Module | None,
+                 post: tuple[tuple[str, nn.Module], ...]):
+        super().__init__()
+        self._order = [conv_name]
+        setattr(self, conv_name, conv)
+        if norm_name is not None:
+            setattr(self, norm_name, norm)
+            self._order.append(norm_name)
+        for name, module in post:
+            setattr(self, name, module)
+            self._order.append(name)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for name in self._order:
+            x = getattr(self, name)(x)
+        return x
 
 
 State = nn.Module | Mapping | None
@@ -55,6 +94,10 @@ class Recognised:
     #: False where the upstream block's training-mode statistics differ from a sum of chains
     #: (the eval-mode numbers, and so the fold, are still exact)
     train_exact: bool = True
+    #: the upstream's deployed conv attribute (``rbr_reparam``, ``reparam_conv``, ...) and, where its
+    #: deployed form keeps the BN after the sum (QARepVGG), that BN's attribute name
+    deploy: str = ""
+    deploy_norm: str | None = None
 
     @classmethod
     def like(cls, name: str, conv: nn.Conv2d, **kw) -> "Recognised":
@@ -166,9 +209,10 @@ def build_adopted(found: Recognised, upstream: nn.Module) -> nn.Module:
             _load(step, src, f"branches.{i}.{j}")
     if found.norm_after is not None:
         _load(block.norm_after, found.norm_after, "norm_after")
+    block.origin = AdoptedFrom(type(upstream).__name__, found.deploy, found.deploy_norm, tuple(found.post))
     module: nn.Module = block
     if post:
-        module = nn.Sequential(OrderedDict([("block", block), *post]))
+        module = AdoptedBlock(OrderedDict([("block", block), *post]))
     module.train(upstream.training)
     return module
 

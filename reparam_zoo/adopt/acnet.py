@@ -25,7 +25,8 @@ def recognise(m) -> Recognised:
         crop = getattr(m, name, None)
         if crop is not None and not isinstance(crop, nn.Identity):
             raise AdoptRefused(f"{name} crops the input (padding < kernel // 2): not supported")
-    found = Recognised.like("acblock", m.square_conv, norm_after=getattr(m, "last_bn", None))
+    found = Recognised.like("acblock", m.square_conv, norm_after=getattr(m, "last_bn", None),
+                            deploy="fused_conv")
     found.branches.append(conv_part(found, m.square_conv, m.square_bn, "square"))
     found.branches.append(conv_part(found, m.ver_conv, m.ver_bn, "ver"))
     found.branches.append(conv_part(found, m.hor_conv, m.hor_bn, "hor"))

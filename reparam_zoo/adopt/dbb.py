@@ -44,7 +44,8 @@ def recognise(m) -> Recognised:
     if hasattr(m, "dbb_reparam"):
         raise AdoptRefused("already deployed (it holds dbb_reparam)")
     conv, bn = seq_conv_bn(getattr(m, "dbb_origin", None), "dbb_origin")
-    found = Recognised.like("diversebranchblock", conv, post=[("nonlinear", m.nonlinear)], train_exact=False)
+    found = Recognised.like("diversebranchblock", conv, post=[("nonlinear", m.nonlinear)], train_exact=False,
+                            deploy="dbb_reparam")
     found.branches.append(conv_part(found, conv, bn, "dbb_origin"))
     if hasattr(m, "dbb_1x1"):
         found.branches.append(conv_part(found, *seq_conv_bn(m.dbb_1x1, "dbb_1x1"), "dbb_1x1"))

@@ -17,7 +17,8 @@ def recognise(m) -> Recognised:
     if not hasattr(m, "rbr_conv") or not len(m.rbr_conv):
         raise AdoptRefused("not Apple's layout (rbr_conv, rbr_scale, rbr_skip)")
     first = seq_conv_bn(m.rbr_conv[0], "rbr_conv.0")
-    found = Recognised.like("mobileoneblock", first[0], post=[("se", m.se), ("activation", m.activation)])
+    found = Recognised.like("mobileoneblock", first[0], post=[("se", m.se), ("activation", m.activation)],
+                            deploy="reparam_conv")
     for i, branch in enumerate(m.rbr_conv):
         found.branches.append(conv_part(found, *seq_conv_bn(branch, f"rbr_conv.{i}"), f"rbr_conv.{i}"))
     if getattr(m, "rbr_scale", None) is not None:

@@ -19,7 +19,8 @@ def recognise(m) -> Recognised:
     if not is_identity(getattr(m, "se", None)):
         raise AdoptRefused("an SE between the sum and the BN is not linear")
     conv, bn = seq_conv_bn(m.rbr_dense, "rbr_dense")
-    found = Recognised.like("qarepvggblock", conv, norm_after=m.bn, post=[("nonlinearity", m.nonlinearity)])
+    found = Recognised.like("qarepvggblock", conv, norm_after=m.bn, post=[("nonlinearity", m.nonlinearity)],
+                            deploy="rbr_reparam", deploy_norm="bn")
     found.branches.append(conv_part(found, conv, bn, "rbr_dense"))
     found.branches.append(conv_part(found, plain_conv(m.rbr_1x1, "rbr_1x1"), None, "rbr_1x1"))
     if m.rbr_identity is not None:

@@ -15,7 +15,7 @@ def recognise(m) -> Recognised:
     if hasattr(m, "lkb_reparam"):
         raise AdoptRefused("already merged (it holds lkb_reparam)")
     conv, bn = seq_conv_bn(getattr(m, "lkb_origin", None), "lkb_origin")
-    found = Recognised.like("reparamlargekernelconv", conv)
+    found = Recognised.like("reparamlargekernelconv", conv, deploy="lkb_reparam")
     found.branches.append(conv_part(found, conv, bn, "lkb_origin"))
     if getattr(m, "small_conv", None) is not None:
         found.branches.append(conv_part(found, *seq_conv_bn(m.small_conv, "small_conv"), "small_conv"))

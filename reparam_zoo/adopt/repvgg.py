@@ -18,7 +18,8 @@ def recognise(m) -> Recognised:
         raise AdoptRefused("not the official layout (rbr_dense, rbr_1x1, rbr_identity)")
     conv, bn = seq_conv_bn(m.rbr_dense, "rbr_dense")
     post = [("se", m.se)] if hasattr(m, "se") else []
-    found = Recognised.like("repvggblock", conv, post=[*post, ("nonlinearity", m.nonlinearity)])
+    found = Recognised.like("repvggblock", conv, post=[*post, ("nonlinearity", m.nonlinearity)],
+                            deploy="rbr_reparam")
     found.branches.append(conv_part(found, conv, bn, "rbr_dense"))
     if getattr(m, "rbr_1x1", None) is not None:
         found.branches.append(conv_part(found, *seq_conv_bn(m.rbr_1x1, "rbr_1x1"), "rbr_1x1"))

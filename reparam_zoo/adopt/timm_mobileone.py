@@ -22,11 +22,12 @@ def recognise(m) -> Recognised:
         post = [("se", m.se), ("act", m.act)]
     convs = list(m.conv_kxk) if m.conv_kxk is not None else []
     if convs:
-        found = Recognised.like("timm_mobileoneblock", conv_norm(convs[0], "conv_kxk.0")[0], post=post)
+        found = Recognised.like("timm_mobileoneblock", conv_norm(convs[0], "conv_kxk.0")[0], post=post,
+                                deploy="reparam_conv")
     elif m.identity is not None:  # fastvit's RepMixer norm: the BN skip alone, as a kxk depthwise conv
         k = m.kernel_size
         found = Recognised("timm_mobileoneblock", m.in_chs, m.out_chs, (k, k), (1, 1), (k // 2, k // 2),
-                           groups=m.groups, post=post)
+                           groups=m.groups, post=post, deploy="reparam_conv")
     else:
         raise AdoptRefused("no conv_kxk branch and no identity")
     for i, branch in enumerate(convs):

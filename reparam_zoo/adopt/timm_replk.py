@@ -14,7 +14,8 @@ def recognise(m) -> Recognised:
     if getattr(m, "reparam_conv", None) is not None:
         raise AdoptRefused("already reparameterized (it holds reparam_conv)")
     conv, bn = conv_norm(getattr(m, "large_conv", None), "large_conv")
-    found = Recognised.like("timm_reparamlargekernelconv", conv, post=[("se", m.se), ("act", m.act)])
+    found = Recognised.like("timm_reparamlargekernelconv", conv, post=[("se", m.se), ("act", m.act)],
+                            deploy="reparam_conv")
     found.branches.append(conv_part(found, conv, bn, "large_conv"))
     if getattr(m, "small_conv", None) is not None:
         found.branches.append(conv_part(found, *conv_norm(m.small_conv, "small_conv"), "small_conv"))

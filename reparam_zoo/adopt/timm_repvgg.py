@@ -12,7 +12,7 @@ from ._timm import conv_norm, tail
 def recognise(m) -> Recognised:
     post = tail(m)
     conv, bn = conv_norm(m.conv_kxk, "conv_kxk")
-    found = Recognised.like("timm_repvggblock", conv, post=post)
+    found = Recognised.like("timm_repvggblock", conv, post=post, deploy="reparam_conv")
     found.branches.append(conv_part(found, conv, bn, "conv_kxk"))
     found.branches.append(conv_part(found, *conv_norm(m.conv_1x1, "conv_1x1"), "conv_1x1"))
     if m.identity is not None:

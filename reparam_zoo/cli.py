@@ -259,9 +259,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if isinstance(raw, dict) and isinstance(raw.get("reparam_zoo"), dict) and \
             raw["reparam_zoo"].get("mode") == expand_cmd.MODE:
         return expand_cmd.convert_expanded(args, raw)
+    if args.model:
+        return expand_cmd.convert_adopted(args)
     if not args.net:
-        print("reparam-zoo: error: --net is required (except for a checkpoint written by `reparam-zoo expand`)",
-              file=sys.stderr)
+        print("reparam-zoo: error: --net or --model is required (except for a checkpoint written by "
+              "`reparam-zoo expand`)", file=sys.stderr)
         return 2
     try:
         net, model, _ = _model_from_checkpoint(args, deployed_ok=False)
@@ -466,6 +468,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .commands import expand as expand_cmd
+
     p = argparse.ArgumentParser(
         prog="reparam-zoo",
         description="Structural re-parameterization: blocks declared in YAML, trained as branches, "
@@ -546,8 +550,16 @@ def build_parser() -> argparse.ArgumentParser:
                                     "Load it with build_model(..., deployed=True) and strict=True. A checkpoint "
                                     "written by `reparam-zoo expand` (and fine-tuned) is folded back into its "
                                     "original model instead: the output is a bare state dict that the original "
-                                    "torchvision/timm/your model loads with strict=True (no --net needed).")
+                                    "torchvision/timm/your model loads with strict=True (no --net needed). With "
+                                    "--model, IN is that model's own train-time checkpoint: its re-parameterized "
+                                    "blocks (official RepVGG, timm, MobileOne, ...) are adopted and folded into "
+                                    "their upstream's deployed keys.")
     model_args(pv, net_required=False)
+    pv.add_argument("--model", help="instead of --net: torchvision:NAME, timm:NAME or FILE.py:FACTORY whose own "
+                                    "train-time checkpoint IN is; its re-parameterized blocks are adopted and "
+                                    "folded into their upstream's deployed keys (docs/any_model.md)")
+    pv.add_argument("--input-shape", type=expand_cmd._shape, default=(2, 3, 64, 64), metavar="N,C,H,W",
+                    help="input of the check with --model (default 2,3,64,64)")
     pv.add_argument("checkpoint", metavar="IN.pth")
     pv.add_argument("output", metavar="OUT.pth")
     pv.set_defaults(func=cmd_convert)
@@ -597,8 +609,6 @@ def build_parser() -> argparse.ArgumentParser:
     pz = sub.add_parser("zoo", help="measure every shipped spec on the reference layer (the docs/zoo.md table)")
     pz.add_argument("--write", metavar="FILE", help="write the markdown to FILE instead of printing it")
     pz.set_defaults(func=cmd_zoo)
-
-    from .commands import expand as expand_cmd
 
     expand_cmd.add_parser(sub)
 

@@ -111,3 +111,22 @@ def test_compare_inside_a_users_model_with_the_plain_model_as_control(tmp_path, 
     assert main(["compare", "replknet", "--model", f"{src}:make", "--size", "12", "--epochs", "1", "--quiet",
                  "--out", str(tmp_path / "x")]) == 2
     assert "expands no layer" in capsys.readouterr().err
+
+
+def test_convert_a_timm_models_own_checkpoint_into_its_deployed_form(tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+    from timm.utils.model import reparameterize_model
+
+    torch.manual_seed(0)
+    model = rz.randomize_norms(timm.create_model("mobileone_s0", num_classes=5)).eval()
+    src, out = tmp_path / "s0.pth", tmp_path / "s0_deployed.pth"
+    torch.save(model.state_dict(), src)
+    assert main(["convert", "--model", "timm:mobileone_s0", "--num-classes", "5", str(src), str(out)]) == 0
+    assert "adopted 43 block(s), left 0" in capsys.readouterr().out
+    deployed = reparameterize_model(timm.create_model("mobileone_s0", num_classes=5)).eval()
+    deployed.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert_close(model(x), deployed(x), rel=1e-5)
+    assert main(["convert", "--model", "torchvision:resnet18", str(src), str(out)]) == 2  # weights do not fit
+    assert "does not fit the model" in capsys.readouterr().err

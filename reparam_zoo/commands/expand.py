@@ -149,3 +149,34 @@ def convert_expanded(args: argparse.Namespace, raw: dict) -> int:
           f"({sum(p.numel() for p in folded.parameters()):,} parameters): the original model loads it with "
           "load_state_dict(..., strict=True)")
     return 0
+
+
+def convert_adopted(args: argparse.Namespace) -> int:
+    """``convert --model M IN OUT``: the model's own train-time checkpoint, its re-parameterized blocks
+    adopted and folded into their upstream's deployed form (``rbr_reparam``, ``reparam_conv``, ...)."""
+    from ..adopt import adopt
+
+    try:
+        model = build_user_model(args.model, args.num_classes)
+        load_weights(model, args.checkpoint)
+    except (ModelError, CheckpointError) as exc:
+        return _fail(exc)
+    model.eval()
+    adopted, report = adopt(model)
+    print(report)
+    if not report.adopted:
+        return _fail(f"{args.model} holds no re-parameterized block that an adapter recognises; nothing written")
+    x = torch.randn(*args.input_shape, generator=torch.Generator().manual_seed(0))
+    try:
+        folded = fold_model(adopted, layout="original")
+        with torch.no_grad():
+            rel = _relative(model(x), folded(x))
+    except (RuntimeError, ValueError) as exc:
+        return _fail(f"folding failed: {str(exc).splitlines()[0]}")
+    print(f"folded == {args.model} (eval, input {tuple(x.shape)}): relative difference {rel:.2e}")
+    if not rel <= 1e-5:
+        return _fail(f"the folded model differs from the model by {rel:.2e}; nothing written")
+    torch.save(folded.state_dict(), args.output)
+    print(f"wrote {args.output}: the deployed state dict of {args.model} ({len(report.adopted)} block(s) folded into "
+          "their upstream's deployed keys); load it into the model's own deployed form")
+    return 0

@@ -33,9 +33,10 @@ SpecLike = BlockSpec | str | Path
 
 @dataclass(frozen=True)
 class ExpandedFrom:
-    """What an expanded RepBlock replaced: the name of the absorbed norm beside it (same parent)."""
+    """What an expanded RepBlock replaced: the name of the absorbed norm beside it (same parent), or
+    None for a lone biased conv (the block carries the conv and its bias)."""
 
-    norm: str
+    norm: str | None
 
 
 class AbsorbedNorm(nn.Module):
@@ -193,13 +194,18 @@ def _geometry_spec(spec: BlockSpec, conv: nn.Conv2d) -> BlockSpec:
     return spec_from_data(data, spec.source)
 
 
-def _carrier(block: RepBlock, conv: nn.Conv2d) -> int | None:
-    """The branch that can carry the pretrained conv + BN: a plain conv of the block's full kernel
-    (no bias) then a BatchNorm, at the window's origin."""
+def _carrier(block: RepBlock, conv: nn.Conv2d, lone: bool = False) -> int | None:
+    """The branch that can carry the pretrained layer, at the window's origin: a plain conv of the
+    block's full kernel (no bias) then a BatchNorm — or, for a lone biased conv, a plain biased conv
+    of the full kernel with no norm (``kxk`` with ``bias: true, norm: none``)."""
     for i, (chain, info) in enumerate(zip(block.branches, block.branch_info)):
-        if (len(chain) == 2 and type(chain[0]) is nn.Conv2d and isinstance(chain[1], nn.BatchNorm2d)
-                and chain[0].bias is None and chain[0].weight.shape == conv.weight.shape
-                and info.placement.offset == (0, 0) and chain[1].affine and chain[1].track_running_stats):
+        if type(chain[0]) is not nn.Conv2d or chain[0].weight.shape != conv.weight.shape \
+                or info.placement.offset != (0, 0):
+            continue
+        if lone and len(chain) == 1 and chain[0].bias is not None:
+            return i
+        if (not lone and len(chain) == 2 and isinstance(chain[1], nn.BatchNorm2d) and chain[0].bias is None
+                and chain[1].affine and chain[1].track_running_stats):
             return i
     return None
 
@@ -253,14 +259,19 @@ def _norm_ok(norm: _BatchNorm) -> str | None:
     return None
 
 
-def _expand_one(conv: nn.Conv2d, norm: _BatchNorm, spec: BlockSpec, init: str) -> RepBlock:
-    """The RepBlock replacing ``conv`` (+ ``norm``); raises SpecError/ValueError with the reason."""
+def _expand_one(conv: nn.Conv2d, norm: _BatchNorm | None, spec: BlockSpec, init: str) -> RepBlock:
+    """The RepBlock replacing ``conv`` (+ ``norm``; None: a lone biased conv); raises
+    SpecError/ValueError with the reason."""
+    lone = norm is None
     block = RepBlock(_geometry_spec(spec, conv), conv.in_channels, conv.out_channels, stride=conv.stride,
                      groups=conv.groups)
     block.to(device=conv.weight.device, dtype=conv.weight.dtype)
-    i = _carrier(block, conv)
-    if i is not None:  # the carrier BN keeps the layer's eps and momentum whatever the init (they are not
-        block.branches[i][1].eps = norm.eps  # in state dicts: a rebuilt model must get them from here)
+    i = _carrier(block, conv, lone)
+    if lone and i is None:
+        raise ValueError(f"the conv has a bias and no BatchNorm of its own; spec {spec.name!r} has no biased "
+                         "kxk conv branch without a norm (bias: true, norm: none) to carry it")
+    if i is not None and not lone:  # the carrier BN keeps the layer's eps and momentum whatever the init
+        block.branches[i][1].eps = norm.eps  # (not in state dicts: a rebuilt model must get them here)
         block.branches[i][1].momentum = norm.momentum
     if init == "preserve":
         if block.norm_after is not None:
@@ -272,7 +283,10 @@ def _expand_one(conv: nn.Conv2d, norm: _BatchNorm, spec: BlockSpec, init: str) -
         chain = block.branches[i]
         with torch.no_grad():
             chain[0].weight.copy_(conv.weight)
-        chain[1].load_state_dict(norm.state_dict(), strict=True)
+            if lone:
+                chain[0].bias.copy_(conv.bias)
+        if not lone:
+            chain[1].load_state_dict(norm.state_dict(), strict=True)
         for j, other in enumerate(block.branches):
             if j == i:
                 continue
@@ -281,6 +295,9 @@ def _expand_one(conv: nn.Conv2d, norm: _BatchNorm, spec: BlockSpec, init: str) -
                                                        conv.weight.dtype, conv.weight.device):
                 raise ValueError(f"init='preserve': {name} ({block.branch_info[j].spec.label()}) cannot "
                                  "start at exactly zero")
+    if lone and block.norm_after is not None:
+        raise ValueError(f"spec {spec.name!r} has a norm after the sum, which a lone conv's layout has no "
+                         "place for when folded back")
     if isinstance(norm, nn.SyncBatchNorm):  # the layer synchronised its statistics: so do the block's BNs
         block = nn.SyncBatchNorm.convert_sync_batchnorm(block)
     block.train(conv.training)
@@ -310,6 +327,9 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
     pairs, why, traced = find_conv_bn_pairs(new)
     report = ExpandReport(traced=traced)
     modules = dict(new.named_modules())
+    shared: dict[int, int] = {}
+    for _, m in new.named_modules(remove_duplicate=False):
+        shared[id(m)] = shared.get(id(m), 0) + 1
     for path, conv in list(modules.items()):
         if not isinstance(conv, nn.Conv2d):
             continue
@@ -323,16 +343,20 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
             reason = f"kernel {conv.kernel_size[0]}x{conv.kernel_size[1]} is below min_kernel={min_kernel}"
         elif type(conv) is not nn.Conv2d:
             reason = f"a {type(conv).__name__}, not a plain nn.Conv2d"
-        elif conv.bias is not None:
-            reason = "the conv has a bias (a conv before a BatchNorm usually has none)"
+        elif shared.get(id(conv), 0) > 1:
+            reason = "the conv is shared (registered at several places)"
+        elif conv.bias is not None:  # a lone conv with its bias (any BN after it stays where it is)
+            spec = _spec_for(block, path)
+            if spec is None:
+                reason = "no pattern of the block mapping matches"
         elif path not in pairs:
             reason = why.get(path, "no BatchNorm follows it")
         else:
             spec = _spec_for(block, path)
             if spec is None:
                 reason = "no pattern of the block mapping matches"
-        norm = modules.get(pairs.get(path, ""))
-        if reason is None:
+        norm = None if conv.bias is not None else modules.get(pairs.get(path, ""))
+        if reason is None and norm is not None:
             reason = _norm_ok(norm)
         if reason is None:
             try:
@@ -343,11 +367,14 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
             report.left.append((path, reason))
             continue
         parent_path, conv_name = _split(path)
-        _, norm_name = _split(pairs[path])
         parent = modules[parent_path] if parent_path else new
-        rep.origin = ExpandedFrom(norm=norm_name)
         setattr(parent, conv_name, rep)
-        setattr(parent, norm_name, AbsorbedNorm(norm))
+        if norm is None:
+            rep.origin = ExpandedFrom(norm=None)
+        else:
+            _, norm_name = _split(pairs[path])
+            rep.origin = ExpandedFrom(norm=norm_name)
+            setattr(parent, norm_name, AbsorbedNorm(norm))
         g = rep.geometry
         report.expanded.append((path, spec.name, f"{g.in_channels}->{g.out_channels} k{g.kernel[0]}x{g.kernel[1]} "
                                                   f"s{g.stride[0]} g{g.groups}"))

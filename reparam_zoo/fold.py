@@ -131,11 +131,21 @@ def _fold_original(model: nn.Module) -> dict[int, nn.Module]:
                 out[id(parent if wrapped else child)] = _upstream_deployed(child, origin)
                 out[id(child)] = out[id(parent if wrapped else child)]
                 continue
+            g = child.geometry
+            if origin.norm is None:  # a lone biased conv: the conv carries the folded bias
+                with torch.no_grad():
+                    weight, bias = child.equivalent_kernel()
+                    conv = nn.Conv2d(g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
+                                     dilation=g.dilation, groups=g.groups, bias=True,
+                                     padding_mode=child.padding_mode, device=weight.device, dtype=weight.dtype)
+                    conv.weight.copy_(weight)
+                    conv.bias.copy_(bias)
+                out[id(child)] = conv.train(child.training)
+                continue
             slot = getattr(parent, origin.norm, None)
             if not isinstance(slot, AbsorbedNorm):
                 raise ValueError(f"an expanded block's norm slot {origin.norm!r} holds a {type(slot).__name__}, "
                                  "not the AbsorbedNorm that expand() left there")
-            g = child.geometry
             with torch.no_grad():
                 weight, bias = child.equivalent_kernel()
                 conv = nn.Conv2d(g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,

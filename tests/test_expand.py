@@ -267,3 +267,28 @@ def test_sync_batchnorm_layers_get_sync_batchnorm_blocks():
     assert all(isinstance(chain[1], nn.SyncBatchNorm) for chain in new[0].branches)
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     assert_close(model(x), new(x))
+
+
+LONE_SPEC = {"name": "acb_biased", "kernel": 3, "act": "identity",
+             "branches": [{"type": "kxk", "bias": True, "norm": "none"}, {"type": "1xk"}, {"type": "kx1"}]}
+
+
+def test_lone_biased_convs_expand_where_the_spec_has_a_biased_carrier():
+    def make():
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=True), nn.ReLU(),
+                             nn.Conv2d(4, 4, 3, padding=1, bias=True), nn.BatchNorm2d(4))  # biased conv + BN
+
+    torch.manual_seed(0)
+    model = rz.randomize_norms(make(), seed=2).double().eval()
+    new, report = rz.expand(model, LONE_SPEC)
+    assert [p for p, _, _ in report.expanded] == ["0", "2"] and isinstance(new[3], nn.BatchNorm2d)
+    x = torch.randn(2, 3, 8, 9, dtype=torch.float64)
+    for train in (False, True):
+        assert_close(_forward(model, x, train), _forward(new, x, train))
+    rz.randomize_norms(new, seed=6)  # as if trained
+    folded = rz.fold_model(new, layout="original")
+    fresh = make().double().eval()
+    fresh.load_state_dict(folded.state_dict(), strict=True)
+    assert_close(new(x), fresh(x))
+    _, report = rz.expand(model, "acb")  # no biased carrier in acb: left, with the reason
+    assert not report.expanded and "no biased kxk conv branch" in report.left[0][1]

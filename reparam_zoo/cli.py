@@ -35,12 +35,16 @@ def _measure(block: RepBlock, size: int, dtype: torch.dtype, seed: int, toleranc
     g = block.geometry
     folded = fold_model(block)
     shape = (1, g.in_channels, size, size)
-    res = verify(block, (2, g.in_channels, 9, 11), dtype=dtype, seed=seed, tolerance=tolerance)
+    # inputs at least as large as the block's window (and than reflect padding needs), so that the check
+    # always compares something; border_shapes adds the small sizes too
+    (wh, ww), (ph, pw) = g.window, g.padding
+    h, w = max(9, wh - 2 * ph + 2, ph + 2), max(11, ww - 2 * pw + 4, pw + 2)
+    res = verify(block, (2, g.in_channels, h, w), dtype=dtype, seed=seed, tolerance=tolerance)
     return {
         "train_params": count_params(block), "deploy_params": count_params(folded),
         "train_macs": count_macs(block, shape), "deploy_macs": count_macs(folded, shape),
         "max_abs": res.max_abs, "max_rel": res.max_rel, "fold_rel": res.fold_rel, "train_rel": res.train_rel,
-        "tolerance": res.tolerance, "ok": res.ok,
+        "tolerance": res.tolerance, "ok": res.ok, "compared": len(res.shapes), "nonfinite": res.nonfinite,
     }
 
 
@@ -89,7 +93,11 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"  MACs @ {args.size}x{args.size}: train {_human(m['train_macs'])} -> "
                       f"deploy {_human(m['deploy_macs'])}")
                 verdict = "OK" if m["ok"] else "FAIL"
-                if dtype == torch.float64:
+                if not m["compared"] or m["nonfinite"]:
+                    why = ("compared nothing (every input was too small)" if not m["compared"] else
+                           "non-finite outputs from " + ", ".join(m["nonfinite"]))
+                    print(f"  fold error: {why} FAIL")
+                elif dtype == torch.float64:
                     print(f"  fold error (float64): max abs {m['max_abs']:.2e}, max rel {m['max_rel']:.2e} "
                           f"(tolerance {m['tolerance']:.0e}) {verdict}")
                 else:
@@ -195,6 +203,11 @@ def _run_compare(args: argparse.Namespace, net, data, blocks) -> int:
         return 0
     print(markdown_table(summary, cfg.latency_batch))
     print(f"wrote {cfg.out}/results.json, results.csv, results.md, plot.png")
+    diverged = [r["block"] for r in summary if not r.get("all_finite", True)]
+    if diverged:
+        print(f"reparam-zoo: non-finite (NaN/inf) outputs, training diverged or the weights are broken, for: "
+              f"{', '.join(diverged)}", file=sys.stderr)
+        return 1
     bad = [r["block"] for r in summary if not r["all_same_predictions"]]
     if bad:
         print(f"reparam-zoo: the folded network predicts differently for: {', '.join(bad)}", file=sys.stderr)

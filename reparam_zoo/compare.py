@@ -194,14 +194,15 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
     acc, logits = evaluate(model, data.val_x, data.val_y, device)
     deployed, report = fold_model(model, return_report=True)
     deploy_acc, deploy_logits = evaluate(deployed, data.val_x, data.val_y, device)
-    max_diff = (logits - deploy_logits).abs().max().item()
+    finite = bool(torch.isfinite(logits).all()) and bool(torch.isfinite(deploy_logits).all())
+    max_diff = (logits - deploy_logits).abs().max().item() if finite else float("inf")
     shape1 = (1, data.in_channels, cfg.net.input_size, cfg.net.input_size)
     sample = data.train_x[: min(cfg.batch_size, len(data.train_x))].to(device)
     result = {
         "block": block_name, "seed": seed, "epochs": cfg.epochs,
         "train_loss": last_loss, "train_acc": last_acc,
-        "val_acc": acc, "deploy_val_acc": deploy_acc, "same_predictions": bool(
-            (logits.argmax(1) == deploy_logits.argmax(1)).all()),
+        "val_acc": acc, "deploy_val_acc": deploy_acc, "finite_outputs": finite,  # NaN logits "agree" in argmax
+        "same_predictions": finite and bool((logits.argmax(1) == deploy_logits.argmax(1)).all()),
         "max_logit_diff": max_diff, "max_logit": logits.abs().max().item(),
         "folded_blocks": report.count,
         "sync_batchnorm": sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()),
@@ -236,7 +237,8 @@ def summarize(runs: list[dict], latency_batch: int) -> list[dict]:
     out = []
     for block in dict.fromkeys(r["block"] for r in runs):
         rs = [r for r in runs if r["block"] == block]
-        row = {"block": block, "seeds": len(rs), "all_same_predictions": all(r["same_predictions"] for r in rs)}
+        row = {"block": block, "seeds": len(rs), "all_same_predictions": all(r["same_predictions"] for r in rs),
+               "all_finite": all(r.get("finite_outputs", True) for r in rs)}
         for f in fields:
             vals = [float(r[f]) for r in rs]
             if any(math.isnan(v) for v in vals):  # e.g. CUDA memory on a CPU run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -68,12 +69,21 @@ class VerifyResult:
     train_rel: float = 0.0
     shapes: list[tuple[int, ...]] = field(default_factory=list)  # input shapes compared
     skipped: list[tuple[int, ...]] = field(default_factory=list)  # too small for both forms
+    nonfinite: list[str] = field(default_factory=list)  # which forms gave NaN/inf outputs (a failure)
 
     @property
     def ok(self) -> bool:
-        return self.fold_rel <= self.tolerance and self.max_rel <= max(self.tolerance, 10 * self.train_rel)
+        """Within tolerance, on at least one input, with every output finite (NaN or inf anywhere fails)."""
+        errors = (self.fold_rel, self.max_rel, self.train_rel)
+        return (bool(self.shapes) and not self.nonfinite and all(math.isfinite(e) for e in errors)
+                and self.fold_rel <= self.tolerance and self.max_rel <= max(self.tolerance, 10 * self.train_rel))
 
     def __str__(self) -> str:
+        if not self.shapes:
+            return (f"compared nothing: every input size was too small for the block "
+                    f"(skipped {', '.join('x'.join(map(str, s[2:])) for s in self.skipped)}) FAIL")
+        if self.nonfinite:
+            return f"non-finite outputs ({', '.join(self.nonfinite)}): max rel {self.max_rel:.2e} FAIL"
         verdict = "OK" if self.ok else "FAIL"
         dt = str(self.dtype).replace("torch.", "")
         if self.dtype == torch.float64:
@@ -140,15 +150,33 @@ def verify(module: nn.Module, input_shape: tuple[int, int, int, int], *, dtype: 
             continue
         if not want.numel():
             continue
+        if not bool(torch.isfinite(want).all()):
+            _flag(result, "the training form in float64")
+            continue
         scale = max(want.abs().max().item(), tiny)
-        diff = (got.double() - want).abs().max().item()
+        diff = _err(got, want, result, f"the folded form in {str(dt).replace('torch.', '')}")
         result.max_abs = max(result.max_abs, diff)
         result.max_rel = max(result.max_rel, diff / scale)
         if exact is ref:
             result.fold_rel = result.max_rel
             continue
-        for attr, m, inp in (("fold_rel", folded64, x), ("train_rel", ref, x.to(dt))):
+        for attr, m, inp, what in (("fold_rel", folded64, x, "the folded weights in float64"),
+                                   ("train_rel", ref, x.to(dt), "the training form in its dtype")):
             y = _run(m, inp)
-            err = float("inf") if y is None else (y.double() - want).abs().max().item() / scale
+            err = float("inf") if y is None else _err(y, want, result, what) / scale
             setattr(result, attr, max(getattr(result, attr), err))
     return result
+
+
+def _flag(result: VerifyResult, what: str) -> None:
+    if what not in result.nonfinite:
+        result.nonfinite.append(what)
+    result.max_abs = result.max_rel = result.fold_rel = float("inf")
+
+
+def _err(got: torch.Tensor, want: torch.Tensor, result: VerifyResult, what: str) -> float:
+    """max |got - want|; inf (and the form flagged) when ``got`` has a NaN or inf."""
+    if not bool(torch.isfinite(got).all()):
+        _flag(result, what)
+        return float("inf")
+    return (got.double() - want).abs().max().item()

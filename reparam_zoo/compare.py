@@ -9,6 +9,7 @@ and writes.
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import math
 import os
@@ -61,7 +62,8 @@ def dist_env() -> tuple[int, int]:
 def init_distributed(device: str) -> None:
     rank, world = dist_env()
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        # a lost or stuck rank becomes an error within minutes, not gloo's default 30-minute hang
+        dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=datetime.timedelta(minutes=5))
         if device == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
 
@@ -154,7 +156,11 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
     last_loss = last_acc = float("nan")
     for epoch in range(cfg.epochs):
         net.train()
-        perm = torch.randperm(len(data.train_x), generator=gen)[rank::world]
+        perm = torch.randperm(len(data.train_x), generator=gen)
+        if world > 1:  # every rank gets the same number of images (and so of steps and all-reduces):
+            # pad the permutation by wrapping around, as DistributedSampler does
+            pad = -len(perm) % world
+            perm = torch.cat([perm, perm[:pad]])[rank::world]
         batches = [perm[i:i + cfg.batch_size] for i in range(0, len(perm), cfg.batch_size)]
         bar = _progress(batches, cfg.progress and rank == 0, f"{block_name} s{seed} epoch {epoch + 1}/{cfg.epochs}",
                         len(batches))

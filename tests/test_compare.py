@@ -115,3 +115,18 @@ def test_ddp_two_processes_with_gloo_train_and_fold(tmp_path):
     assert run["sync_batchnorm"] == 0  # SyncBatchNorm is CUDA-only in torch; tests/test_fold.py folds it
     assert run["same_predictions"] and run["folded_blocks"] == 5
     assert run["train_acc"] > 0.1
+
+
+def test_ddp_with_uneven_shards_finishes(tmp_path):
+    # 129 images on 2 ranks, batch 64: unpadded, rank 0 would run 2 steps and rank 1 one, and the
+    # ranks' collectives would wait for each other until gloo's timeout (the subprocess timeout
+    # below only guards the test run; it is not a speed assertion)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+         "-m", "reparam_zoo", "compare", "repvgg", "--epochs", "1", "--seeds", "1", "--limit", "129",
+         "--batch-size", "64", "--latency-runs", "1", "--quiet", "--out", str(out)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["config"]["world_size"] == 2

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from . import kernels as K
 from .errors import NotApplicable, SpecError
 from .modules import ACTIVATIONS
-from .spec import BRANCHES, BlockSpec, BranchSpec, BranchType, NormSpec, resolve_spec
+from .spec import BRANCHES, LIMITS, BlockSpec, BranchSpec, BranchType, NormSpec, resolve_spec
 from .steps import (
     BlockGeometry,
     Chain,
@@ -45,9 +45,13 @@ def block_geometry(spec: BlockSpec, in_channels: int, out_channels: int, *, stri
                    ) -> BlockGeometry:
     """The one conv a spec folds into, for these channels, stride and groups (checked)."""
     try:
-        _check_int(in_channels, "in_channels")
-        _check_int(out_channels, "out_channels")
+        for value, name in ((in_channels, "in_channels"), (out_channels, "out_channels")):
+            _check_int(value, name)
+            if value > LIMITS["channels"]:
+                raise SpecError(f"{name}={value} is above the limit {LIMITS['channels']:,}", name)
         _check_int(groups, "groups")
+        if not (isinstance(stride, int) or isinstance(stride, (tuple, list)) and len(stride) == 2):
+            raise SpecError(f"Expected stride to be an int or a pair of ints but got {stride!r}"[:200], "stride")
         stride = K.as_pair(stride, "stride")
         for s in stride:
             _check_int(s, "stride")

@@ -20,7 +20,8 @@ class SpecError(ValueError):
 
     def _render(self) -> str:
         src = self.source or "<spec>"
-        parts = [f"{loc}: {rule}" if loc else rule for loc, rule in self.problems]
+        # bounded: a rule never embeds more than 500 characters of anything (user values included)
+        parts = [(f"{loc}: {rule}" if loc else rule)[:500] for loc, rule in self.problems[:20]]
         head = f"{src}: {parts[0]}"
         if len(parts) > 1:
             head += f" (and {len(parts) - 1} more: " + "; ".join(parts[1:]) + ")"

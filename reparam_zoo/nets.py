@@ -18,7 +18,7 @@ from torch import nn
 
 from .block import RepBlock, deployed_block
 from .errors import SpecError
-from .spec import BlockSpec, _parse_yaml, _translate, resolve_spec, spec_from_data, specs_root
+from .spec import BlockSpec, _parse_yaml, _translate, read_text, resolve_spec, spec_from_data, specs_root
 
 
 #: a block spec by shipped name or YAML path, or written inline (a mapping, as in a block YAML file)
@@ -107,7 +107,7 @@ def load_net(net: str | Path | Mapping | NetSpec) -> NetSpec:
         if not path.is_file():
             raise SpecError(f"no such net spec file: {path}", "", str(path))
         source = str(path)
-        data = _parse_yaml(path.read_text(encoding="utf-8"), source)
+        data = _parse_yaml(read_text(path), source)
     if not isinstance(data, Mapping):
         raise SpecError("a net spec must be a YAML mapping of keys", "", source)
     try:

@@ -25,7 +25,7 @@ from .block import build_block
 from .errors import SpecError
 from .fold import fold_model
 from .profile import count_macs, count_params, saved_tensor_mb
-from .spec import BlockSpec, _parse_yaml, spec_from_data, specs_root
+from .spec import BlockSpec, _parse_yaml, read_text, spec_from_data, specs_root
 
 CHOICE = "choice"
 
@@ -128,7 +128,7 @@ class SearchSpace:
             if not shipped.is_file():
                 raise SpecError(f"no such search space: {path}")
             path = shipped
-        data = _parse_yaml(path.read_text(encoding="utf-8"), str(path))
+        data = _parse_yaml(read_text(path), str(path))
         if not isinstance(data, Mapping) or not isinstance(data.get("block"), Mapping):
             raise SpecError("a search space is a mapping with a 'block' template", "block", str(path))
         unknown = set(data) - {"name", "description", "block", "geometry", "net"}

@@ -35,32 +35,48 @@ from .modules import ACTIVATIONS
 from .registry import Registry
 from .steps import BlockGeometry, BranchKernel, Chain, NormStep, Step, chain_kernel
 
+# ----------------------------------------------------------------------------- limits
+
+#: what a spec may ask for; checked before anything is allocated (docs/spec.md, "Limits")
+LIMITS = {"file_bytes": 1_000_000, "yaml_nodes": 100_000, "yaml_depth": 64, "branches": 64, "count": 64,
+          "kernel": 1024, "dilation": 1024, "padding": 4096, "channels": 65_536}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (error messages never embed unbounded input)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+
+
 # ----------------------------------------------------------------------------- field types
 
 
-def _positive_pair(value: Any, what: str, allow_zero: bool = False) -> int | tuple[int, int]:
+def _positive_pair(value: Any, what: str, allow_zero: bool = False, limit: int | None = None
+                   ) -> int | tuple[int, int]:
     low = 0 if allow_zero else 1
     ok_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low  # noqa: E731
-    if ok_int(value):
-        return value
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(ok_int(v) for v in value):
-        return (value[0], value[1])
+    if ok_int(value) or isinstance(value, (list, tuple)) and len(value) == 2 and all(ok_int(v) for v in value):
+        big = [v for v in ((value,) if isinstance(value, int) else value) if limit is not None and v > limit]
+        if big:
+            raise ValueError(f"{what.split(' ')[0]} {_short(big[0])} is above the limit {limit} (a spec may not ask "
+                             f"for more; see docs/spec.md, Limits)")
+        return value if isinstance(value, int) else (value[0], value[1])
     kind = "a non-negative" if allow_zero else "a positive"
-    raise ValueError(f"{what} must be {kind} int or a pair [h, w] of such ints, got {value!r}")
+    raise ValueError(f"{what} must be {kind} int or a pair [h, w] of such ints, got {_short(value)}")
 
 
 def _kernel(value: Any) -> int | tuple[int, int]:
-    return _positive_pair(value, "kernel")
+    return _positive_pair(value, "kernel", limit=LIMITS["kernel"])
 
 
 def _dilation(value: Any) -> int | tuple[int, int]:
-    return _positive_pair(value, "dilation")
+    return _positive_pair(value, "dilation", limit=LIMITS["dilation"])
 
 
 def _padding(value: Any) -> str | int | tuple[int, int]:
     if value == "same":
         return value
-    return _positive_pair(value, "padding ('same',", allow_zero=True)
+    return _positive_pair(value, "padding ('same',", allow_zero=True, limit=LIMITS["padding"])
 
 
 _PairSchema = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
@@ -80,11 +96,11 @@ class NormSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["bn", "scale", "none"] = "bn"
-    eps: float = Field(1e-5, gt=0, description="BatchNorm eps (the fold uses this exact value)")
+    eps: float = Field(1e-5, gt=0, allow_inf_nan=False, description="BatchNorm eps (the fold uses this exact value)")
     momentum: Optional[float] = Field(0.1, ge=0, le=1, description="BatchNorm momentum")
     affine: bool = Field(True, description="BatchNorm with learnable gamma/beta")
     track_running_stats: bool = Field(True, description="must stay true: batch statistics cannot fold")
-    init: float = Field(1.0, description="initial value of a `scale` norm")
+    init: float = Field(1.0, allow_inf_nan=False, description="initial value of a `scale` norm")
 
     @model_validator(mode="after")
     def _foldable(self) -> "NormSpec":
@@ -131,7 +147,7 @@ class BranchSpec(BaseModel):
 
     norm: Norm = Field(default_factory=NormSpec, description="norm after the branch: bn | scale | none")
     optional: bool = Field(False, description="drop the branch where it cannot apply (channels/stride)")
-    count: PositiveInt = Field(1, description="number of parallel copies (MobileOne's k)")
+    count: PositiveInt = Field(1, le=LIMITS["count"], description="number of parallel copies (MobileOne's k)")
     when: Literal["always", "depthwise", "not_depthwise"] = Field(
         "always", description="use the branch only in depthwise blocks (groups == out_channels) or only in others")
     gate: Literal["none", "learnable", "fixed"] = Field(
@@ -225,7 +241,7 @@ class BlockSpec(BaseModel):
     norm_after: Norm = Field(default_factory=lambda: NormSpec(type="none"),
                              description="norm on the sum of the branches (QARepVGG): none | bn | scale")
     act: str = Field("relu", description="activation after the (normed) sum")
-    branches: list[BranchSpec] = Field(min_length=1, description="the parallel branches")
+    branches: list[BranchSpec] = Field(min_length=1, max_length=LIMITS["branches"], description="the parallel branches")
 
     _source: Optional[str] = PrivateAttr(None)
 
@@ -302,7 +318,8 @@ def block_model() -> type[BlockSpec]:
     models = tuple(t.spec for _, t in BRANCHES.items())
     item = Annotated[Union[models], Field(discriminator="type")] if len(models) > 1 else models[0]
     model = create_model("BlockSpec", __base__=BlockSpec,
-                         branches=(list[item], Field(min_length=1, description="the parallel branches")))
+                         branches=(list[item], Field(min_length=1, max_length=LIMITS["branches"],
+                                                     description="the parallel branches")))
     _MODEL_CACHE.clear()
     _MODEL_CACHE[BRANCHES.version] = model
     return model
@@ -400,14 +417,91 @@ def list_specs() -> list[str]:
     return sorted(p.stem for p in (specs_root() / "blocks").glob("*.yaml"))
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys and reads ``1:00`` as text (no YAML 1.1 sexagesimal ints)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                mark = key_node.start_mark
+                raise SpecError(f"duplicate key {_short(key)} (a second value would silently replace the first)",
+                                f"line {mark.line + 1}, column {mark.column + 1}")
+            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:int"
+                                       or ":" not in rx.pattern] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(  # ints without the base-60 form
+    "tag:yaml.org,2002:int", __import__("re").compile(
+        r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$", __import__("re").X),
+    list("-+0123456789"))
+
+
+def _check_size(node, source: str | None) -> None:
+    """Refuse documents whose node tree, aliases expanded, is too large or too deep — before building it."""
+    sizes: dict[int, int] = {}
+
+    def walk(n, depth: int) -> int:
+        if depth > LIMITS["yaml_depth"]:
+            raise SpecError(f"nested deeper than {LIMITS['yaml_depth']} levels", f"line {n.start_mark.line + 1}",
+                            source)
+        if id(n) in sizes:
+            return sizes[id(n)]
+        if isinstance(n, yaml.MappingNode):
+            size = 1 + sum(walk(k, depth + 1) + walk(v, depth + 1) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            size = 1 + sum(walk(v, depth + 1) for v in n.value)
+        else:
+            size = 1
+        if size > LIMITS["yaml_nodes"]:
+            raise SpecError(f"the document expands (aliases included) to more than {LIMITS['yaml_nodes']:,} "
+                            "values", f"line {n.start_mark.line + 1}", source)
+        sizes[id(n)] = size
+        return size
+
+    walk(node, 0)
+
+
 def _parse_yaml(text: str, source: str | None) -> Any:
+    if len(text) > LIMITS["file_bytes"]:
+        raise SpecError(f"the spec is {len(text):,} characters long; the limit is {LIMITS['file_bytes']:,}", "",
+                        source)
+    loader = None
     try:
-        return yaml.safe_load(text)
+        loader = _Loader(text)  # the reader already refuses control characters
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node, source)
+        return loader.construct_document(node)
+    except SpecError as exc:
+        raise exc.located("", source) from None
+    except RecursionError:  # PyYAML composes recursively: thousands of levels exhaust the stack first
+        raise SpecError(f"nested deeper than {LIMITS['yaml_depth']} levels", "", source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"not valid YAML: {problem}", where, source) from None
+        raise SpecError(f"not valid YAML: {str(problem)[:200]}", where, source) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def read_text(path: Path, source: str | None = None) -> str:
+    """A spec file's text: UTF-8 (a one-line SpecError otherwise), at most the file-size limit."""
+    try:
+        size = path.stat().st_size
+        if size > LIMITS["file_bytes"]:
+            raise SpecError(f"the file is {size:,} bytes; the limit is {LIMITS['file_bytes']:,}", "", str(path))
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text (byte {exc.start}); save the spec as UTF-8", "", str(path)) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read it: {exc.strerror or exc}", "", str(path)) from None
 
 
 def spec_from_data(data: Any, source: str | None = None) -> BlockSpec:
@@ -419,6 +513,8 @@ def spec_from_data(data: Any, source: str | None = None) -> BlockSpec:
         spec = block_model().model_validate(dict(data))
     except ValidationError as exc:
         raise _translate(exc, source) from None
+    except RecursionError:
+        raise SpecError(f"nested deeper than {LIMITS['yaml_depth']} levels", "", source) from None
     spec._source = source
     return spec
 
@@ -436,12 +532,20 @@ def load_spec(path_or_text: str | Path | Mapping | BlockSpec) -> BlockSpec:
         raise SpecError(f"Expected a block spec (a BlockSpec, a mapping, YAML text or a path) but got "
                         f"{type(path_or_text).__name__}")
     if isinstance(path_or_text, str) and ("\n" in path_or_text or ":" in path_or_text
-                                          and not Path(path_or_text).exists()):
+                                          and not _exists(path_or_text)):
         return spec_from_data(_parse_yaml(path_or_text, None))
     path = Path(path_or_text)
-    if not path.is_file():
-        raise SpecError(f"no such spec file: {path}", "", str(path))
-    return spec_from_data(_parse_yaml(path.read_text(encoding="utf-8"), str(path)), str(path))
+    if not _exists(path, file=True):
+        raise SpecError(f"no such spec file: {_short(str(path), 200)}", "", _short(str(path), 200))
+    return spec_from_data(_parse_yaml(read_text(path), str(path)), str(path))
+
+
+def _exists(path, file: bool = False) -> bool:
+    """Path.exists/is_file that treat an impossible name (too long, NUL byte) as absent."""
+    try:
+        return Path(path).is_file() if file else Path(path).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def get_spec(name: str) -> BlockSpec:

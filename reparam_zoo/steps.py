@@ -250,7 +250,10 @@ def analyze(plan: Sequence[Step], block: BlockGeometry) -> Placement:
     if not plan:
         raise SpecError("a branch needs at least one step")
     channels, last_change = block.in_channels, plan[0].loc
+    limit = 65_536  # spec.LIMITS["channels"]: checked before any weight is allocated
     for step in plan:
+        if max(step.in_channels, step.out) > limit:
+            raise SpecError(f"plans {max(step.in_channels, step.out):,} channels, above the limit {limit:,}", step.loc)
         if step.in_channels != channels:
             raise SpecError(f"expects {step.in_channels} input channels but the previous step gives {channels}",
                             step.loc)

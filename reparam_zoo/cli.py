@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from . import __version__
+from .commands.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from .block import RepBlock, build_block
 from .errors import SpecError
 from .fold import fold_model
@@ -502,14 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("spec", nargs="?", help="shipped spec name or path to a YAML file")
     pc.add_argument("--all", action="store_true",
                     help="check every shipped spec (over several geometries unless one is given)")
-    pc.add_argument("--in-channels", type=int, help="input channels (default 16)")
-    pc.add_argument("--out-channels", type=int, help="output channels (default: in-channels)")
-    pc.add_argument("--stride", type=int, help="stride (default 1)")
-    pc.add_argument("--groups", type=int, help="groups (default 1)")
+    pc.add_argument("--in-channels", type=positive_int, help="input channels (default 16)")
+    pc.add_argument("--out-channels", type=positive_int, help="output channels (default: in-channels)")
+    pc.add_argument("--stride", type=positive_int, help="stride (default 1)")
+    pc.add_argument("--groups", type=positive_int, help="groups (default 1)")
     pc.add_argument("--dtype", choices=list(DTYPES), default="float64", help="dtype of the comparison")
-    pc.add_argument("--size", type=int, default=56, help="input size for the MAC count (default 56)")
-    pc.add_argument("--seed", type=int, default=0, help="seed of the random statistics and inputs")
-    pc.add_argument("--tolerance", type=float,
+    pc.add_argument("--size", type=positive_int, default=56, help="input size for the MAC count (default 56)")
+    pc.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random statistics and inputs")
+    pc.add_argument("--tolerance", type=positive_float,
                     help="relative error allowed (default per dtype: " +
                          ", ".join(f"{str(k).replace('torch.', '')} {v:.0e}" for k, v in TOLERANCE.items()) + ")")
     pc.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -529,19 +530,19 @@ def build_parser() -> argparse.ArgumentParser:
                                     "is expanded into its conv+BN layers (docs/any_model.md)")
     pm.add_argument("--weights", metavar="FILE", help="with --model: its pretrained checkpoint; the blocks then "
                                                       "start from it (init=preserve) and the model keeps its head")
-    pm.add_argument("--size", type=int, default=32, help="with --model: input size the data is resized to "
+    pm.add_argument("--size", type=positive_int, default=32, help="with --model: input size the data is resized to "
                                                          "(default 32)")
     pm.add_argument("--data", default="digits",
                     help="digits (embedded, default), cifar10:DIR (python-pickle batches) or imagefolder:DIR")
-    pm.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
-    pm.add_argument("--seeds", type=int, default=3, help="seeds per block (default 3)")
+    pm.add_argument("--epochs", type=positive_int, default=6, help="training epochs (default 6)")
+    pm.add_argument("--seeds", type=positive_int, default=3, help="seeds per block (default 3)")
     pm.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device (default cpu)")
     pm.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
-    pm.add_argument("--batch-size", type=int, default=64, help="batch size per process (default 64)")
-    pm.add_argument("--lr", type=float, default=0.05, help="peak learning rate, one-cycle SGD (default 0.05)")
-    pm.add_argument("--limit", type=int, help="use only the first N training images (quick runs)")
-    pm.add_argument("--latency-batch", type=int, default=64, help="large batch for the latency (default 64)")
-    pm.add_argument("--latency-runs", type=int, default=20, help="timed forwards per latency (default 20)")
+    pm.add_argument("--batch-size", type=positive_int, default=64, help="batch size per process (default 64)")
+    pm.add_argument("--lr", type=positive_float, default=0.05, help="peak learning rate, one-cycle SGD (default 0.05)")
+    pm.add_argument("--limit", type=positive_int, help="use only the first N training images (quick runs)")
+    pm.add_argument("--latency-batch", type=positive_int, default=64, help="large batch for the latency (default 64)")
+    pm.add_argument("--latency-runs", type=positive_int, default=20, help="timed forwards per latency (default 20)")
     pm.add_argument("--mode", choices=["offline", "online"], default="offline",
                     help="offline: branches on the features (as the papers); online: branch BNs become scales, "
                          "one BN after the sum, one conv per block per step (OREPA)")
@@ -552,8 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--net", required=net_required, help="net spec: shipped name or YAML path"
                         + ("" if net_required else " (not needed for a `reparam-zoo expand` checkpoint)"))
         sp.add_argument("--block", help="block spec replacing the net's block")
-        sp.add_argument("--num-classes", type=int, help="classes (default: read from the checkpoint's head)")
-        sp.add_argument("--in-channels", type=int, default=3, help="input channels (default 3)")
+        sp.add_argument("--num-classes", type=positive_int, help="classes (default: read from the checkpoint's head)")
+        sp.add_argument("--in-channels", type=positive_int, default=3, help="input channels (default 3)")
         sp.add_argument("--from", dest="from_format", default="reparam_zoo",
                         help="checkpoint format: reparam_zoo (default) or repvgg (the official repository)")
 
@@ -591,9 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "valid candidates and print their train/deploy parameters and MACs, training "
                                     "activation memory and deployed latency on this device.")
     pa.add_argument("space", help="search space: shipped name or YAML path")
-    pa.add_argument("--sample", type=int, default=10, help="candidates to draw (default 10)")
-    pa.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    pa.add_argument("--size", type=int, default=56, help="input size for the costs (default 56)")
+    pa.add_argument("--sample", type=positive_int, default=10, help="candidates to draw (default 10)")
+    pa.add_argument("--seed", type=nonneg_int, default=0, help="sampling seed (default 0)")
+    pa.add_argument("--size", type=positive_int, default=56, help="input size for the costs (default 56)")
     pa.add_argument("--enumerate", action="store_true", help="only count the valid distinct candidates")
     pa.set_defaults(func=cmd_space)
 
@@ -604,17 +605,17 @@ def build_parser() -> argparse.ArgumentParser:
     ps2.add_argument("space", help="search space: shipped name or YAML path")
     ps2.add_argument("--net", default="tiny_vgg", help="net spec (default tiny_vgg)")
     ps2.add_argument("--data", default="digits", help="digits (default), cifar10:DIR or imagefolder:DIR")
-    ps2.add_argument("--budget", type=int, default=8, help="candidates to train (default 8)")
-    ps2.add_argument("--epochs", type=int, default=3, help="epochs per candidate (default 3)")
-    ps2.add_argument("--seed", type=int, default=0, help="sampling and training seed (default 0)")
-    ps2.add_argument("--limit", type=int, help="use only the first N training images")
-    ps2.add_argument("--latency-batch", type=int, default=64, help="batch of the latency (default 64)")
-    ps2.add_argument("--latency-runs", type=int, default=10, help="timed forwards (default 10)")
+    ps2.add_argument("--budget", type=positive_int, default=8, help="candidates to train (default 8)")
+    ps2.add_argument("--epochs", type=positive_int, default=3, help="epochs per candidate (default 3)")
+    ps2.add_argument("--seed", type=nonneg_int, default=0, help="sampling and training seed (default 0)")
+    ps2.add_argument("--limit", type=positive_int, help="use only the first N training images")
+    ps2.add_argument("--latency-batch", type=positive_int, default=64, help="batch of the latency (default 64)")
+    ps2.add_argument("--latency-runs", type=positive_int, default=10, help="timed forwards (default 10)")
     ps2.add_argument("--out", default="runs/search", help="output folder (default runs/search)")
     ps2.add_argument("--supernet", action="store_true",
                      help="train the gated supernet instead of sampling, then derive the top-k branches")
-    ps2.add_argument("--top-k", type=int, default=2, help="gated branches to keep with --supernet (default 2)")
-    ps2.add_argument("--gate-l1", type=float, default=0.0,
+    ps2.add_argument("--top-k", type=positive_int, default=2, help="gated branches to keep with --supernet (default 2)")
+    ps2.add_argument("--gate-l1", type=nonneg_float, default=0.0,
                      help="L1 penalty on the gates while training the supernet (default 0)")
     ps2.add_argument("--quiet", action="store_true", help="no progress bars")
     ps2.set_defaults(func=cmd_search)

@@ -61,3 +61,23 @@ def test_compare_with_a_diverging_run_reports_it_and_exits_1(tmp_path, capsys):
     assert code == 1 and "non-finite" in capsys.readouterr().err
     run = json.loads((out / "results.json").read_text())["runs"][0]
     assert run["finite_outputs"] is False and run["same_predictions"] is False
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("argv", [
+    ["check", "repvgg", "--in-channels", "0"], ["check", "repvgg", "--stride", "0"],
+    ["check", "repvgg", "--groups", "-1"], ["check", "repvgg", "--tolerance", "nan"],
+    ["compare", "--limit", "-1400"], ["compare", "--batch-size", "0"], ["compare", "--latency-runs", "0"],
+    ["compare", "--epochs", "0"], ["compare", "--lr", "inf"], ["compare", "--size", "0"],
+    ["space", "repvgg_acb", "--sample", "0"], ["search", "repvgg_acb", "--budget", "x"],
+    ["search", "repvgg_acb", "--gate-l1", "-1"], ["expand", "o.pth", "--model", "m.py:f", "--block", "acb",
+                                                 "--min-kernel", "0"],
+])
+def test_bad_cli_values_are_refused_before_any_work(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("reparam-zoo") and "Expected" in err[-1]

@@ -11,6 +11,7 @@ import sys
 import torch
 
 from ..checkpoints import CheckpointError
+from .argtypes import positive_int
 from ..errors import SpecError
 from ..expand import expand
 from ..fold import fold_model
@@ -45,11 +46,11 @@ def add_parser(sub) -> None:
     p.add_argument("--block", required=True, help="block spec: shipped name or YAML path")
     p.add_argument("--weights", metavar="FILE", help="the model's own checkpoint (.pth or .safetensors); "
                                                      "default: random weights")
-    p.add_argument("--num-classes", type=int, help="passed to the model factory (default: its own)")
+    p.add_argument("--num-classes", type=positive_int, help="passed to the model factory (default: its own)")
     p.add_argument("--include", action="append", metavar="PATTERN", help="only convs whose path matches "
                                                                           "(fnmatch; repeatable)")
     p.add_argument("--exclude", action="append", metavar="PATTERN", help="skip convs whose path matches")
-    p.add_argument("--min-kernel", type=int, default=3, help="leave convs with smaller kernels (1x1 by default)")
+    p.add_argument("--min-kernel", type=positive_int, default=3, help="leave convs with smaller kernels (1x1 by default)")
     p.add_argument("--init", choices=["preserve", "fresh"], default="preserve",
                    help="preserve: the expanded model computes exactly what the original computes")
     p.add_argument("--input-shape", type=_shape, default=(2, 3, 64, 64), metavar="N,C,H,W",

@@ -1,0 +1,44 @@
+"""Typed command-line values: a bad one is argparse's usage line and one error line, exit 2,
+before any work — never a silent default or a crash minutes into training."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _int(text: str, minimum: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"Expected {what} but got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"Expected {what} but got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _int(text, 1, "an int >= 1")
+
+
+def nonneg_int(text: str) -> int:
+    return _int(text, 0, "an int >= 0")
+
+
+def _float(text: str, positive: bool) -> float:
+    what = "a finite number > 0" if positive else "a finite number >= 0"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"Expected {what} but got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise argparse.ArgumentTypeError(f"Expected {what} but got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    return _float(text, True)
+
+
+def nonneg_float(text: str) -> float:
+    return _float(text, False)

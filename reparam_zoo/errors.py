@@ -23,8 +23,9 @@ class SpecError(ValueError):
         # bounded: a rule never embeds more than 500 characters of anything (user values included)
         parts = [(f"{loc}: {rule}" if loc else rule)[:500] for loc, rule in self.problems[:20]]
         head = f"{src}: {parts[0]}"
-        if len(parts) > 1:
-            head += f" (and {len(parts) - 1} more: " + "; ".join(parts[1:]) + ")"
+        if len(self.problems) > 1:
+            rest = "; ".join(parts[1:]) + ("; ..." if len(self.problems) > len(parts) else "")
+            head += f" (and {len(self.problems) - 1} more: " + rest + ")"
         return head
 
     def located(self, prefix: str = "", source: str | None = None) -> "SpecError":

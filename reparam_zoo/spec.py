@@ -428,7 +428,8 @@ class _Loader(yaml.SafeLoader):
                 mark = key_node.start_mark
                 raise SpecError(f"duplicate key {_short(key)} (a second value would silently replace the first)",
                                 f"line {mark.line + 1}, column {mark.column + 1}")
-            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+            if isinstance(key, (str, int, float, bool)):
+                seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 

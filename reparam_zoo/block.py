@@ -68,11 +68,13 @@ def block_geometry(spec: BlockSpec, in_channels: int, out_channels: int, *, stri
     return BlockGeometry(in_channels, out_channels, kernel, stride, dilation, groups, padding)
 
 
-def deploy_module(g: BlockGeometry, padding_mode: str, act: nn.Module, *, device=None, dtype=None) -> nn.Module:
-    """The deployed form of a block: ``nn.Conv2d`` with bias (+ the activation), uninitialised."""
+def deploy_module(g: BlockGeometry, padding_mode: str, act: nn.Module, *, device=None, dtype=None,
+                  bias: bool = True) -> nn.Module:
+    """The deployed form of a block: ``nn.Conv2d`` with bias (+ the activation), uninitialised.
+    ``bias=False``: the conv alone, for a layout that puts the bias elsewhere (a norm after it)."""
     conv = nn.utils.skip_init(
         nn.Conv2d, g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
-        dilation=g.dilation, groups=g.groups, bias=True, padding_mode=padding_mode,
+        dilation=g.dilation, groups=g.groups, bias=bias, padding_mode=padding_mode,
         device=torch.device("cpu") if device is None else device, dtype=dtype)
     if isinstance(act, nn.Identity):
         return conv

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .block import RepBlock
+from .block import RepBlock, deploy_module
 
 log = logging.getLogger("reparam_zoo")
 
@@ -91,11 +91,21 @@ def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool =
     return (result, report) if return_report else result
 
 
+def _conv(block: RepBlock, weight, bias) -> nn.Conv2d:
+    """The block's deployed conv holding ``weight`` (and ``bias``; None: a conv without bias)."""
+    conv = deploy_module(block.geometry, block.padding_mode, nn.Identity(), device=weight.device,
+                         dtype=weight.dtype, bias=bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    return conv
+
+
 def _upstream_deployed(block: RepBlock, origin) -> nn.Module:
     """An adopted block in its upstream's deployed form (conv named as upstream, kept BN, SE, act)."""
     from .adopt._build import UpstreamDeployed
 
-    g = block.geometry
     with torch.no_grad():
         norm = None
         if origin.norm is not None and block.norm_after is not None:  # QARepVGG keeps its BN when deployed
@@ -104,11 +114,7 @@ def _upstream_deployed(block: RepBlock, origin) -> nn.Module:
             norm = copy.deepcopy(block.norm_after)
         else:
             weight, bias = block.equivalent_kernel()
-        conv = nn.Conv2d(g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
-                         dilation=g.dilation, groups=g.groups, bias=True, padding_mode=block.padding_mode,
-                         device=weight.device, dtype=weight.dtype)
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
+        conv = _conv(block, weight, bias)
     post = tuple((name, copy.deepcopy(m)) for name, m in origin.post)
     module = UpstreamDeployed(origin.deploy, conv, origin.norm if norm is not None else None, norm, post)
     return module.train(block.training)
@@ -131,16 +137,8 @@ def _fold_original(model: nn.Module) -> dict[int, nn.Module]:
                 out[id(parent if wrapped else child)] = _upstream_deployed(child, origin)
                 out[id(child)] = out[id(parent if wrapped else child)]
                 continue
-            g = child.geometry
-            if origin.norm is None:  # a lone biased conv: the conv carries the folded bias
-                with torch.no_grad():
-                    weight, bias = child.equivalent_kernel()
-                    conv = nn.Conv2d(g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
-                                     dilation=g.dilation, groups=g.groups, bias=True,
-                                     padding_mode=child.padding_mode, device=weight.device, dtype=weight.dtype)
-                    conv.weight.copy_(weight)
-                    conv.bias.copy_(bias)
-                out[id(child)] = conv.train(child.training)
+            if origin.norm is None:  # a lone biased conv: the block's own fold (a biased conv, no act)
+                out[id(child)] = child.fold()
                 continue
             slot = getattr(parent, origin.norm, None)
             if not isinstance(slot, AbsorbedNorm):
@@ -148,10 +146,7 @@ def _fold_original(model: nn.Module) -> dict[int, nn.Module]:
                                  "not the AbsorbedNorm that expand() left there")
             with torch.no_grad():
                 weight, bias = child.equivalent_kernel()
-                conv = nn.Conv2d(g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
-                                 dilation=g.dilation, groups=g.groups, bias=False, padding_mode=child.padding_mode,
-                                 device=weight.device, dtype=weight.dtype)
-                conv.weight.copy_(weight)
+                conv = _conv(child, weight, None)
             norm = slot.restore(bias)
             conv.train(child.training)
             norm.train(child.training)

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from . import kernels as K
 from .errors import NotApplicable, SpecError
 from .modules import ACTIVATIONS
-from .spec import BRANCHES, LIMITS, BlockSpec, BranchSpec, BranchType, NormSpec, resolve_spec
+from .limits import LIMITS
+from .spec import BRANCHES, BlockSpec, BranchSpec, BranchType, NormSpec, resolve_spec
 from .steps import (
     BlockGeometry,
     Chain,

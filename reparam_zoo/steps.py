@@ -26,6 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import kernels as K
 from .errors import NotApplicable, SpecError
+from .limits import LIMITS
 from .modules import AvgPool, ChannelScale
 from .registry import Registry
 
@@ -250,7 +251,7 @@ def analyze(plan: Sequence[Step], block: BlockGeometry) -> Placement:
     if not plan:
         raise SpecError("a branch needs at least one step")
     channels, last_change = block.in_channels, plan[0].loc
-    limit = 65_536  # spec.LIMITS["channels"]: checked before any weight is allocated
+    limit = LIMITS["channels"]  # checked before any weight is allocated
     for step in plan:
         if max(step.in_channels, step.out) > limit:
             raise SpecError(f"plans {max(step.in_channels, step.out):,} channels, above the limit {limit:,}", step.loc)

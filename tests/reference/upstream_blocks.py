@@ -7,6 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dbb import BNAndPad
+from .dbb import IdentityBasedConv1x1 as RefIdentityConv1x1
+
 
 def conv_bn(cin, cout, k, stride=1, padding=0, groups=1, dilation=1):
     m = nn.Sequential()
@@ -65,40 +68,23 @@ class ACBlock(nn.Module):
         return self.square_bn(self.square_conv(x)) + self.ver_bn(self.ver_conv(xv)) + self.hor_bn(self.hor_conv(xh))
 
 
-class BNAndPadLayer(nn.Module):
-    """BN, then pad by ``pad_pixels`` with the BN's output for a zero input."""
+class BNAndPadLayer(BNAndPad):
+    """DBB's BN-and-pad under its upstream name: the pad width is ``pad_pixels`` there."""
 
     def __init__(self, pad_pixels, channels):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels)
-        self.pad_pixels = pad_pixels
+        super().__init__(channels, pad_pixels)
 
-    def forward(self, x):
-        y = self.bn(x)
-        p = self.pad_pixels
-        if p == 0:
-            return y
-        bn = self.bn  # the pad value uses the running statistics, in training mode too
-        v = (bn.bias.detach() - bn.running_mean * bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps))
-        v = v.view(1, -1, 1, 1)
-        y = F.pad(y, [p] * 4)
-        y[:, :, :p, :] = v
-        y[:, :, -p:, :] = v
-        y[:, :, :, :p] = v
-        y[:, :, :, -p:] = v
-        return y
+    @property
+    def pad_pixels(self):
+        return self.pad
 
 
-class IdentityBasedConv1x1(nn.Conv2d):
-    """A 1x1 conv with kernel W + I (W zero-initialised; I is a plain attribute, not state)."""
+class IdentityBasedConv1x1(RefIdentityConv1x1):
+    """W + I with W zero-initialised; upstream keeps I as a plain attribute ``id_tensor``, not state."""
 
     def __init__(self, channels, groups=1):
-        super().__init__(channels, channels, 1, groups=groups, bias=False)
-        nn.init.zeros_(self.weight)
-        eye = torch.zeros(channels, channels // groups, 1, 1)
-        for i in range(channels):
-            eye[i, i % (channels // groups)] = 1
-        self.id_tensor = eye
+        super().__init__(channels, groups)
+        self.id_tensor = self._buffers.pop("eye")
 
     def forward(self, x):
         return F.conv2d(x, self.weight + self.id_tensor.to(self.weight), groups=self.groups)

@@ -21,6 +21,7 @@ CASES = {
     "repvgg_se": (lambda: up.RepVGGBlock(8, 16, use_se=True), 8, True),
     "acb": (lambda: up.ACBlock(8, 8), 8, True),
     "acb_k5_stride2": (lambda: up.ACBlock(8, 12, k=5, stride=2, padding=2), 8, True),
+    "acb_last_bn": (lambda: up.ACBlock(8, 8, use_last_bn=True), 8, True),
     "dbb": (lambda: up.DiverseBranchBlock(8, 8), 8, False),
     "dbb_grouped": (lambda: up.DiverseBranchBlock(8, 8, groups=2), 8, False),
     "dbb_depthwise": (lambda: up.DiverseBranchBlock(8, 8, groups=8), 8, False),

@@ -50,8 +50,10 @@ class RepVGGBlock(nn.Module):
 class ACBlock(nn.Module):
     """ACNet: square kxk + vertical kx1 + horizontal 1xk, each with a BN; no activation."""
 
-    def __init__(self, cin, cout, k=3, stride=1, padding=1, groups=1):
+    def __init__(self, cin, cout, k=3, stride=1, padding=1, groups=1, use_last_bn=False):
         super().__init__()
+        if use_last_bn:  # older ACNet versions: a BN on the sum
+            self.last_bn = nn.BatchNorm2d(cout)
         self.square_conv = nn.Conv2d(cin, cout, (k, k), stride, padding, groups=groups, bias=False)
         self.square_bn = nn.BatchNorm2d(cout)
         c = padding - k // 2
@@ -65,7 +67,8 @@ class ACBlock(nn.Module):
     def forward(self, x):
         xv = x[:, :, :, self.crop:-self.crop] if self.crop else x
         xh = x[:, :, self.crop:-self.crop, :] if self.crop else x
-        return self.square_bn(self.square_conv(x)) + self.ver_bn(self.ver_conv(xv)) + self.hor_bn(self.hor_conv(xh))
+        y = self.square_bn(self.square_conv(x)) + self.ver_bn(self.ver_conv(xv)) + self.hor_bn(self.hor_conv(xh))
+        return self.last_bn(y) if hasattr(self, "last_bn") else y
 
 
 class BNAndPadLayer(BNAndPad):

@@ -22,7 +22,7 @@ def main():
         block = rz.build_block(name, c, c, groups=groups).to(dev)
         row = {"spec": name, "groups": groups}
         for dt in dtypes:
-            r = rz.verify(block, (2, c, size, size), dtype=dt, shapes=[(2, c, size, size), (1, c, 7, 8)])
+            r = rz.verify(block, (2, c, size, size), dtype=dt, shapes=[(2, c, size, size), (1, c, 7, 8)], randomize=True)
             key = str(dt).replace("torch.", "")
             row[f"{key} fold"] = r.fold_rel
             if dt != torch.float64:

@@ -196,6 +196,9 @@ class RepBlock(nn.Module):
         norm_steps = norm_after.steps(out_channels, "norm_after")
         self.norm_after = norm_steps[0].build() if norm_steps else None
         self.act = ACTIVATIONS.get(spec.act)()
+        # an empty, non-persistent buffer that follows .to()/.double()/.cuda(): a block without
+        # parameters (identity + pooling, say) still knows the dtype and device to fold into
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
 
     def _direct_padding(self, module: nn.Module, info: BranchInfo):
         """``(qh, qw)`` when the branch can run on the unpadded input (see ``__init__``), else None."""
@@ -246,10 +249,7 @@ class RepBlock(nn.Module):
 
     # ------------------------------------------------------------------------- folding
     def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
-        for t in (*self.parameters(), *self.buffers()):
-            if t.is_floating_point():
-                return t.dtype, t.device
-        return torch.get_default_dtype(), torch.device("cpu")
+        return self._anchor.dtype, self._anchor.device
 
     def _forward_direct(self, x: Tensor) -> Tensor:
         """Zero padding, every branch direct: no padded copy of the input at all."""

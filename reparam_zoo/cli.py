@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from . import __version__
+from .commands import convert as convert_cmd
 from .commands.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from .block import RepBlock, build_block
 from .errors import SpecError
@@ -40,7 +41,7 @@ def _measure(block: RepBlock, size: int, dtype: torch.dtype, seed: int, toleranc
     # always compares something; border_shapes adds the small sizes too
     (wh, ww), (ph, pw) = g.window, g.padding
     h, w = max(9, wh - 2 * ph + 2, ph + 2), max(11, ww - 2 * pw + 4, pw + 2)
-    res = verify(block, (2, g.in_channels, h, w), dtype=dtype, seed=seed, tolerance=tolerance)
+    res = verify(block, (2, g.in_channels, h, w), dtype=dtype, seed=seed, tolerance=tolerance, randomize=True)
     return {
         "train_params": count_params(block), "deploy_params": count_params(folded),
         "train_macs": count_macs(block, shape), "deploy_macs": count_macs(folded, shape),
@@ -94,6 +95,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"  MACs @ {args.size}x{args.size}: train {_human(m['train_macs'])} -> "
                       f"deploy {_human(m['deploy_macs'])}")
                 verdict = "OK" if m["ok"] else "FAIL"
+                print(f"  checked with random BatchNorm statistics (seed {args.seed}): a spec check, not of trained weights")
                 if not m["compared"] or m["nonfinite"]:
                     why = ("compared nothing (every input was too small)" if not m["compared"] else
                            "non-finite outputs from " + ", ".join(m["nonfinite"]))
@@ -121,7 +123,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{len(rows)} checks, worst relative fold error {worst:.2e} (tolerance {rows[0]['tolerance']:.0e}): "
               f"{'all OK' if not failed else 'FAILED'}")
         print(f"(fold err: folded weights in {args.dtype}, evaluated exactly; run err: the folded form run in "
-              f"{args.dtype}; both relative to the exact output, see docs/math.md)")
+              f"{args.dtype}; both relative to the exact output, see docs/math.md; BatchNorm statistics "
+              f"randomised with seed {args.seed}: a check of the specs, not of trained weights)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2)
@@ -213,100 +216,6 @@ def _run_compare(args: argparse.Namespace, net, data, blocks) -> int:
     if bad:
         print(f"reparam-zoo: the folded network predicts differently for: {', '.join(bad)}", file=sys.stderr)
         return 1
-    return 0
-
-
-def _infer_classes(state: dict) -> int | None:
-    for key in ("head.weight", "linear.weight", "fc.weight", "head.fc.weight"):
-        if key in state:
-            return int(state[key].shape[0])
-    return None
-
-
-def _model_from_checkpoint(args: argparse.Namespace, deployed_ok: bool):
-    """The model a checkpoint describes: a deployed reparam_zoo checkpoint loads into the plain
-    network (strict); anything else into the training network via the --from adapter."""
-    from .checkpoints import load_checkpoint, read_state
-    from .nets import build_model, load_net
-
-    net = load_net(args.net)
-    raw = torch.load(args.checkpoint, map_location="cpu", weights_only=True) if args.checkpoint else {}
-    header = raw.get("reparam_zoo") if isinstance(raw, dict) else None
-    state = read_state(raw) if raw else {}
-    num_classes = args.num_classes or _infer_classes(state) or 1000
-    if header and header.get("mode") == "deploy":
-        if not deployed_ok:
-            raise SpecError(f"{args.checkpoint} is already a deployed checkpoint")
-        model = build_model(net, num_classes, block=args.block, in_channels=args.in_channels, deployed=True)
-        model.load_state_dict(state, strict=True)
-        return net, model, True
-    model = build_model(net, num_classes, block=args.block, in_channels=args.in_channels)
-    if args.checkpoint:
-        load_checkpoint(model, state, format=args.from_format)
-    return net, model, False
-
-
-def _read_raw(path: str):
-    from .checkpoints import read_state
-
-    if str(path).endswith(".safetensors"):
-        return read_state(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - unreadable here: the format adapters report it properly
-        return None
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    import hashlib
-
-    import yaml
-
-    from .checkpoints import CheckpointError
-    from .commands import expand as expand_cmd
-
-    try:
-        raw = _read_raw(args.checkpoint)
-    except CheckpointError as exc:
-        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
-        return 2
-    if isinstance(raw, dict) and isinstance(raw.get("reparam_zoo"), dict) and \
-            raw["reparam_zoo"].get("mode") == expand_cmd.MODE:
-        return expand_cmd.convert_expanded(args, raw)
-    if args.model:
-        return expand_cmd.convert_adopted(args)
-    if not args.net:
-        print("reparam-zoo: error: --net or --model is required (except for a checkpoint written by "
-              "`reparam-zoo expand`)", file=sys.stderr)
-        return 2
-    try:
-        net, model, _ = _model_from_checkpoint(args, deployed_ok=False)
-    except CheckpointError as exc:
-        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
-        return 2
-    folded = fold_model(model.eval())
-    block_yaml = resolve_spec(args.block or net.block).to_yaml() if (args.block or net.block) else ""
-    net_yaml = yaml.safe_dump(net.model_dump(mode="json"), sort_keys=False)
-    header = {"mode": "deploy", "net": net_yaml, "block": block_yaml,
-              "spec_sha256": hashlib.sha256((net_yaml + block_yaml).encode()).hexdigest(),
-              "num_classes": int(folded.head.out_features), "in_channels": args.in_channels}
-    torch.save({"reparam_zoo": header, "state_dict": folded.state_dict()}, args.output)
-    print(f"wrote {args.output}: deployed {net.name} ({sum(p.numel() for p in folded.parameters()):,} parameters, "
-          f"spec sha256 {header['spec_sha256'][:12]})")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoints import CheckpointError
-    from .export import ExportError, export_onnx
-
-    try:
-        net, model, _ = _model_from_checkpoint(args, deployed_ok=True)
-        report = export_onnx(model, (1, args.in_channels, net.input_size, net.input_size), args.onnx)
-    except (CheckpointError, ExportError) as exc:
-        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
-        return 2
-    print(report)
     return 0
 
 
@@ -576,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="input of the check with --model (default 2,3,64,64)")
     pv.add_argument("checkpoint", metavar="IN.pth")
     pv.add_argument("output", metavar="OUT.pth")
-    pv.set_defaults(func=cmd_convert)
+    pv.set_defaults(func=convert_cmd.cmd_convert)
 
     pe = sub.add_parser("export", help="fold and export to ONNX, checked by onnxruntime",
                         description="Fold NET (with CKPT's weights: deployed or train-time), export to ONNX, "
@@ -585,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(pe)
     pe.add_argument("checkpoint", nargs="?", metavar="CKPT", help="checkpoint (default: random weights)")
     pe.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the ONNX file")
-    pe.set_defaults(func=cmd_export)
+    pe.set_defaults(func=convert_cmd.cmd_export)
 
     pa = sub.add_parser("space", help="sample a search space of block specs and print each candidate's cost",
                         description="Load a search space (shipped name under specs/spaces/ or a YAML path), draw "
@@ -633,12 +542,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoints import CheckpointError
+    from .data import DataError
+    from .outputs import OutputError
     from .user_models import ModelError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecError, CheckpointError, ModelError) as exc:
+    except (SpecError, CheckpointError, ModelError, OutputError, DataError) as exc:
         print(f"reparam-zoo: error: {exc}", file=sys.stderr)
         return 2
 

@@ -19,10 +19,9 @@ class SpecError(ValueError):
         super().__init__(self._render())
 
     def _render(self) -> str:
-        src = self.source or "<spec>"
         # bounded: a rule never embeds more than 500 characters of anything (user values included)
         parts = [(f"{loc}: {rule}" if loc else rule)[:500] for loc, rule in self.problems[:20]]
-        head = f"{src}: {parts[0]}"
+        head = f"{self.source}: {parts[0]}" if self.source else parts[0]
         if len(self.problems) > 1:
             rest = "; ".join(parts[1:]) + ("; ..." if len(self.problems) > len(parts) else "")
             head += f" (and {len(self.problems) - 1} more: " + rest + ")"

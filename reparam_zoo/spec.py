@@ -233,7 +233,7 @@ class BlockSpec(BaseModel):
     description: str = Field("", description="free text: the paper, what the spec reproduces")
     kernel: KernelSize = Field(3, description="kernel of the folded conv: k or [kh, kw]")
     dilation: Dilation = Field(1, description="dilation of the folded conv")
-    padding: Padding = Field("same", description="'same' (needs an odd dilated kernel), p or [ph, pw]")
+    padding: Padding = Field("same", validate_default=True, description="'same' (needs an odd dilated kernel), p or [ph, pw]")
     padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = Field(
         "zeros", description="padding mode; the block pads once, at its input")
     norm_after: Norm = Field(default_factory=lambda: NormSpec(type="none"),
@@ -250,17 +250,21 @@ class BlockSpec(BaseModel):
             raise ValueError(ACTIVATIONS.unknown_message(v))
         return v
 
-    @model_validator(mode="after")
-    def _check(self) -> "BlockSpec":
-        if self.padding == "same":
+    @field_validator("padding")
+    @classmethod
+    def _same_needs_odd(cls, v, info):
+        # a field validator (kernel and dilation are declared before padding), so that the error
+        # is located at `padding`; skipped when kernel or dilation was itself invalid
+        if v == "same" and "kernel" in info.data and "dilation" in info.data:
             from .kernels import as_pair
 
-            (kh, kw), (dh, dw) = as_pair(self.kernel), as_pair(self.dilation)
+            kernel, dilation = info.data["kernel"], info.data["dilation"]
+            (kh, kw), (dh, dw) = as_pair(kernel), as_pair(dilation)
             if (dh * (kh - 1)) % 2 or (dw * (kw - 1)) % 2:
                 raise ValueError(
                     f"padding 'same' needs an odd (dilated) kernel on each axis, got kernel "
-                    f"{self.kernel} with dilation {self.dilation}; give an explicit padding")
-        return self
+                    f"{kernel} with dilation {dilation}; give an explicit padding")
+        return v
 
     # -- convenience ------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -431,8 +435,14 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:int"
-                                       or ":" not in rx.pattern] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+# YAML 1.2 core scalars: no base-60 ints (`1:00` is text, not 60) and only true/false are booleans
+# (`act: off`, `name: no` stay the strings they look like)
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"
+        and (tag != "tag:yaml.org,2002:int" or ":" not in rx.pattern)]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Loader.add_implicit_resolver(  # ints without the base-60 form
     "tag:yaml.org,2002:int", __import__("re").compile(
         r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$", __import__("re").X),
@@ -531,11 +541,16 @@ def load_spec(path_or_text: str | Path | Mapping | BlockSpec) -> BlockSpec:
         raise SpecError(f"Expected a block spec (a BlockSpec, a mapping, YAML text or a path) but got "
                         f"{type(path_or_text).__name__}")
     if isinstance(path_or_text, str) and ("\n" in path_or_text or ":" in path_or_text
-                                          and not _exists(path_or_text)):
-        return spec_from_data(_parse_yaml(path_or_text, None))
+                                          and not _exists(path_or_text)
+                                          and not path_or_text.rstrip().endswith((".yaml", ".yml"))):
+        data = _parse_yaml(path_or_text, None)
+        if "\n" not in path_or_text and not isinstance(data, Mapping):
+            raise SpecError(f"neither a spec file nor YAML text of a mapping: {_short(path_or_text, 200)!r}")
+        return spec_from_data(data)
     path = Path(path_or_text)
     if not _exists(path, file=True):
-        raise SpecError(f"no such spec file: {_short(str(path), 200)}", "", _short(str(path), 200))
+        name = str(path) if len(str(path)) <= 200 else str(path)[:200] + "..."
+        raise SpecError("no such spec file", "", name)
     return spec_from_data(_parse_yaml(read_text(path), str(path)), str(path))
 
 

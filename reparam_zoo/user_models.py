@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpoints import CheckpointError, read_state
+from .checkpoints import CheckpointError, load_checkpoint  # noqa: F401  (CheckpointError: part of this module's contract)
 from .errors import SpecError
 
 
@@ -64,19 +64,9 @@ def build_user_model(arg: str, num_classes: int | None = None) -> nn.Module:
 
 
 def load_weights(model: nn.Module, path: str) -> nn.Module:
-    """Load the user's checkpoint into their own model, strictly (``module.`` prefixes dropped)."""
-    state = read_state(path)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not fit the model", unexpected, missing)
-    bad = [k for k in own if own[k].shape != state[k].shape]
-    if bad:
-        raise CheckpointError(f"{path}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, the model "
-                              f"{tuple(own[bad[0]].shape)}")
-    model.load_state_dict(state, strict=True)
-    return model
+    """Load the user's checkpoint into their own model, strictly (``module.`` prefixes dropped;
+    a one-line :class:`CheckpointError` for anything that does not fit)."""
+    return load_checkpoint(model, path)
 
 
 @dataclass

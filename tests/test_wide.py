@@ -12,6 +12,6 @@ import reparam_zoo as rz
                                                     (96, 96, 1, 4)])
 def test_shipped_specs_fold_within_fp32_tolerance_at_real_widths(name, cin, cout, stride, groups):
     block = rz.build_block(name, cin, cout, stride=stride, groups=groups)
-    res = rz.verify(block, (2, cin, 56, 56), dtype=torch.float32)
+    res = rz.verify(block, (2, cin, 56, 56), dtype=torch.float32, randomize=True)
     assert res.ok, res
-    assert rz.verify(block, (1, cin, 28, 28), dtype=torch.float64).ok
+    assert rz.verify(block, (1, cin, 28, 28), dtype=torch.float64, randomize=True).ok

@@ -8,6 +8,7 @@ map and the model keys it could not fill: never a silent partial load.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import pickle
 from pathlib import Path
 
 import torch
@@ -59,40 +60,102 @@ def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-def read_state(state_dict_or_path) -> dict[str, torch.Tensor]:
-    """A state dict from a mapping or a file: ``.safetensors`` (safetensors) or a torch file
-    (``torch.load(weights_only=True)`` only)."""
-    if isinstance(state_dict_or_path, Mapping):
-        state = dict(state_dict_or_path)
-    else:
-        path = Path(state_dict_or_path)
-        if not path.is_file():
-            raise CheckpointError(f"no such checkpoint file: {path}")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+def read_file(path) -> object:
+    """What a checkpoint file holds, read safely: ``.safetensors`` with safetensors, anything else
+    with ``torch.load(weights_only=True)`` (tensors and plain containers only; no code runs).
+    Every failure is a one-line :class:`CheckpointError` naming the file."""
+    path = Path(path)
+    name = str(path) if len(str(path)) <= 200 else str(path)[:200] + "..."
+    try:
+        if not path.exists():
+            raise CheckpointError(f"{name}: no such checkpoint file")
+        if path.is_dir():
+            raise CheckpointError(f"{name}: is a directory, not a checkpoint file")
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{name}: the file is empty")
+    except OSError as exc:  # a name too long, a permission problem
+        raise CheckpointError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for bad headers
+            raise CheckpointError(f"{name}: not a readable safetensors file ({_first_line(exc)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            raise CheckpointError(
+                f"{name}: refused: it holds Python objects other than tensors and plain containers, which "
+                "would run code when loaded (torch.load(weights_only=True)); save model.state_dict() "
+                "instead") from None
+        raise CheckpointError(f"{name}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - torch.load on arbitrary bytes raises many types
+        raise CheckpointError(f"{name}: not a readable PyTorch checkpoint: truncated, or not a torch.save "
+                              f"file ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def read_state(state_dict_or_path) -> dict[str, torch.Tensor]:
+    """A state dict (names -> tensors) from a mapping or a file (see :func:`read_file`); common
+    wrappers (``state_dict``, ``model``) and DDP/compile prefixes removed. Anything else is refused
+    with a one-line :class:`CheckpointError`."""
+    source = "the checkpoint"
+    if isinstance(state_dict_or_path, Mapping):
+        state = state_dict_or_path
+    elif isinstance(state_dict_or_path, (str, Path)):
+        source = str(state_dict_or_path)[:200]
+        state = read_file(state_dict_or_path)
+    else:
+        raise CheckpointError(f"Expected a state dict (a mapping of names to tensors) or a file path but got "
+                              f"a {type(state_dict_or_path).__name__}")
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{source}: holds a {type(state).__name__}, not a state dict (a mapping of "
+                              "names to tensors)")
     for wrapper in ("state_dict", "model"):  # common checkpoint layouts
         if isinstance(state.get(wrapper), Mapping):
-            state = dict(state[wrapper])
+            state = state[wrapper]
+    bad = [(k, v) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        k, v = bad[0]
+        raise CheckpointError(f"{source}: not a state dict: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} "
+                              f"without a tensor under a string name, e.g. {str(k)[:60]!r} holds a "
+                              f"{type(v).__name__}")
     return strip_prefixes(state)
 
 
 def load_checkpoint(model: nn.Module, state_dict_or_path, format: str = "reparam_zoo") -> nn.Module:
-    """Load a checkpoint into ``model`` (in place, strictly); returns ``model``."""
+    """Load a checkpoint into ``model`` (in place, strictly); returns ``model``.
+
+    Only :class:`CheckpointError` leaves it: unreadable files, payloads that are not state dicts,
+    unknown formats, keys that do not map and shapes that differ are all one-line errors."""
+    if format not in FORMATS:
+        raise CheckpointError(FORMATS.unknown_message(format))
     state = read_state(state_dict_or_path)
-    adapted = FORMATS.get(format)(state, model)
+    try:
+        adapted = FORMATS.get(format)(state, model)
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError, IndexError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"the {format} adapter cannot map this checkpoint ({type(exc).__name__}: "
+                              f"{_first_line(exc)})") from None
     own = model.state_dict()
     missing = [k for k in own if k not in adapted]
     unexpected = [k for k in adapted if k not in own]
     if missing or unexpected:
-        raise CheckpointError(f"the {format} checkpoint does not fit this model{_guess(state, model, format)}",
-                              unexpected, missing)
+        where = f"{str(state_dict_or_path)[:200]}: " if isinstance(state_dict_or_path, (str, Path)) else ""
+        raise CheckpointError(f"{where}the {format} checkpoint does not fit the model"
+                              f"{_guess(state, model, format)}", unexpected, missing)
     for k, v in adapted.items():
         if own[k].shape != v.shape:
             raise CheckpointError(f"{k}: the checkpoint has shape {tuple(v.shape)}, the model {tuple(own[k].shape)}")
+        if v.is_floating_point() != own[k].is_floating_point() or v.is_complex():
+            raise CheckpointError(f"{k}: the checkpoint holds {v.dtype}, the model {own[k].dtype}")
     model.load_state_dict(adapted, strict=True)
     return model
 
@@ -106,7 +169,7 @@ def _guess(state: dict, model: nn.Module, tried: str) -> str:
         try:
             if set(adapter(state, model)) == own:
                 return f" (it looks like a {name!r} checkpoint: use format={name!r} / --from {name})"
-        except (CheckpointError, KeyError, ValueError):
+        except (CheckpointError, KeyError, ValueError, IndexError, TypeError, RuntimeError):
             continue
     return ""
 
@@ -118,4 +181,4 @@ def _own(state: dict, model: nn.Module) -> dict:
 
 from . import acnet, dbb, mobileone, repvgg, timm  # noqa: E402,F401  (register the formats)
 
-__all__ = ["FORMATS", "CheckpointError", "load_checkpoint", "read_state", "register_format", "strip_prefixes"]
+__all__ = ["FORMATS", "CheckpointError", "load_checkpoint", "read_file", "read_state", "register_format", "strip_prefixes"]

@@ -10,7 +10,8 @@ import sys
 
 import torch
 
-from ..checkpoints import CheckpointError
+from ..checkpoints import CheckpointError, read_state
+from ..outputs import OutputError, check_writable, save_torch
 from .argtypes import positive_int
 from ..errors import SpecError
 from ..expand import expand
@@ -73,13 +74,14 @@ def cmd_expand(args: argparse.Namespace) -> int:
     if args.min_kernel < 1:
         return _fail(f"Expected --min-kernel >= 1 but got {args.min_kernel}")
     try:
+        check_writable(args.output, "OUT.pth")
         model = build_user_model(args.model, args.num_classes)
         if args.weights:
             load_weights(model, args.weights)
         spec = resolve_spec(args.block)
         new, report = expand(model.eval(), spec, include=args.include, exclude=args.exclude,
                              min_kernel=args.min_kernel, init=args.init)
-    except (ModelError, CheckpointError, SpecError) as exc:
+    except (ModelError, CheckpointError, SpecError, OutputError) as exc:
         return _fail(exc)
     print(report)
     if not report.expanded:
@@ -98,7 +100,7 @@ def cmd_expand(args: argparse.Namespace) -> int:
     header = {"mode": MODE, "model": args.model, "block": spec.to_yaml(), "num_classes": args.num_classes,
               "include": args.include, "exclude": args.exclude, "min_kernel": args.min_kernel,
               "input_shape": list(args.input_shape), "expanded": [p for p, _, _ in report.expanded]}
-    torch.save({"reparam_zoo": header, "state_dict": new.state_dict()}, args.output)
+    save_torch({"reparam_zoo": header, "state_dict": new.state_dict()}, args.output)
     print(f"wrote {args.output}: {args.model} with {len(report.expanded)} layer(s) expanded by {spec.name} "
           f"({sum(p.numel() for p in new.parameters()):,} parameters)")
     return 0
@@ -106,10 +108,12 @@ def cmd_expand(args: argparse.Namespace) -> int:
 
 def rebuild(header: dict, model_arg: str | None = None):
     """``(original, expanded, report)`` an expanded checkpoint's header describes (random weights)."""
-    import yaml
+    from ..spec import _parse_yaml
 
+    if not isinstance(header.get("model"), str) and not model_arg or not isinstance(header.get("block"), str):
+        raise CheckpointError("the checkpoint's reparam_zoo header lacks the model or the block it was expanded with")
     original = build_user_model(model_arg or header["model"], header.get("num_classes"))
-    spec = spec_from_data(yaml.safe_load(header["block"]), "<checkpoint header>")
+    spec = spec_from_data(_parse_yaml(header["block"], "<checkpoint header>"), "<checkpoint header>")
     expanded, report = expand(original, spec, include=header.get("include"), exclude=header.get("exclude"),
                               min_kernel=header.get("min_kernel", 3), init="fresh")
     return original, expanded, report
@@ -123,7 +127,7 @@ def convert_expanded(args: argparse.Namespace, raw: dict) -> int:
         if "expanded" in header and [p for p, _, _ in report.expanded] != header["expanded"]:
             raise CheckpointError("rebuilding the expanded model gave other layers than the checkpoint's "
                                   "(another version of the model or of reparam_zoo?)")
-        state = raw["state_dict"]
+        state = read_state(raw)
         missing = [k for k in expanded.state_dict() if k not in state]
         unexpected = [k for k in state if k not in expanded.state_dict()]
         if missing or unexpected:
@@ -145,7 +149,7 @@ def convert_expanded(args: argparse.Namespace, raw: dict) -> int:
           f"relative difference {rel:.2e}")
     if not rel <= 1e-5:
         return _fail(f"the folded model differs from the expanded one by {rel:.2e}; nothing written")
-    torch.save(folded.state_dict(), args.output)
+    save_torch(folded.state_dict(), args.output)
     print(f"wrote {args.output}: a state dict of {raw['reparam_zoo']['model']} "
           f"({sum(p.numel() for p in folded.parameters()):,} parameters): the original model loads it with "
           "load_state_dict(..., strict=True)")
@@ -177,7 +181,7 @@ def convert_adopted(args: argparse.Namespace) -> int:
     print(f"folded == {args.model} (eval, input {tuple(x.shape)}): relative difference {rel:.2e}")
     if not rel <= 1e-5:
         return _fail(f"the folded model differs from the model by {rel:.2e}; nothing written")
-    torch.save(folded.state_dict(), args.output)
+    save_torch(folded.state_dict(), args.output)
     print(f"wrote {args.output}: the deployed state dict of {args.model} ({len(report.adopted)} block(s) folded into "
           "their upstream's deployed keys); load it into the model's own deployed form")
     return 0

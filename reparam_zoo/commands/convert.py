@@ -1,0 +1,100 @@
+"""``reparam-zoo convert`` (train-time checkpoint -> deployed checkpoint) and ``reparam-zoo export``
+(fold -> ONNX, checked by onnxruntime). The output is checked writable before any work and written
+atomically; every bad checkpoint is a one-line error (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+
+import torch
+
+from ..checkpoints import CheckpointError, load_checkpoint, read_file, read_state
+from ..errors import SpecError
+from ..fold import fold_model
+from ..outputs import OutputError, check_writable, save_torch
+from ..spec import resolve_spec
+from . import expand as expand_cmd
+
+
+def _fail(msg: object) -> int:
+    print(f"reparam-zoo: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _infer_classes(state: dict) -> int | None:
+    for key in ("head.weight", "linear.weight", "fc.weight", "head.fc.weight"):
+        if key in state and state[key].dim() >= 1:
+            return int(state[key].shape[0])
+    return None
+
+
+def _header(raw) -> dict | None:
+    header = raw.get("reparam_zoo") if isinstance(raw, dict) else None
+    return header if isinstance(header, dict) else None
+
+
+def model_from_checkpoint(args: argparse.Namespace, deployed_ok: bool, raw=None):
+    """``(net, model, deployed)`` a checkpoint describes: a deployed reparam_zoo checkpoint loads into
+    the plain network (strict); anything else into the training network via the --from adapter."""
+    from ..nets import build_model, load_net
+
+    net = load_net(args.net)
+    if raw is None and args.checkpoint:
+        raw = read_file(args.checkpoint)
+    header = _header(raw)
+    state = read_state(raw) if args.checkpoint else {}
+    num_classes = args.num_classes or _infer_classes(state) or 1000
+    if header and header.get("mode") == "deploy":
+        if not deployed_ok:
+            raise CheckpointError(f"{args.checkpoint} is already a deployed checkpoint")
+        model = build_model(net, num_classes, block=args.block, in_channels=args.in_channels, deployed=True)
+        load_checkpoint(model, state)
+        return net, model, True
+    model = build_model(net, num_classes, block=args.block, in_channels=args.in_channels)
+    if args.checkpoint:
+        load_checkpoint(model, state, format=args.from_format)
+    return net, model, False
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import yaml
+
+    try:
+        check_writable(args.output, "OUT")
+        raw = read_file(args.checkpoint)
+        header = _header(raw)
+        if header and header.get("mode") == expand_cmd.MODE:
+            return expand_cmd.convert_expanded(args, raw)
+        if args.model:
+            return expand_cmd.convert_adopted(args)
+        if not args.net:
+            return _fail("--net or --model is required (except for a checkpoint written by `reparam-zoo expand`)")
+        net, model, _ = model_from_checkpoint(args, deployed_ok=False, raw=raw)
+        folded = fold_model(model.eval())
+        block_yaml = resolve_spec(args.block or net.block).to_yaml() if (args.block or net.block) else ""
+        net_yaml = yaml.safe_dump(net.model_dump(mode="json"), sort_keys=False)
+        header = {"mode": "deploy", "net": net_yaml, "block": block_yaml,
+                  "spec_sha256": hashlib.sha256((net_yaml + block_yaml).encode()).hexdigest(),
+                  "num_classes": int(folded.head.out_features), "in_channels": args.in_channels}
+        save_torch({"reparam_zoo": header, "state_dict": folded.state_dict()}, args.output)
+    except (CheckpointError, OutputError, SpecError) as exc:
+        return _fail(exc)
+    print(f"wrote {args.output}: deployed {net.name} ({sum(p.numel() for p in folded.parameters()):,} parameters, "
+          f"spec sha256 {header['spec_sha256'][:12]})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import ExportError, export_onnx
+
+    try:
+        check_writable(args.onnx, "--onnx")
+        net, model, _ = model_from_checkpoint(args, deployed_ok=True)
+        report = export_onnx(model, (1, args.in_channels, net.input_size, net.input_size), args.onnx)
+    except (CheckpointError, ExportError, OutputError, SpecError) as exc:
+        return _fail(exc)
+    print(report)
+    return 0
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from .commands.argtypes import nonneg_float, nonneg_int, positive_float, positiv
 from .block import RepBlock, build_block
 from .errors import SpecError
 from .fold import fold_model
+from .outputs import RunLock, atomic_write, check_writable, publish
 from .profile import count_macs, count_params
 from .spec import BRANCHES, get_spec, json_schema, list_specs, resolve_spec
 from .verify import TOLERANCE, verify
@@ -68,6 +70,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print("reparam-zoo check: error: give a SPEC (name or YAML file) or --all", file=sys.stderr)
         return 2
+    if args.json:
+        check_writable(args.json, "--json")
     explicit = any(v is not None for v in (args.in_channels, args.out_channels, args.stride, args.groups))
     if explicit or not args.all:
         cin = args.in_channels or 16
@@ -126,7 +130,7 @@ def cmd_check(args: argparse.Namespace) -> int:
               f"{args.dtype}; both relative to the exact output, see docs/math.md; BatchNorm statistics "
               f"randomised with seed {args.seed}: a check of the specs, not of trained weights)")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
+        with atomic_write(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2)
     return 1 if failed else 0
 
@@ -248,16 +252,12 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from .compare import CompareConfig
     from .data import DataError, load_data
     from .nets import load_net
-    import yaml
-
-    from .search import SearchSpace, pareto_front, random_search
-    from .spec import load_spec
+    from .search import SearchSpace
 
     space = SearchSpace.load(args.space)
     net = load_net(args.net)
@@ -269,21 +269,34 @@ def cmd_search(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cfg = CompareConfig(net=net, data=data, blocks=[], epochs=args.epochs, seeds=1, out=out,
                         latency_batch=args.latency_batch, latency_runs=args.latency_runs, progress=not args.quiet)
-    if args.supernet:
-        return _supernet_search(space, cfg, args)
+    with RunLock(out, "reparam-zoo search " + args.space):  # refused here, before any training, if held
+        if args.supernet:
+            return _supernet_search(space, cfg, args)
+        return _random_search(space, net, data, cfg, args)
+
+
+def _random_search(space, net, data, cfg, args) -> int:
+    import json
+
+    import yaml
+
+    from .nets import load_net
+    from .search import pareto_front, random_search
+    from .spec import load_spec
+
+    out = cfg.out
     rows = random_search(space, cfg, args.budget, args.seed)
     if not rows:
         print("reparam-zoo: error: no candidate of the space builds in this net", file=sys.stderr)
         return 2
     rows.sort(key=lambda r: (-r["val_acc"], r["deploy_ms"]))
     front = {r["hash"] for r in pareto_front(rows)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "leaderboard.json").write_text(json.dumps({"space": space.name, "net": net.name, "data": data.name,
-                                                      "epochs": args.epochs, "budget": args.budget, "seed": args.seed,
-                                                      "rows": rows}, indent=2, default=str))
-    (out / "best.yaml").write_text(rows[0]["yaml"])
+    files = {"leaderboard.json": json.dumps({"space": space.name, "net": net.name, "data": data.name,
+                                             "epochs": args.epochs, "budget": args.budget, "seed": args.seed,
+                                             "rows": rows}, indent=2, default=str),
+             "best.yaml": rows[0]["yaml"]}
     if space.net_template is not None:
-        (out / "best_net.yaml").write_text(rows[0]["net"])
+        files["best_net.yaml"] = rows[0]["net"]
     lines = [f"| rank | hash | val acc % | deploy ms b{args.latency_batch} | train params | deploy params | "
              "train step ms | Pareto | branches |", "|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
@@ -296,9 +309,11 @@ def cmd_search(args: argparse.Namespace) -> int:
                      f"{r['train_params']:,} | {r['deploy_params']:,} | {r['train_step_ms']:.1f} | "
                      f"{'*' if r['hash'] in front else ''} | k{spec.kernel} {spec.act}: {branches} |")
     table = "\n".join(lines)
-    (out / "leaderboard.md").write_text(f"# search {space.name} on {net.name} / {data.name}\n\n{table}\n")
-    _plot_pareto(rows, front, out / "pareto.png", f"{space.name}: {len(rows)} candidates, {args.epochs} epochs",
-                 args.latency_batch)
+    files["leaderboard.md"] = f"# search {space.name} on {net.name} / {data.name}\n\n{table}\n"
+    png = io.BytesIO()
+    _plot_pareto(rows, front, png, f"{space.name}: {len(rows)} candidates, {args.epochs} epochs", args.latency_batch)
+    files["pareto.png"] = png.getvalue()
+    publish(out, files)  # all together: Ctrl-C leaves the previous complete set or this one
     print(table)
     print(f"wrote {out}/leaderboard.json, leaderboard.md, pareto.png, best.yaml (the top candidate)"
           + (", best_net.yaml" if space.net_template is not None else ""))
@@ -330,13 +345,11 @@ def _supernet_search(space, cfg, args) -> int:
     acc_pruned, logits_pruned = evaluate(pruned, cfg.data.val_x, cfg.data.val_y, device)
     acc_folded, logits_folded = evaluate(folded, cfg.data.val_x, cfg.data.val_y, device)
     out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "best.yaml").write_text(spec.to_yaml())
     result = {"space": space.name, "gate_l1": args.gate_l1, "supernet": dict(r), "gate_ranking": ranking,
               "top_k": args.top_k, "derived_yaml": spec.to_yaml(), "derived_val_acc_without_retraining": acc_pruned,
               "derived_folded_val_acc": acc_folded,
               "derived_max_logit_diff": (logits_pruned - logits_folded).abs().max().item()}
-    (out / "supernet.json").write_text(json.dumps(result, indent=2, default=str))
+    publish(out, {"best.yaml": spec.to_yaml(), "supernet.json": json.dumps(result, indent=2, default=str)})
     print(f"supernet ({len(sn_spec.branches)} branches, gated): val acc {100 * r['val_acc']:.2f}%")
     print("gate ranking (mean |gate| over blocks): " + ", ".join(
         f"{n} ({sn_spec.branches[int(n.split('.')[1])].label()}) {v:.3f}" for n, v in ranking))
@@ -368,16 +381,18 @@ def _plot_pareto(rows, front, path, title, latency_batch):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
     from .zoo import zoo_markdown
 
+    if args.write:
+        check_writable(args.write, "--write")
     text = zoo_markdown()
     if args.write:
-        with open(args.write, "w", encoding="utf-8") as fh:
+        with atomic_write(args.write, "w", encoding="utf-8") as fh:
             fh.write(text)
         print(f"wrote {args.write}")
     else:
@@ -390,10 +405,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the rule and where the help is, not the whole usage."""
+
+    def error(self, message: str):
+        message = " ".join(message.split())
+        if len(message) > 500:
+            message = message[:500] + "..."
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .commands import expand as expand_cmd
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="reparam-zoo",
         description="Structural re-parameterization: blocks declared in YAML, trained as branches, "
                     "folded exactly into one conv.")

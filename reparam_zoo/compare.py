@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import io
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from .data import Dataset
 from .errors import SpecError
 from .fold import fold_model
 from .nets import NetSpec, block_fits, build_model
+from .outputs import RunLock, publish, write_json
 from .profile import count_macs, count_params, saved_tensor_mb
 from .spec import get_spec, list_specs
 
@@ -272,7 +274,7 @@ def markdown_table(summary: list[dict], latency_batch: int) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: list[dict], path: Path, latency_batch: int, title: str) -> None:
+def plot(summary: list[dict], path, latency_batch: int, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -295,7 +297,7 @@ def plot(summary: list[dict], path: Path, latency_batch: int, title: str) -> Non
     fig.text(0.99, 0.01, "marker size = deployed parameters; bars = std over seeds", ha="right", fontsize=7,
              color="0.4")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
 
 
@@ -310,28 +312,48 @@ def _no_nan(obj):
     return obj
 
 
+PARTIAL = "results.partial.json"
+RESULT_FILES = ("results.json", "results.csv", "results.md", "plot.png")
+
+
+def _config(cfg: CompareConfig, seconds: float) -> dict:
+    return {"net": cfg.net.name, "data": cfg.data.name, "train_images": len(cfg.data.train_x),
+            "val_images": len(cfg.data.val_x), "epochs": cfg.epochs, "seeds": cfg.seeds, "device": cfg.device,
+            "batch_size": cfg.batch_size, "lr": cfg.lr, "mode": cfg.mode, "world_size": dist_env()[1],
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
+            "finished": datetime.datetime.now().isoformat(timespec="seconds"), **cfg.extra}
+
+
+def write_partial(cfg: CompareConfig, runs: list[dict], seconds: float) -> None:
+    """``results.partial.json``: the trainings finished so far (written atomically after each), so an
+    interrupted run keeps them under a name that says what they are; the complete result files beside it,
+    if any, are the previous complete run's, untouched."""
+    total = len(cfg.blocks) * cfg.seeds
+    note = (f"PARTIAL: an unfinished run ({len(runs)} of {total} trainings done). Any results.* files in this "
+            "folder are from the previous complete run, not from this one.")
+    write_json(cfg.out / PARTIAL, _no_nan({"partial": True, "note": note, "config": _config(cfg, seconds),
+                                           "runs": runs}), indent=2)
+
+
 def write_outputs(cfg: CompareConfig, runs: list[dict], seconds: float) -> list[dict]:
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    """results.json/.csv/.md and plot.png, put in place together (see :func:`outputs.publish`); the
+    partial file is removed in the same step."""
     summary = summarize(runs, cfg.latency_batch)
-    config = {"net": cfg.net.name, "data": cfg.data.name, "train_images": len(cfg.data.train_x),
-              "val_images": len(cfg.data.val_x), "epochs": cfg.epochs, "seeds": cfg.seeds, "device": cfg.device,
-              "batch_size": cfg.batch_size, "lr": cfg.lr, "mode": cfg.mode, "world_size": dist_env()[1],
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
-              **cfg.extra}
-    (cfg.out / "results.json").write_text(json.dumps(_no_nan({"config": config, "runs": runs, "summary": summary}),
-                                                     indent=2))
-    with open(cfg.out / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(runs[0]))
-        w.writeheader()
-        w.writerows(runs)
+    config = _config(cfg, seconds)
+    csv_text = io.StringIO()
+    w = csv.DictWriter(csv_text, fieldnames=list(runs[0]))
+    w.writeheader()
+    w.writerows(runs)
     table = markdown_table(summary, cfg.latency_batch)
     md = (f"# reparam-zoo compare: {cfg.net.name} on {cfg.data.name} ({cfg.mode} training)\n\n"
           f"{config['train_images']} training / {config['val_images']} validation images, {cfg.epochs} epochs, "
           f"{cfg.seeds} seed(s), {cfg.device}, {config['threads']} threads, torch {torch.__version__}; "
           f"{seconds:.0f} s in all. Mean ± std over seeds.\n\n{table}\n")
-    (cfg.out / "results.md").write_text(md)
-    plot(summary, cfg.out / "plot.png", cfg.latency_batch,
-         f"{cfg.net.name} on {cfg.data.name}: {cfg.epochs} epochs, {cfg.seeds} seed(s)")
+    png = io.BytesIO()
+    plot(summary, png, cfg.latency_batch, f"{cfg.net.name} on {cfg.data.name}: {cfg.epochs} epochs, {cfg.seeds} seed(s)")
+    files = {"results.json": json.dumps(_no_nan({"config": config, "runs": runs, "summary": summary}), indent=2),
+             "results.csv": csv_text.getvalue(), "results.md": md, "plot.png": png.getvalue()}
+    publish(cfg.out, files, remove=(PARTIAL, "runs.partial.json"))
     return summary
 
 
@@ -341,6 +363,12 @@ def default_blocks(net: NetSpec) -> list[str]:
 
 
 def run_compare(cfg: CompareConfig) -> list[dict] | None:
+    """Train, fold, verify and measure every block; write the results into ``cfg.out``.
+
+    The output folder is held by this run (a lock file: a second run into it is refused before any
+    training) and checked writable first. Results appear together at the end; an interrupted run
+    leaves the previous complete results untouched and its own trainings in ``results.partial.json``.
+    """
     init_distributed(cfg.device)
     rank, _ = dist_env()
     for b in cfg.blocks:  # validate every block on the net before training anything
@@ -348,24 +376,28 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
             build_subject(cfg, b)
         except SpecError as exc:
             raise SpecError(f"block {b!r} does not fit net {cfg.net.name!r}: {exc}") from None
-    t0 = time.perf_counter()
-    runs = []
-    for block in cfg.blocks:
-        for seed in range(cfg.seeds):
-            r = train_and_measure(cfg, block, seed)
-            if r is not None:
-                runs.append(r)
-                cfg.out.mkdir(parents=True, exist_ok=True)  # partial results survive an interruption
-                (cfg.out / "runs.partial.json").write_text(json.dumps(runs, indent=2))
-                if cfg.progress:
-                    print(f"{block} seed {seed}: val acc {100 * r['val_acc']:.2f}% (deployed "
-                          f"{100 * r['deploy_val_acc']:.2f}%, max logit diff {r['max_logit_diff']:.1e})",
-                          file=sys.stderr)
-    if rank != 0:
-        return None
-    summary = write_outputs(cfg, runs, time.perf_counter() - t0)
-    (cfg.out / "runs.partial.json").unlink(missing_ok=True)
-    return summary
+    lock = RunLock(cfg.out, "reparam-zoo compare " + " ".join(map(str, cfg.blocks))) if rank == 0 else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        t0 = time.perf_counter()
+        runs = []
+        for block in cfg.blocks:
+            for seed in range(cfg.seeds):
+                r = train_and_measure(cfg, block, seed)
+                if r is not None:
+                    runs.append(r)
+                    write_partial(cfg, runs, time.perf_counter() - t0)
+                    if cfg.progress:
+                        print(f"{block} seed {seed}: val acc {100 * r['val_acc']:.2f}% (deployed "
+                              f"{100 * r['deploy_val_acc']:.2f}%, max logit diff {r['max_logit_diff']:.1e})",
+                              file=sys.stderr)
+        if rank != 0:
+            return None
+        return write_outputs(cfg, runs, time.perf_counter() - t0)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 __all__ = ["CompareConfig", "default_blocks", "run_compare"]

@@ -107,6 +107,36 @@ def deferred_interrupt() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
+def publish(folder: str | Path, files: dict[str, str | bytes], remove: tuple[str, ...] = ()) -> None:
+    """Put a set of result files into ``folder`` together: every file is written to a temporary
+    file first, then all are renamed into place (and ``remove`` deleted) with Ctrl-C held, so the
+    folder shows either the previous set or the new one, never a mix."""
+    folder = Path(folder)
+    temps: list[tuple[str, Path]] = []
+    try:
+        for name, data in files.items():
+            mode = "wb" if isinstance(data, bytes) else "w"
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            temps.append((tmp, folder / name))
+            with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8", "newline": ""})) as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        with deferred_interrupt():
+            for tmp, final in temps:
+                os.replace(tmp, final)
+            temps.clear()
+            for name in remove:
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / name).unlink()
+    except OSError as exc:
+        raise OutputError(f"{folder}: writing the results failed ({exc.strerror or exc})") from None
+    finally:
+        for tmp, _ in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -181,4 +211,4 @@ class RunLock:
 
 
 __all__ = ["OutputError", "RunLock", "atomic_write", "check_out_dir", "check_writable", "deferred_interrupt",
-           "save_torch", "write_json", "write_text"]
+           "publish", "save_torch", "write_json", "write_text"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpoints import CheckpointError, load_checkpoint  # noqa: F401  (CheckpointError: part of this module's contract)
+from .checkpoints import load_checkpoint
 from .errors import SpecError
 
 

@@ -58,6 +58,24 @@ def model_from_checkpoint(args: argparse.Namespace, deployed_ok: bool, raw=None)
     return net, model, False
 
 
+def _check_fold(model, folded, shape) -> None:
+    """The folded network computes what the loaded one computes (eval, float32, a random input);
+    NaN/inf weights or outputs and any difference above 1e-4 (relative) refuse the conversion."""
+    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"the checkpoint has NaN/inf values in {len(bad)} tensor(s), e.g. {bad[0]}; "
+                              "nothing written")
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = model(x), folded(x)
+    if not bool(torch.isfinite(want).all() and torch.isfinite(got).all()):
+        raise CheckpointError("the network gives NaN/inf outputs with these weights; nothing written")
+    rel = (want - got).abs().max().item() / max(want.abs().max().item(), 1e-30)
+    if not rel <= 1e-4:
+        raise CheckpointError(f"the folded network differs from the loaded one by {rel:.1e} (relative); "
+                              "nothing written")
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     import yaml
 
@@ -73,6 +91,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             return _fail("--net or --model is required (except for a checkpoint written by `reparam-zoo expand`)")
         net, model, _ = model_from_checkpoint(args, deployed_ok=False, raw=raw)
         folded = fold_model(model.eval())
+        _check_fold(model, folded, (2, args.in_channels, net.input_size, net.input_size))
         block_yaml = resolve_spec(args.block or net.block).to_yaml() if (args.block or net.block) else ""
         net_yaml = yaml.safe_dump(net.model_dump(mode="json"), sort_keys=False)
         header = {"mode": "deploy", "net": net_yaml, "block": block_yaml,

@@ -20,6 +20,7 @@ from .spec import BRANCHES, BlockSpec, BranchSpec, BranchType, NormSpec, resolve
 from .steps import (
     BlockGeometry,
     Chain,
+    ConvStep,
     ComposedChain,
     NormStep,
     Placement,
@@ -101,6 +102,21 @@ def _check_int(value: object, name: str, minimum: int = 1) -> int:
     return value
 
 
+def _check_cost(planned: list, g: BlockGeometry, source: str | None) -> None:
+    """Refuse, before anything is allocated, a block whose weights (every conv of every branch copy,
+    plus the folded kernel) would exceed ``LIMITS["block_weights"]`` values; the error gives the estimate."""
+    total = g.out_channels * (g.in_channels // g.groups) * g.window[0] * g.window[1]  # the folded kernel
+    for _, bspec, _, plan, _ in planned:
+        for step in plan:
+            if isinstance(step, ConvStep):
+                kh, kw = step.kernel
+                total += bspec.count * step.out_channels * (step.in_channels // step.groups) * kh * kw
+    if total > LIMITS["block_weights"]:
+        raise SpecError(f"this block at {g.in_channels} -> {g.out_channels} channels would hold about {total:.2e} "
+                        f"weights ({total * 4 / 2**30:,.1f} GiB in float32, twice that to fold in float64); the "
+                        f"limit is {LIMITS['block_weights']:.2e} (docs/spec.md, Limits)", "branches", source)
+
+
 class RepBlock(nn.Module):
     """A block trained as parallel linear branches and folded into one conv.
 
@@ -130,8 +146,9 @@ class RepBlock(nn.Module):
 
         infos: list[BranchInfo] = []
         modules: list[nn.Module] = []
+        planned: list = []
         depthwise = groups == out_channels
-        for i, bspec in enumerate(spec.branches):
+        for i, bspec in enumerate(spec.branches):  # plan and check every branch first
             loc = f"branches.{i}"
             btype = BRANCHES.get(bspec.type)
             if bspec.when != "always" and (bspec.when == "depthwise") != depthwise:
@@ -157,6 +174,9 @@ class RepBlock(nn.Module):
                     raise SpecError("train_as: kernel composes the branch's kernel every step, which a "
                                     "BatchNorm (it needs the features) does not allow; use norm: scale or none",
                                     f"{loc}.train_as", source)
+            planned.append((loc, bspec, btype, plan, placement))
+        _check_cost(planned, self.geometry, source)
+        for loc, bspec, btype, plan, placement in planned:  # then build: nothing is allocated before this
             for copy_index in range(bspec.count):
                 name = loc if bspec.count == 1 else f"{loc}#{copy_index}"
                 module = btype.module(bspec, plan, self.geometry)

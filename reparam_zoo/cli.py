@@ -19,7 +19,7 @@ from .fold import fold_model
 from .outputs import RunLock, atomic_write, check_writable, publish
 from .profile import count_macs, count_params
 from .spec import BRANCHES, get_spec, json_schema, list_specs, resolve_spec
-from .verify import TOLERANCE, verify
+from .verify import TOLERANCE, check_size, verify
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
@@ -38,17 +38,18 @@ def _human(n: float) -> str:
 def _measure(block: RepBlock, size: int, dtype: torch.dtype, seed: int, tolerance: float | None) -> dict:
     g = block.geometry
     folded = fold_model(block)
-    shape = (1, g.in_channels, size, size)
     # inputs at least as large as the block's window (and than reflect padding needs), so that the check
     # always compares something; border_shapes adds the small sizes too
-    (wh, ww), (ph, pw) = g.window, g.padding
-    h, w = max(9, wh - 2 * ph + 2, ph + 2), max(11, ww - 2 * pw + 4, pw + 2)
+    h, w = check_size(g)
+    size = max(size, h, w)  # MACs at the asked size, or the smallest the block takes
+    shape = (1, g.in_channels, size, size)
     res = verify(block, (2, g.in_channels, h, w), dtype=dtype, seed=seed, tolerance=tolerance, randomize=True)
     return {
         "train_params": count_params(block), "deploy_params": count_params(folded),
         "train_macs": count_macs(block, shape), "deploy_macs": count_macs(folded, shape),
         "max_abs": res.max_abs, "max_rel": res.max_rel, "fold_rel": res.fold_rel, "train_rel": res.train_rel,
         "tolerance": res.tolerance, "ok": res.ok, "compared": len(res.shapes), "nonfinite": res.nonfinite,
+        "macs_size": size,
     }
 
 
@@ -96,7 +97,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 for line in block.describe():
                     print(f"    {line}")
                 print(f"  params: train {m['train_params']:,} -> deploy {m['deploy_params']:,}")
-                print(f"  MACs @ {args.size}x{args.size}: train {_human(m['train_macs'])} -> "
+                print(f"  MACs @ {m['macs_size']}x{m['macs_size']}: train {_human(m['train_macs'])} -> "
                       f"deploy {_human(m['deploy_macs'])}")
                 verdict = "OK" if m["ok"] else "FAIL"
                 print(f"  checked with random BatchNorm statistics (seed {args.seed}): a spec check, not of trained weights")

@@ -10,16 +10,24 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 
 from .block import RepBlock, deployed_block
 from .errors import SpecError
+from .limits import LIMITS
 from .spec import BlockSpec, _parse_yaml, _translate, read_text, resolve_spec, spec_from_data, specs_root
 
+
+#: whole numbers only (``2.0`` or ``true`` is refused, not read as 2 or 1), each with its limit (docs/spec.md)
+Width = Annotated[int, Field(strict=True, ge=1, le=LIMITS["channels"])]
+Depth = Annotated[int, Field(strict=True, ge=1, le=LIMITS["net_blocks"])]
+Stride = Annotated[int, Field(strict=True, ge=1, le=LIMITS["net_stride"])]
+Groups = Annotated[int, Field(strict=True, ge=1, le=LIMITS["channels"])]
+InputSize = Annotated[int, Field(strict=True, ge=1, le=LIMITS["net_input_size"])]
 
 #: a block spec by shipped name or YAML path, or written inline (a mapping, as in a block YAML file)
 BlockRef = Union[str, dict[str, Any]]
@@ -27,17 +35,17 @@ BlockRef = Union[str, dict[str, Any]]
 
 class StemSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    width: PositiveInt = Field(description="output channels of the stem block")
-    stride: PositiveInt = Field(2, description="stride of the stem block")
+    width: Width = Field(description="output channels of the stem block")
+    stride: Stride = Field(2, description="stride of the stem block")
     block: Optional[BlockRef] = Field(None, description="block spec for the stem (default: the net's block)")
 
 
 class StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    width: PositiveInt = Field(description="output channels of every block of the stage")
-    depth: PositiveInt = Field(description="number of blocks")
-    stride: PositiveInt = Field(2, description="stride of the first block (the others have stride 1)")
-    groups: Union[PositiveInt, list[PositiveInt]] = Field(
+    width: Width = Field(description="output channels of every block of the stage")
+    depth: Depth = Field(description="number of blocks")
+    stride: Stride = Field(2, description="stride of the first block (the others have stride 1)")
+    groups: Union[Groups, list[Groups]] = Field(
         1, description="groups of every block, or a list applied cyclically to the stage's blocks")
     block: Optional[BlockRef] = Field(None, description="block spec for this stage (default: the net's block)")
     pointwise: Optional[BlockRef] = Field(
@@ -67,11 +75,19 @@ class NetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
-    input_size: PositiveInt = Field(description="input height and width the net is designed for")
+    input_size: InputSize = Field(description="input height and width the net is designed for")
     block: BlockRef = Field("repvgg", description="block spec used everywhere (shipped name, path or inline)")
     stem: StemSpec
-    stages: list[StageSpec] = Field(min_length=1)
+    stages: list[StageSpec] = Field(min_length=1, max_length=LIMITS["net_stages"])
     head: HeadSpec = Field(default_factory=HeadSpec)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "NetSpec":
+        blocks = sum(st.depth * (2 if st.pointwise is not None else 1) for st in self.stages) + 1
+        if blocks > LIMITS["net_blocks"]:
+            raise ValueError(f"the net has {blocks:,} blocks; the limit is {LIMITS['net_blocks']:,} "
+                             "(docs/spec.md, Limits)")
+        return self
 
     def feature_sizes(self) -> list[int]:
         """Spatial size at the input of the stem and of every stage, and at the end."""

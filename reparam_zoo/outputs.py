@@ -42,6 +42,8 @@ def check_writable(path: str | Path, what: str = "output") -> Path:
 def check_out_dir(path: str | Path, what: str = "--out") -> Path:
     """Create the output folder (and its parents) and check that files can be written in it."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

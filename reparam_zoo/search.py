@@ -25,6 +25,7 @@ from .block import build_block
 from .errors import SpecError
 from .fold import fold_model
 from .profile import count_macs, count_params, saved_tensor_mb
+from .limits import LIMITS
 from .spec import BlockSpec, _parse_yaml, read_text, spec_from_data, specs_root
 
 CHOICE = "choice"
@@ -108,6 +109,23 @@ class Geometry:
     groups: int = 1
 
 
+def _geometry(data, source: str | None) -> Geometry:
+    """A space's reference geometry: whole numbers in range (a one-line SpecError otherwise)."""
+    if data is None:
+        return Geometry()
+    if not isinstance(data, Mapping):
+        raise SpecError("the geometry must be a mapping (in_channels, out_channels, stride, groups)", "geometry", source)
+    fields = {"in_channels": LIMITS["channels"], "out_channels": LIMITS["channels"], "stride": LIMITS["net_stride"],
+              "groups": LIMITS["channels"]}
+    for key, value in data.items():
+        if key not in fields:
+            raise SpecError(f"unknown key {str(key)[:60]!r}; a geometry has {', '.join(fields)}", "geometry", source)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= fields[key]:
+            raise SpecError(f"Expected an int from 1 to {fields[key]:,} but got {str(value)[:60]}", f"geometry.{key}",
+                            source)
+    return Geometry(**data)
+
+
 class SearchSpace:
     """A block template with choice points, the reference geometry candidates must build for, and
     optionally a network template (stage widths, depths, blocks may be choices too)."""
@@ -137,10 +155,7 @@ class SearchSpace:
                             "", str(path))
         if data.get("net") is not None and not isinstance(data["net"], Mapping):
             raise SpecError("the net template must be a mapping (a net spec with choice points)", "net", str(path))
-        try:
-            geometry = Geometry(**(data.get("geometry") or {}))
-        except TypeError as exc:
-            raise SpecError(f"bad geometry: {exc}", "geometry", str(path)) from None
+        geometry = _geometry(data.get("geometry"), str(path))
         return cls(str(data.get("name", path.stem)), data["block"], geometry, str(path), data.get("net"))
 
     def size(self) -> int:

@@ -8,6 +8,7 @@ branch type is registered, so user types validate like the built-in ones.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -60,7 +61,8 @@ def _positive_pair(value: Any, what: str, allow_zero: bool = False, limit: int |
                              f"for more; see docs/spec.md, Limits)")
         return value if isinstance(value, int) else (value[0], value[1])
     kind = "a non-negative" if allow_zero else "a positive"
-    raise ValueError(f"{what} must be {kind} int or a pair [h, w] of such ints, got {_short(value)}")
+    verb = "" if what.endswith(" or") else " must be"
+    raise ValueError(f"{what}{verb} {kind} int or a pair [h, w] of such ints, got {_short(value)}")
 
 
 def _kernel(value: Any) -> int | tuple[int, int]:
@@ -74,7 +76,7 @@ def _dilation(value: Any) -> int | tuple[int, int]:
 def _padding(value: Any) -> str | int | tuple[int, int]:
     if value == "same":
         return value
-    return _positive_pair(value, "padding ('same',", allow_zero=True, limit=LIMITS["padding"])
+    return _positive_pair(value, "padding must be 'same' or", allow_zero=True, limit=LIMITS["padding"])
 
 
 _PairSchema = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
@@ -98,7 +100,8 @@ class NormSpec(BaseModel):
     momentum: Optional[float] = Field(0.1, ge=0, le=1, description="BatchNorm momentum")
     affine: bool = Field(True, description="BatchNorm with learnable gamma/beta")
     track_running_stats: bool = Field(True, description="must stay true: batch statistics cannot fold")
-    init: float = Field(1.0, allow_inf_nan=False, description="initial value of a `scale` norm")
+    init: float = Field(1.0, allow_inf_nan=False, ge=-LIMITS["scale_init"], le=LIMITS["scale_init"],
+                        description="initial value of a `scale` norm")
 
     @model_validator(mode="after")
     def _foldable(self) -> "NormSpec":
@@ -382,13 +385,28 @@ def _translate(err: ValidationError, source: str | None, extra_models: tuple = (
         elif kind == "extra_forbidden":
             key = loc[-1] if loc else "?"
             rule = f"unknown key {key!r}"
-            hint = difflib.get_close_matches(key, _vocabulary(extra_models), n=1, cutoff=0.6)
+            hint = [h for h in difflib.get_close_matches(key, _vocabulary(extra_models), n=2, cutoff=0.6)
+                    if h != key]  # a key valid elsewhere (a BN's eps on a branch) is no suggestion
             if hint:
                 rule += f"; did you mean {hint[0]!r}?"
         elif kind == "missing":
             rule = f"missing required key {loc[-1]!r}" if loc else "missing required key"
         elif kind == "model_type" or kind == "model_attributes_type":
             rule = f"expected a mapping of keys, got {type(e.get('input')).__name__}"
+        elif kind in ("less_than_equal", "greater_than_equal", "less_than", "greater_than"):
+            op = {"less_than_equal": "<=", "greater_than_equal": ">=", "less_than": "<", "greater_than": ">"}[kind]
+            bound = next(iter(ctx.values()), "?")
+            value = e.get("input")
+            if isinstance(value, float) and value != value:
+                rule = "Expected a finite number but got nan"
+            else:
+                rule = f"Expected a value {op} {bound} but got {_short(value)}" + (
+                    " (docs/spec.md, Limits)" if op.startswith("<") and bound in LIMITS.values() else "")
+        elif kind == "too_long":
+            rule = (f"Expected at most {ctx.get('max_length')} items but got {ctx.get('actual_length')} "
+                    "(docs/spec.md, Limits)")
+        elif kind == "int_type":
+            rule = f"Expected a whole number (an int) but got {_short(e.get('input'))}"
         else:
             rule = e["msg"]
             if rule.startswith("Value error, "):
@@ -435,18 +453,43 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# YAML 1.2 core scalars: no base-60 ints (`1:00` is text, not 60) and only true/false are booleans
-# (`act: off`, `name: no` stay the strings they look like)
+# YAML 1.2 core scalars: only true/false are booleans (`act: off`, `name: no` stay the strings they
+# look like); ints are decimal without leading zeros, 0o octal or 0x hex (no base-60 `1:00`, no `1_000`,
+# no YAML 1.1 `017` octal); floats as in YAML 1.2 (`1e-5` too); no implicit timestamps. Tags outside the core schema (!!binary, !!set,
+# !!timestamp, !!omap, !!pairs, python tags) are refused.
 _Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"
-        and (tag != "tag:yaml.org,2002:int" or ":" not in rx.pattern)]
+    k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
+                                                   "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")]
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-_Loader.add_implicit_resolver(  # ints without the base-60 form
-    "tag:yaml.org,2002:int", __import__("re").compile(
-        r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$", __import__("re").X),
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)|0o[0-7]+|0x[0-9a-fA-F]+)$"),
     list("-+0123456789"))
+_Loader.add_implicit_resolver(  # after int: "3" is an int, "3.0", "1e3", ".inf", ".nan" are floats
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def _construct_int(loader, node) -> int:
+    text = loader.construct_scalar(node)
+    try:
+        return int(text, 0) if text.startswith(("0o", "0x")) else int(text, 10)
+    except ValueError:
+        mark = node.start_mark
+        raise SpecError(f"not an integer: {_short(text)}", f"line {mark.line + 1}, column {mark.column + 1}") from None
+
+
+def _refuse_tag(loader, node):
+    mark = node.start_mark
+    raise SpecError(f"the YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not allowed in a spec",
+                    f"line {mark.line + 1}, column {mark.column + 1}")
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+for _tag in ("binary", "set", "timestamp", "omap", "pairs"):
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
 
 
 def _check_size(node, source: str | None) -> None:
@@ -550,7 +593,7 @@ def load_spec(path_or_text: str | Path | Mapping | BlockSpec) -> BlockSpec:
     path = Path(path_or_text)
     if not _exists(path, file=True):
         name = str(path) if len(str(path)) <= 200 else str(path)[:200] + "..."
-        raise SpecError("no such spec file", "", name)
+        raise SpecError("not a regular file" if _exists(path) else "no such spec file", "", name)
     return spec_from_data(_parse_yaml(read_text(path), str(path)), str(path))
 
 

@@ -92,6 +92,14 @@ class VerifyResult:
                 f"max rel {self.max_rel:.2e}, training form {self.train_rel:.2e} {verdict}")
 
 
+def check_size(geometry, at_least: tuple[int, int] = (9, 11)) -> tuple[int, int]:
+    """An input size (h, w) every form of a block with this geometry accepts: at least the block's
+    window (minus its padding), what reflect padding needs, and ``at_least``; so that a check always
+    compares something."""
+    (wh, ww), (ph, pw) = geometry.window, geometry.padding
+    return max(at_least[0], wh - 2 * ph + 2, ph + 2), max(at_least[1], ww - 2 * pw + 4, pw + 2)
+
+
 def border_shapes(input_shape: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
     """The given shape plus odd, even and tiny spatial sizes (borders dominate small inputs)."""
     n, c, h, w = input_shape

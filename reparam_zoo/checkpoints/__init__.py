@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -71,6 +72,8 @@ def read_file(path) -> object:
             raise CheckpointError(f"{name}: no such checkpoint file")
         if path.is_dir():
             raise CheckpointError(f"{name}: is a directory, not a checkpoint file")
+        if not path.is_file():  # a device, a FIFO: reading it might never end
+            raise CheckpointError(f"{name}: not a regular file")
         if path.stat().st_size == 0:
             raise CheckpointError(f"{name}: the file is empty")
     except OSError as exc:  # a name too long, a permission problem
@@ -83,9 +86,11 @@ def read_file(path) -> object:
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for bad headers
             raise CheckpointError(f"{name}: not a readable safetensors file ({_first_line(exc)})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files: not our one line
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Weights only" in str(exc):
+        if "Unsupported global" in str(exc) or "Unsupported class" in str(exc):
             raise CheckpointError(
                 f"{name}: refused: it holds Python objects other than tensors and plain containers, which "
                 "would run code when loaded (torch.load(weights_only=True)); save model.state_dict() "
@@ -101,19 +106,16 @@ def _first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:200]
 
 
-def read_state(state_dict_or_path) -> dict[str, torch.Tensor]:
+def read_state(state_dict_or_path, source: str | None = None) -> dict[str, torch.Tensor]:
     """A state dict (names -> tensors) from a mapping or a file (see :func:`read_file`); common
     wrappers (``state_dict``, ``model``) and DDP/compile prefixes removed. Anything else is refused
-    with a one-line :class:`CheckpointError`."""
-    source = "the checkpoint"
-    if isinstance(state_dict_or_path, Mapping):
-        state = state_dict_or_path
-    elif isinstance(state_dict_or_path, (str, Path)):
+    with a one-line :class:`CheckpointError` (naming ``source``, the file it came from, if given)."""
+    if isinstance(state_dict_or_path, (str, Path)):
         source = str(state_dict_or_path)[:200]
         state = read_file(state_dict_or_path)
     else:
-        raise CheckpointError(f"Expected a state dict (a mapping of names to tensors) or a file path but got "
-                              f"a {type(state_dict_or_path).__name__}")
+        state = state_dict_or_path
+    source = source or "the checkpoint"
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{source}: holds a {type(state).__name__}, not a state dict (a mapping of "
                               "names to tensors)")
@@ -129,33 +131,36 @@ def read_state(state_dict_or_path) -> dict[str, torch.Tensor]:
     return strip_prefixes(state)
 
 
-def load_checkpoint(model: nn.Module, state_dict_or_path, format: str = "reparam_zoo") -> nn.Module:
+def load_checkpoint(model: nn.Module, state_dict_or_path, format: str = "reparam_zoo", *,
+                    source: str | None = None) -> nn.Module:
     """Load a checkpoint into ``model`` (in place, strictly); returns ``model``.
 
     Only :class:`CheckpointError` leaves it: unreadable files, payloads that are not state dicts,
     unknown formats, keys that do not map and shapes that differ are all one-line errors."""
     if format not in FORMATS:
         raise CheckpointError(FORMATS.unknown_message(format))
-    state = read_state(state_dict_or_path)
+    if isinstance(state_dict_or_path, (str, Path)):
+        source = str(state_dict_or_path)[:200]
+    state = read_state(state_dict_or_path, source)
     try:
         adapted = FORMATS.get(format)(state, model)
     except CheckpointError:
         raise
     except (KeyError, ValueError, IndexError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(f"the {format} adapter cannot map this checkpoint ({type(exc).__name__}: "
+        raise CheckpointError(f"{source + ': ' if source else ''}the {format} adapter cannot map this checkpoint ({type(exc).__name__}: "
                               f"{_first_line(exc)})") from None
     own = model.state_dict()
     missing = [k for k in own if k not in adapted]
     unexpected = [k for k in adapted if k not in own]
+    where = f"{source}: " if source else ""
     if missing or unexpected:
-        where = f"{str(state_dict_or_path)[:200]}: " if isinstance(state_dict_or_path, (str, Path)) else ""
         raise CheckpointError(f"{where}the {format} checkpoint does not fit the model"
                               f"{_guess(state, model, format)}", unexpected, missing)
     for k, v in adapted.items():
         if own[k].shape != v.shape:
-            raise CheckpointError(f"{k}: the checkpoint has shape {tuple(v.shape)}, the model {tuple(own[k].shape)}")
+            raise CheckpointError(f"{where}{k}: the checkpoint has shape {tuple(v.shape)}, the model {tuple(own[k].shape)}")
         if v.is_floating_point() != own[k].is_floating_point() or v.is_complex():
-            raise CheckpointError(f"{k}: the checkpoint holds {v.dtype}, the model {own[k].dtype}")
+            raise CheckpointError(f"{where}{k}: the checkpoint holds {v.dtype}, the model {own[k].dtype}")
     model.load_state_dict(adapted, strict=True)
     return model
 

@@ -44,17 +44,17 @@ def model_from_checkpoint(args: argparse.Namespace, deployed_ok: bool, raw=None)
     if raw is None and args.checkpoint:
         raw = read_file(args.checkpoint)
     header = _header(raw)
-    state = read_state(raw) if args.checkpoint else {}
+    state = read_state(raw, args.checkpoint) if args.checkpoint else {}
     num_classes = args.num_classes or _infer_classes(state) or 1000
     if header and header.get("mode") == "deploy":
         if not deployed_ok:
             raise CheckpointError(f"{args.checkpoint} is already a deployed checkpoint")
         model = build_model(net, num_classes, block=args.block, in_channels=args.in_channels, deployed=True)
-        load_checkpoint(model, state)
+        load_checkpoint(model, state, source=args.checkpoint)
         return net, model, True
     model = build_model(net, num_classes, block=args.block, in_channels=args.in_channels)
     if args.checkpoint:
-        load_checkpoint(model, state, format=args.from_format)
+        load_checkpoint(model, state, format=args.from_format, source=args.checkpoint)
     return net, model, False
 
 
@@ -63,7 +63,7 @@ def _check_fold(model, folded, shape) -> None:
     NaN/inf weights or outputs and any difference above 1e-4 (relative) refuse the conversion."""
     bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
-        raise CheckpointError(f"the checkpoint has NaN/inf values in {len(bad)} tensor(s), e.g. {bad[0]}; "
+        raise CheckpointError(f"the weights have NaN/inf values in {len(bad)} tensor(s), e.g. {bad[0]}; "
                               "nothing written")
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -127,7 +127,7 @@ def convert_expanded(args: argparse.Namespace, raw: dict) -> int:
         if "expanded" in header and [p for p, _, _ in report.expanded] != header["expanded"]:
             raise CheckpointError("rebuilding the expanded model gave other layers than the checkpoint's "
                                   "(another version of the model or of reparam_zoo?)")
-        state = read_state(raw)
+        state = read_state(raw, args.checkpoint)
         missing = [k for k in expanded.state_dict() if k not in state]
         unexpected = [k for k in state if k not in expanded.state_dict()]
         if missing or unexpected:

@@ -49,7 +49,7 @@ def _measure(block: RepBlock, size: int, dtype: torch.dtype, seed: int, toleranc
         "train_macs": count_macs(block, shape), "deploy_macs": count_macs(folded, shape),
         "max_abs": res.max_abs, "max_rel": res.max_rel, "fold_rel": res.fold_rel, "train_rel": res.train_rel,
         "tolerance": res.tolerance, "ok": res.ok, "compared": len(res.shapes), "nonfinite": res.nonfinite,
-        "macs_size": size,
+        "macs_size": size, "round_rel": res.round_rel,
     }
 
 
@@ -578,6 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpecError, CheckpointError, ModelError, OutputError, DataError) as exc:
         print(f"reparam-zoo: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # what was kept has been said where it was kept
+        print("reparam-zoo: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -379,9 +379,9 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
     lock = RunLock(cfg.out, "reparam-zoo compare " + " ".join(map(str, cfg.blocks))) if rank == 0 else None
     if lock is not None:
         lock.acquire()
+    runs: list[dict] = []
     try:
         t0 = time.perf_counter()
-        runs = []
         for block in cfg.blocks:
             for seed in range(cfg.seeds):
                 r = train_and_measure(cfg, block, seed)
@@ -395,6 +395,12 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
         if rank != 0:
             return None
         return write_outputs(cfg, runs, time.perf_counter() - t0)
+    except KeyboardInterrupt:
+        if rank == 0:
+            kept = f"{len(runs)} finished training(s) in {cfg.out / PARTIAL}" if runs else "no finished training"
+            print(f"reparam-zoo: interrupted: {kept}; any results.* files in {cfg.out} are from the previous "
+                  "complete run", file=sys.stderr)
+        raise
     finally:
         if lock is not None:
             lock.release()

@@ -81,3 +81,13 @@ def test_bad_cli_values_are_refused_before_any_work(argv, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("reparam-zoo") and "Expected" in err[-1]
+
+
+def test_verify_checks_the_module_as_it_is_unless_asked_to_randomize():
+    """After training, verify must check the trained block: a broken statistic is seen by default and
+    hidden only when randomize=True replaces the statistics (the spec check)."""
+    block = rz.build_block("repvgg", 4, 4)
+    block.branches[0][1].running_mean[0] = float("nan")
+    assert not rz.verify(block, (2, 4, 8, 8)).ok
+    assert rz.verify(block, (2, 4, 8, 8), randomize=True).ok
+    assert torch.isnan(block.branches[0][1].running_mean[0])  # the module itself is untouched

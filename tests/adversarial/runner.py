@@ -132,12 +132,27 @@ def _cli(argv: list[str]) -> tuple[str, str]:
     return "crash", f"exit {rc}, {len(lines)} stderr line(s): " + " / ".join(lines)[-600:]
 
 
+def _selftest(action: str) -> tuple[str, str]:
+    if action == "spin":  # must be killed by the CPU limit
+        while True:
+            pass
+    if action == "allocate":  # must hit the memory limit
+        try:
+            blob = bytearray(2 * MEMORY_BYTES)
+            return "ok", f"allocated {len(blob)} bytes"
+        except MemoryError:
+            return "crash", "MemoryError (the memory limit)"
+    raise ValueError(f"unknown self-test action {action!r}")
+
+
 def _child(entry: dict, tmp: Path, write_fd: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS + 1))
     resource.setrlimit(resource.RLIMIT_AS, (_vm_size() + MEMORY_BYTES, _vm_size() + MEMORY_BYTES))
     rss0 = _vm_rss()
     result: dict = {}
-    if entry["kind"] == "cli":
+    if entry["kind"] == "selftest":  # the harness's own checks: the limits must bite
+        result["outcome"], result["detail"] = _selftest(entry["action"])
+    elif entry["kind"] == "cli":
         argv = [a.replace("{corpus}", str(CORPUS)).replace("{tmp}", str(tmp)) for a in entry["argv"]]
         result["outcome"], result["detail"] = _cli(argv)
     else:
@@ -243,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write every result here")
     ap.add_argument("--only", nargs="*", help="only entries whose file or name contains one of these")
+    ap.add_argument("--entries", help="run these entries (a JSON list) instead of corpus/index.json")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    index = json.loads((CORPUS / "index.json").read_text())
+    index = json.loads(args.entries) if args.entries else json.loads((CORPUS / "index.json").read_text())
     if args.only:
         index = [e for e in index if any(s in e.get("file", e.get("name", "")) for s in args.only)]
     warm_up()

@@ -59,7 +59,7 @@ class VerifyResult:
 
     ``ok``: ``fold_rel <= max(tolerance, 2 * round_rel)`` (within the tolerance, or — where the
     output cancels so far that merely storing the exact kernel in the dtype exceeds it — within
-    twice what storing costs) and ``max_rel <= max(tolerance, 10 * train_rel)``
+    twice what storing costs; an explicit ``tolerance`` is strict, without the floor) and ``max_rel <= max(tolerance, 10 * train_rel)``
     (end to end, the folded form's rounding noise is within an order of magnitude of the
     training form's: a fold whose weights were huge and cancelling would fail). In float64 the
     three coincide with ``max_rel``.
@@ -75,13 +75,14 @@ class VerifyResult:
     skipped: list[tuple[int, ...]] = field(default_factory=list)  # too small for both forms
     nonfinite: list[str] = field(default_factory=list)  # which forms gave NaN/inf outputs (a failure)
     round_rel: float = 0.0  # the exact (float64) fold only stored in the dtype: the floor no fold can beat
+    floor_allowed: bool = True  # False when the caller gave an explicit tolerance: then it is strict
 
     @property
     def ok(self) -> bool:
         """Within tolerance, on at least one input, with every output finite (NaN or inf anywhere fails)."""
         errors = (self.fold_rel, self.max_rel, self.train_rel)
         return (bool(self.shapes) and not self.nonfinite and all(math.isfinite(e) for e in errors)
-                and self.fold_rel <= max(self.tolerance, 2 * self.round_rel)
+                and self.fold_rel <= (max(self.tolerance, 2 * self.round_rel) if self.floor_allowed else self.tolerance)
                 and self.max_rel <= max(self.tolerance, 10 * self.train_rel))
 
     def __str__(self) -> str:
@@ -155,7 +156,8 @@ def verify(module: nn.Module, input_shape: tuple[int, int, int, int], *, dtype: 
     # the floor: the float64 fold, rounded to the dtype, evaluated in float64
     floor = None if dt == torch.float64 else fold_model(exact).eval().to(dt).double()
     gen = torch.Generator().manual_seed(seed + 1)
-    result = VerifyResult(0.0, 0.0, dt, TOLERANCE.get(dt, 1e-6) if tolerance is None else tolerance)
+    result = VerifyResult(0.0, 0.0, dt, TOLERANCE.get(dt, 1e-6) if tolerance is None else tolerance,
+                          floor_allowed=tolerance is None)
     tiny = torch.finfo(torch.float64).tiny
     for shape in shapes or border_shapes(tuple(input_shape)):
         x = torch.randn(shape, generator=gen, dtype=torch.float64).to(device)

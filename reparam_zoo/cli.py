@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from . import __version__
+from .commands import compare as compare_cmd
 from .commands import convert as convert_cmd
 from .commands.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from .block import RepBlock, build_block
@@ -134,94 +135,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         with atomic_write(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2)
     return 1 if failed else 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-
-    from .compare import default_blocks
-    from .data import DataError, load_data
-    from .nets import load_net
-
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("reparam-zoo: error: --device cuda but no CUDA device is available", file=sys.stderr)
-        return 2
-    if args.epochs < 1 or args.seeds < 1:
-        print("reparam-zoo: error: --epochs and --seeds must be >= 1", file=sys.stderr)
-        return 2
-    if args.model:
-        return _compare_model(args)
-    net = load_net(args.net)
-    try:
-        data = load_data(args.data, net.input_size).limit(args.limit)
-    except DataError as exc:
-        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
-        return 2
-    blocks = args.blocks or default_blocks(net)
-    return _run_compare(args, net, data, blocks)
-
-
-def _compare_model(args: argparse.Namespace) -> int:
-    """compare --model: the user's model as it is (the control) and with each block expanded into it."""
-    from .data import DataError, load_data
-    from .expand import expand
-    from .user_models import PLAIN, ModelError, UserModel, build_user_model
-
-    if args.mode != "offline":
-        print("reparam-zoo: error: --model trains the expanded blocks offline; --mode online is for net specs",
-              file=sys.stderr)
-        return 2
-    if args.size < 1:
-        print(f"reparam-zoo: error: Expected --size >= 1 but got {args.size}", file=sys.stderr)
-        return 2
-    try:
-        data = load_data(args.data, args.size).limit(args.limit)
-        if data.in_channels == 1:  # torchvision/timm models take RGB: the grey image on every channel
-            data.train_x = data.train_x.expand(-1, 3, -1, -1).contiguous()
-            data.val_x = data.val_x.expand(-1, 3, -1, -1).contiguous()
-        subject = UserModel(args.model, args.size, args.weights)
-        probe = build_user_model(args.model)
-    except (DataError, ModelError) as exc:
-        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
-        return 2
-    if args.weights:
-        probe = subject.build(PLAIN, data.num_classes)  # loads the weights (one-line error if they do not fit)
-        with torch.no_grad():
-            width = probe.eval()(data.train_x[:2]).shape[-1]
-        if width < data.num_classes:
-            print(f"reparam-zoo: error: {args.model} with {args.weights} has {width} outputs, the data "
-                  f"{data.num_classes} classes (with --weights the model keeps its own head)", file=sys.stderr)
-            return 2
-    init = "preserve" if args.weights else "fresh"  # as UserModel.build expands
-    blocks = args.blocks
-    if not blocks:  # every shipped spec that expands at least one layer of this model
-        blocks = [n for n in list_specs() if expand(probe, n, init=init)[1].expanded]
-    return _run_compare(args, subject, data, [PLAIN, *[b for b in blocks if b != PLAIN]])
-
-
-def _run_compare(args: argparse.Namespace, net, data, blocks) -> int:
-    from pathlib import Path
-
-    from .compare import CompareConfig, markdown_table, run_compare
-
-    cfg = CompareConfig(net=net, data=data, blocks=blocks, epochs=args.epochs, seeds=args.seeds,
-                        device=args.device, out=Path(args.out), batch_size=args.batch_size, lr=args.lr,
-                        latency_batch=args.latency_batch, latency_runs=args.latency_runs,
-                        progress=not args.quiet, mode=args.mode)
-    summary = run_compare(cfg)
-    if summary is None:  # a non-zero rank under torchrun
-        return 0
-    print(markdown_table(summary, cfg.latency_batch))
-    print(f"wrote {cfg.out}/results.json, results.csv, results.md, plot.png")
-    diverged = [r["block"] for r in summary if not r.get("all_finite", True)]
-    if diverged:
-        print(f"reparam-zoo: non-finite (NaN/inf) outputs, training diverged or the weights are broken, for: "
-              f"{', '.join(diverged)}", file=sys.stderr)
-        return 1
-    bad = [r["block"] for r in summary if not r["all_same_predictions"]]
-    if bad:
-        print(f"reparam-zoo: the folded network predicts differently for: {', '.join(bad)}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def cmd_space(args: argparse.Namespace) -> int:
@@ -451,38 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     pc.set_defaults(func=cmd_check)
 
-    pm = sub.add_parser(
-        "compare", help="train the same net with each block on real data, fold, verify and measure",
-        description="Train NET with each BLOCK (default: every shipped block that fits the net) on the same data, "
-                    "seeds and schedule; fold the whole network, check the folded accuracy, and measure step time, "
-                    "training memory, parameters, MACs and latency. Writes results.json, results.csv, results.md "
-                    "and plot.png into --out. Under `torchrun --nproc_per_node N -m reparam_zoo compare ...` it "
-                    "trains with DistributedDataParallel (and SyncBatchNorm on CUDA).")
-    pm.add_argument("blocks", nargs="*", metavar="BLOCK", help="block specs (shipped names or YAML paths)")
-    pm.add_argument("--net", default="tiny_vgg", help="net spec: shipped name or YAML path (default tiny_vgg)")
-    pm.add_argument("--model", help="compare inside YOUR model instead of a net spec: torchvision:NAME, timm:NAME "
-                                    "or FILE.py:FACTORY; the model as it is is the control ('plain'), each block "
-                                    "is expanded into its conv+BN layers (docs/any_model.md)")
-    pm.add_argument("--weights", metavar="FILE", help="with --model: its pretrained checkpoint; the blocks then "
-                                                      "start from it (init=preserve) and the model keeps its head")
-    pm.add_argument("--size", type=positive_int, default=32, help="with --model: input size the data is resized to "
-                                                         "(default 32)")
-    pm.add_argument("--data", default="digits",
-                    help="digits (embedded, default), cifar10:DIR (python-pickle batches) or imagefolder:DIR")
-    pm.add_argument("--epochs", type=positive_int, default=6, help="training epochs (default 6)")
-    pm.add_argument("--seeds", type=positive_int, default=3, help="seeds per block (default 3)")
-    pm.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device (default cpu)")
-    pm.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
-    pm.add_argument("--batch-size", type=positive_int, default=64, help="batch size per process (default 64)")
-    pm.add_argument("--lr", type=positive_float, default=0.05, help="peak learning rate, one-cycle SGD (default 0.05)")
-    pm.add_argument("--limit", type=positive_int, help="use only the first N training images (quick runs)")
-    pm.add_argument("--latency-batch", type=positive_int, default=64, help="large batch for the latency (default 64)")
-    pm.add_argument("--latency-runs", type=positive_int, default=20, help="timed forwards per latency (default 20)")
-    pm.add_argument("--mode", choices=["offline", "online"], default="offline",
-                    help="offline: branches on the features (as the papers); online: branch BNs become scales, "
-                         "one BN after the sum, one conv per block per step (OREPA)")
-    pm.add_argument("--quiet", action="store_true", help="no progress bars")
-    pm.set_defaults(func=cmd_compare)
+    compare_cmd.add_parser(sub)
 
     def model_args(sp, net_required=True):
         sp.add_argument("--net", required=net_required, help="net spec: shipped name or YAML path"

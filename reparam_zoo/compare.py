@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import hashlib
 import io
 import json
 import math
@@ -32,6 +33,8 @@ from .nets import NetSpec, block_fits, build_model
 from .outputs import RunLock, publish, write_json
 from .profile import count_macs, count_params, saved_tensor_mb
 from .spec import get_spec, list_specs
+from .stats import spread
+from . import report
 
 
 @dataclass
@@ -51,6 +54,9 @@ class CompareConfig:
     mode: str = "offline"
     penalty: object = None  # optional callable(model) -> scalar added to the loss (e.g. an L1 on gates)
     extra: dict = field(default_factory=dict)
+    control: str | None = None  # the block every other is compared with (paired over seeds), e.g. "plain"
+    time_budget: float | None = None  # seconds: no new round of seeds starts that would not fit
+    run_latency: bool = True  # per-run latencies (search); compare measures each distinct deployed net once
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -205,6 +211,7 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
     finite = bool(torch.isfinite(logits).all()) and bool(torch.isfinite(deploy_logits).all())
     max_diff = (logits - deploy_logits).abs().max().item() if finite else float("inf")
     shape1 = (1, data.in_channels, cfg.net.input_size, cfg.net.input_size)
+    step = spread([1e3 * t for t in (step_times[1:] or step_times)])  # the first step warms up
     sample = data.train_x[: min(cfg.batch_size, len(data.train_x))].to(device)
     result = {
         "block": block_name, "seed": seed, "epochs": cfg.epochs,
@@ -216,89 +223,61 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
         "sync_batchnorm": sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()),
         "train_params": train_params, "deploy_params": count_params(deployed),
         "train_macs": count_macs(model, shape1), "deploy_macs": count_macs(deployed, shape1),
-        "train_step_ms": 1e3 * statistics.median(step_times[1:] or step_times),
+        "train_step_ms": step["median"], "train_step_ms_q1": step["q1"], "train_step_ms_q3": step["q3"],
+        "deploy_signature": hashlib.sha1(repr(deployed).encode()).hexdigest()[:10],
+        "val_images": len(data.val_y), "failed": acc <= chance_level(data.num_classes, len(data.val_y)),
         "peak_cuda_mb": peak_mb,
         "saved_activations_mb": saved_activation_mb(model, sample, data.train_y[: len(sample)].to(device)),
     }
-    for b in (1, cfg.latency_batch):
-        shape = (b, *shape1[1:])
-        result[f"train_form_ms_b{b}"] = latency_ms(model, shape, device, cfg.latency_runs)
-        result[f"deploy_ms_b{b}"] = latency_ms(deployed, shape, device, cfg.latency_runs)
+    if cfg.run_latency:
+        for b in (1, cfg.latency_batch):
+            shape = (b, *shape1[1:])
+            result[f"train_form_ms_b{b}"] = latency_ms(model, shape, device, cfg.latency_runs)
+            result[f"deploy_ms_b{b}"] = latency_ms(deployed, shape, device, cfg.latency_runs)
     return result
 
 
-# ----------------------------------------------------------------------------- reporting
-
-SUMMARY_FIELDS = [
-    ("val_acc", "val acc %", 100, ".2f"), ("deploy_val_acc", "deploy acc %", 100, ".2f"),
-    ("max_logit_diff", "max logit diff", 1, ".1e"), ("train_params", "train params", 1e-3, ".1f"),
-    ("deploy_params", "deploy params", 1e-3, ".1f"), ("train_macs", "train MMACs", 1e-6, ".2f"),
-    ("deploy_macs", "deploy MMACs", 1e-6, ".2f"), ("train_step_ms", "train step ms", 1, ".1f"),
-    ("saved_activations_mb", "saved act. MB", 1, ".1f"), ("train_form_ms_b1", "train-form ms b1", 1, ".2f"),
-    ("deploy_ms_b1", "deploy ms b1", 1, ".2f"),
-]
+def chance_level(num_classes: int, n_val: int) -> float:
+    """The accuracy below which a training counts as failed: chance (1 / classes) plus three standard
+    errors of a guesser's accuracy on ``n_val`` images."""
+    p = 1.0 / num_classes
+    return p + 3 * math.sqrt(p * (1 - p) / max(n_val, 1))
 
 
-def summarize(runs: list[dict], latency_batch: int) -> list[dict]:
-    fields = [f for f, *_ in SUMMARY_FIELDS] + [f"train_form_ms_b{latency_batch}", f"deploy_ms_b{latency_batch}",
-                                                 "peak_cuda_mb"]
-    out = []
-    for block in dict.fromkeys(r["block"] for r in runs):
-        rs = [r for r in runs if r["block"] == block]
-        row = {"block": block, "seeds": len(rs), "all_same_predictions": all(r["same_predictions"] for r in rs),
-               "all_finite": all(r.get("finite_outputs", True) for r in rs)}
-        for f in fields:
-            vals = [float(r[f]) for r in rs]
-            if any(math.isnan(v) for v in vals):  # e.g. CUDA memory on a CPU run
-                row[f] = row[f + "_std"] = float("nan")
-                continue
-            row[f] = statistics.fmean(vals)
-            row[f + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        out.append(row)
+def measure_deploy_groups(cfg: CompareConfig, runs: list[dict], repeats: int = 5) -> dict[str, dict]:
+    """One latency measurement per distinct deployed network: blocks that fold to the same convs
+    (the same ``deploy_signature``) share it, so timing noise cannot rank identical nets. Each
+    latency is measured ``repeats`` times (each a median of ``latency_runs`` forwards), reported as
+    median and interquartile range."""
+    device = torch.device(cfg.device if cfg.device != "cuda" else f"cuda:{torch.cuda.current_device()}")
+    groups: dict[str, list[str]] = {}
+    for r in runs:
+        members = groups.setdefault(r["deploy_signature"], [])
+        if r["block"] not in members:
+            members.append(r["block"])
+    out = {}
+    for i, (sig, blocks) in enumerate(groups.items()):
+        torch.manual_seed(0)
+        deployed = fold_model(build_subject(cfg, _block_of(cfg, blocks[0])).eval()).to(device)
+        shape1 = (1, cfg.data.in_channels, cfg.net.input_size, cfg.net.input_size)
+        g = {"group": chr(ord("A") + i) if i < 26 else f"G{i}", "blocks": blocks, "deploy_params": count_params(deployed)}
+        for b in (1, cfg.latency_batch):
+            shape = (b, *shape1[1:])
+            s = spread([latency_ms(deployed, shape, device, cfg.latency_runs) for _ in range(repeats)])
+            g[f"deploy_ms_b{b}"], g[f"deploy_ms_b{b}_q1"], g[f"deploy_ms_b{b}_q3"] = s["median"], s["q1"], s["q3"]
+        out[sig] = g
     return out
 
 
-def markdown_table(summary: list[dict], latency_batch: int) -> str:
-    cols = SUMMARY_FIELDS + [(f"train_form_ms_b{latency_batch}", f"train-form ms b{latency_batch}", 1, ".1f"),
-                             (f"deploy_ms_b{latency_batch}", f"deploy ms b{latency_batch}", 1, ".1f")]
-    head = "| block | seeds | " + " | ".join(c[1] for c in cols) + " |"
-    lines = [head, "|" + "---|" * (len(cols) + 2)]
-    for row in summary:
-        cells = []
-        for f, _, scale, fmt in cols:
-            mean, std = row[f] * scale, row[f + "_std"] * scale
-            cells.append(f"{mean:{fmt}} ± {std:{fmt}}" if row["seeds"] > 1 and f in (
-                "val_acc", "deploy_val_acc", "train_step_ms", "train_form_ms_b1", "deploy_ms_b1")
-                else f"{mean:{fmt}}")
-        lines.append(f"| {row['block']} | {row['seeds']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _block_of(cfg: CompareConfig, label: str):
+    """The block a run's label names (labels are block names, or the spec for a BlockSpec)."""
+    for b in cfg.blocks:
+        if (b if isinstance(b, str) else b.name) == label:
+            return b
+    return label
 
 
-def plot(summary: list[dict], path, latency_batch: int, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    biggest = max(r["deploy_params"] for r in summary)
-    markers = "osD^vP*Xhp<>"
-    for i, r in enumerate(summary):
-        x, y = r[f"deploy_ms_b{latency_batch}"], 100 * r["deploy_val_acc"]
-        ax.errorbar(x, y, yerr=100 * r["deploy_val_acc_std"], fmt="none", ecolor="0.6", capsize=3, zorder=1)
-        ax.scatter([x], [y], s=40 + 400 * r["deploy_params"] / biggest, alpha=0.75, zorder=2,
-                   marker=markers[i % len(markers)],
-                   label=f"{r['block']}: {y:.1f}%, {r['deploy_params'] / 1e3:.0f}k params")
-    ax.legend(fontsize=7, loc="best", markerscale=0.5, framealpha=0.8)
-    ax.set_xlabel(f"deployed latency, batch {latency_batch} (ms)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.text(0.99, 0.01, "marker size = deployed parameters; bars = std over seeds", ha="right", fontsize=7,
-             color="0.4")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+# ----------------------------------------------------------------------------- reporting
 
 
 def _no_nan(obj):
@@ -321,7 +300,8 @@ def _config(cfg: CompareConfig, seconds: float) -> dict:
             "val_images": len(cfg.data.val_x), "epochs": cfg.epochs, "seeds": cfg.seeds, "device": cfg.device,
             "batch_size": cfg.batch_size, "lr": cfg.lr, "mode": cfg.mode, "world_size": dist_env()[1],
             "torch": torch.__version__, "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
-            "finished": datetime.datetime.now().isoformat(timespec="seconds"), **cfg.extra}
+            "finished": datetime.datetime.now().isoformat(timespec="seconds"), "control": cfg.control,
+            "time_budget": cfg.time_budget, **cfg.extra}
 
 
 def write_partial(cfg: CompareConfig, runs: list[dict], seconds: float) -> None:
@@ -335,26 +315,32 @@ def write_partial(cfg: CompareConfig, runs: list[dict], seconds: float) -> None:
                                            "runs": runs}), indent=2)
 
 
-def write_outputs(cfg: CompareConfig, runs: list[dict], seconds: float) -> list[dict]:
+def write_outputs(cfg: CompareConfig, runs: list[dict], seconds: float, groups: dict | None = None,
+                  stopped_early: bool = False) -> list[dict]:
     """results.json/.csv/.md and plot.png, put in place together (see :func:`outputs.publish`); the
     partial file is removed in the same step."""
-    summary = summarize(runs, cfg.latency_batch)
+    rows = report.summarize(runs, cfg.control, groups, cfg.latency_batch)
     config = _config(cfg, seconds)
+    config.update(seeds_done=min(r["seeds"] for r in rows), stopped_early=stopped_early)
+    words = report.conclusion(rows, cfg.control, config)
     csv_text = io.StringIO()
-    w = csv.DictWriter(csv_text, fieldnames=list(runs[0]))
+    w = csv.DictWriter(csv_text, fieldnames=list(dict.fromkeys(k for r in runs for k in r)))
     w.writeheader()
     w.writerows(runs)
-    table = markdown_table(summary, cfg.latency_batch)
-    md = (f"# reparam-zoo compare: {cfg.net.name} on {cfg.data.name} ({cfg.mode} training)\n\n"
-          f"{config['train_images']} training / {config['val_images']} validation images, {cfg.epochs} epochs, "
-          f"{cfg.seeds} seed(s), {cfg.device}, {config['threads']} threads, torch {torch.__version__}; "
-          f"{seconds:.0f} s in all. Mean ± std over seeds.\n\n{table}\n")
+    table = report.markdown(rows, groups or {}, cfg.control, cfg.latency_batch)
+    md = (f"# reparam-zoo compare: {cfg.net.name} on {cfg.data.name} ({cfg.mode} training)\n\n{words}\n\n"
+          f"{config['train_images']:,} training / {config['val_images']:,} validation images, {cfg.epochs} epochs, "
+          f"{config['seeds_done']} seed(s), {cfg.device}, {config['threads']} threads, torch {torch.__version__}; "
+          f"{seconds:.0f} s in all.\n\n{table}\n")
     png = io.BytesIO()
-    plot(summary, png, cfg.latency_batch, f"{cfg.net.name} on {cfg.data.name}: {cfg.epochs} epochs, {cfg.seeds} seed(s)")
-    files = {"results.json": json.dumps(_no_nan({"config": config, "runs": runs, "summary": summary}), indent=2),
+    report.plot(rows, png, cfg.control, f"{cfg.net.name} on {cfg.data.name}: {cfg.epochs} epochs, "
+                                        f"{config['train_images']:,} images, {config['seeds_done']} seed(s)")
+    files = {"results.json": json.dumps(_no_nan({"config": config, "conclusion": words, "runs": runs,
+                                                 "summary": rows, "deploy_groups": list((groups or {}).values())}),
+                                        indent=2),
              "results.csv": csv_text.getvalue(), "results.md": md, "plot.png": png.getvalue()}
     publish(cfg.out, files, remove=(PARTIAL, "runs.partial.json"))
-    return summary
+    return rows
 
 
 def default_blocks(net: NetSpec) -> list[str]:
@@ -365,12 +351,14 @@ def default_blocks(net: NetSpec) -> list[str]:
 def run_compare(cfg: CompareConfig) -> list[dict] | None:
     """Train, fold, verify and measure every block; write the results into ``cfg.out``.
 
-    The output folder is held by this run (a lock file: a second run into it is refused before any
-    training) and checked writable first. Results appear together at the end; an interrupted run
-    leaves the previous complete results untouched and its own trainings in ``results.partial.json``.
+    Seeds run in rounds (every block with seed 0, then every block with seed 1, ...), so that a time
+    budget or an interruption leaves every block with the same seeds. The output folder is held by
+    this run (a lock file: a second run into it is refused before any training) and checked writable
+    first. Results appear together at the end; an interrupted run leaves the previous complete
+    results untouched and its own trainings in ``results.partial.json``.
     """
     init_distributed(cfg.device)
-    rank, _ = dist_env()
+    rank, world = dist_env()
     for b in cfg.blocks:  # validate every block on the net before training anything
         try:
             build_subject(cfg, b)
@@ -382,19 +370,28 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
     runs: list[dict] = []
     try:
         t0 = time.perf_counter()
-        for block in cfg.blocks:
-            for seed in range(cfg.seeds):
+        stopped_early = False
+        for seed in range(cfg.seeds):
+            round_start = time.perf_counter()
+            for block in cfg.blocks:
                 r = train_and_measure(cfg, block, seed)
                 if r is not None:
                     runs.append(r)
                     write_partial(cfg, runs, time.perf_counter() - t0)
                     if cfg.progress:
-                        print(f"{block} seed {seed}: val acc {100 * r['val_acc']:.2f}% (deployed "
+                        print(f"{r['block']} seed {seed}: val acc {100 * r['val_acc']:.2f}% (deployed "
                               f"{100 * r['deploy_val_acc']:.2f}%, max logit diff {r['max_logit_diff']:.1e})",
                               file=sys.stderr)
+            now = time.perf_counter()
+            if seed + 1 < cfg.seeds and _out_of_time(cfg, now - t0, now - round_start, world):
+                stopped_early = True
+                print(f"reparam-zoo: time budget: stopping after {seed + 1} of {cfg.seeds} seeds "
+                      f"({now - t0:.0f} s spent, a round takes {now - round_start:.0f} s)", file=sys.stderr)
+                break
         if rank != 0:
             return None
-        return write_outputs(cfg, runs, time.perf_counter() - t0)
+        groups = measure_deploy_groups(cfg, runs) if not cfg.run_latency else None
+        return write_outputs(cfg, runs, time.perf_counter() - t0, groups, stopped_early)
     except KeyboardInterrupt:
         if rank == 0:
             kept = f"{len(runs)} finished training(s) in {cfg.out / PARTIAL}" if runs else "no finished training"
@@ -404,6 +401,17 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
     finally:
         if lock is not None:
             lock.release()
+
+
+def _out_of_time(cfg: CompareConfig, spent: float, last_round: float, world: int) -> bool:
+    """Whether another round of seeds would overrun ``cfg.time_budget`` (decided by rank 0 and shared,
+    so that every process stops after the same round)."""
+    if cfg.time_budget is None:
+        return False
+    stop = torch.tensor([float(spent + last_round > cfg.time_budget)])
+    if world > 1:
+        dist.broadcast(stop, src=0)
+    return bool(stop.item())
 
 
 __all__ = ["CompareConfig", "default_blocks", "run_compare"]

@@ -1,8 +1,11 @@
-"""Datasets for `reparam-zoo compare`: the embedded digits, CIFAR-10 batches, image folders.
+"""Datasets for `reparam-zoo compare`: Fashion-MNIST / MNIST (IDX files), the embedded digits,
+CIFAR-10 batches, image folders.
 
-Nothing is downloaded. The embedded default is scikit-learn's handwritten digits (1,797
-8x8 grey images, shipped inside the package), upsampled to the net's input size, with a
-fixed 80/20 train/validation split.
+Nothing is downloaded. The default (``auto``) is Fashion-MNIST where it is installed (Debian's
+``dataset-fashion-mnist`` puts the four IDX files under /usr/share/datasets/fashion-mnist;
+``$FASHION_MNIST_DIR`` or ``fashion-mnist:DIR`` point elsewhere): 60,000 training and 10,000 test
+images. Otherwise scikit-learn's handwritten digits (1,797 8x8 grey images, shipped inside the
+package), upsampled to the net's input size, with a fixed 80/20 train/validation split.
 """
 
 from __future__ import annotations
@@ -137,11 +140,100 @@ def load_imagefolder(root: Path, size: int) -> Dataset:
     return _finish("imagefolder", *_split(x, y), size, len(classes))
 
 
+#: where the Debian packages install the IDX files (``dpkg -L dataset-fashion-mnist``)
+IDX_DIRS = {"fashion-mnist": ("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"),
+            "mnist": ("MNIST_DIR", "/usr/share/datasets/mnist")}
+IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+             "val_x": "t10k-images-idx3-ubyte", "val_y": "t10k-labels-idx1-ubyte"}
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format), gzip-compressed or raw: magic number, dimensions and size checked."""
+    import gzip
+
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip stream
+        raise DataError(f"{path}: cannot read it ({exc.__class__.__name__}: {str(exc)[:100]})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or not 1 <= raw[3] <= 4:
+        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    want = int(np.prod(dims)) * dtype.itemsize
+    body = raw[4 + 4 * ndim:]
+    if len(body) != want:
+        raise DataError(f"{path}: the header says {dims} values ({want:,} bytes) but the file holds {len(body):,} "
+                        "bytes (truncated or corrupt)")
+    return np.frombuffer(body, dtype=dtype).reshape(dims)
+
+
+def idx_dir(kind: str, where: str | None = None) -> Path:
+    """The folder of an IDX dataset: the given one, else ``$FASHION_MNIST_DIR`` / ``$MNIST_DIR``, else
+    where the Debian package installs it. A one-line DataError says how to get it when it is missing."""
+    import os
+
+    env, debian = IDX_DIRS[kind]
+    candidates = [Path(where)] if where else [Path(p) for p in (os.environ.get(env), debian) if p]
+    for root in candidates:
+        if all(_idx_file(root, name) is not None for name in IDX_FILES.values()):
+            return root
+    if where:
+        raise DataError(f"{kind}: {where} lacks the IDX files ({', '.join(IDX_FILES.values())}, .gz or raw)")
+    package = "dataset-fashion-mnist" if kind == "fashion-mnist" else "an MNIST package"
+    raise DataError(f"{kind} is not installed: apt-get install {package} (Debian/Ubuntu), or set ${env} or pass "
+                    f"--data {kind}:DIR for a folder with the four IDX files")
+
+
+def _idx_file(root: Path, name: str) -> Path | None:
+    for candidate in (root / f"{name}.gz", root / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_idx(kind: str, size: int, where: str | None = None) -> Dataset:
+    """Fashion-MNIST or MNIST from IDX files: the official 60,000 training and 10,000 test images (the test
+    set is the validation set), 28x28 grey, resized to ``size``."""
+    root = idx_dir(kind, where)
+    arrays = {key: read_idx(_idx_file(root, name)) for key, name in IDX_FILES.items()}
+    for split in ("train", "val"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{kind}: {root}: {split} images {list(x.shape)} and labels {list(y.shape)} do not match")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) > 9):
+            raise DataError(f"{kind}: {root}: labels outside 0..9")
+    tx = torch.from_numpy(arrays["train_x"].astype(np.float32)).unsqueeze(1) / 255
+    vx = torch.from_numpy(arrays["val_x"].astype(np.float32)).unsqueeze(1) / 255
+    ty = torch.from_numpy(arrays["train_y"].astype(np.int64))
+    vy = torch.from_numpy(arrays["val_y"].astype(np.int64))
+    return _finish(kind, tx, ty, vx, vy, size, 10)
+
+
+def default_data() -> str:
+    """``fashion-mnist`` when it is installed (Debian package or ``$FASHION_MNIST_DIR``), else ``digits``."""
+    try:
+        idx_dir("fashion-mnist")
+        return "fashion-mnist"
+    except DataError:
+        return "digits"
+
+
 def load_data(arg: str, size: int) -> Dataset:
-    """``digits`` (embedded), ``cifar10:DIR`` or ``imagefolder:DIR``, resized to ``size``."""
+    """``auto`` (Fashion-MNIST when installed, else digits), ``digits`` (embedded), ``fashion-mnist[:DIR]``,
+    ``mnist:DIR``, ``cifar10:DIR`` or ``imagefolder:DIR``, resized to ``size``."""
+    if arg == "auto":
+        arg = default_data()
     kind, _, where = arg.partition(":")
     if kind == "digits" and not where:
         return load_digits(size)
+    if kind in IDX_DIRS:
+        return load_idx(kind, size, where or None)
     if kind in ("cifar10", "imagefolder"):
         if not where:
             raise DataError(f"--data {kind}:DIR needs a directory")
@@ -149,4 +241,5 @@ def load_data(arg: str, size: int) -> Dataset:
         if not root.is_dir():
             raise DataError(f"{kind}: no such directory: {root}")
         return load_cifar10(root, size) if kind == "cifar10" else load_imagefolder(root, size)
-    raise DataError(f"unknown --data {arg!r}; use digits, cifar10:DIR or imagefolder:DIR")
+    raise DataError(f"unknown --data {arg!r}; use auto, digits, fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or "
+                    "imagefolder:DIR")

@@ -1,0 +1,193 @@
+"""What `reparam-zoo compare` writes: per-block summaries with paired differences to the control,
+a plain-words conclusion, the tables and the plot. Pure functions of the runs."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from .stats import paired_difference
+
+CONTROL_LABEL = "plain conv+BN"
+
+
+def summarize(runs: list[dict], control: str | None = None, groups: dict | None = None,
+              latency_batch: int = 64) -> list[dict]:
+    """One row per block (in run order): means and spreads over seeds, the paired difference of
+    validation accuracy to ``control`` (same seeds), and the shared deploy measurement of its group."""
+    blocks = list(dict.fromkeys(r["block"] for r in runs))
+    by_block = {b: {r["seed"]: r for r in runs if r["block"] == b} for b in blocks}
+    ctrl = by_block.get(control) if control else None
+    out = []
+    for block in blocks:
+        rs = list(by_block[block].values())
+        accs = [r["val_acc"] for r in rs]
+        row = {
+            "block": block, "seeds": len(rs), "seed_list": sorted(by_block[block]),
+            "val_acc": statistics.fmean(accs), "val_acc_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "deploy_val_acc": statistics.fmean(r["deploy_val_acc"] for r in rs),
+            "all_same_predictions": all(r["same_predictions"] for r in rs),
+            "all_finite": all(r.get("finite_outputs", True) for r in rs),
+            "max_logit_diff": max(r["max_logit_diff"] for r in rs),
+            "failed_seeds": [r["seed"] for r in rs if r.get("failed")],
+            "train_step_ms": statistics.fmean(r["train_step_ms"] for r in rs),
+            "train_step_ms_q1": statistics.fmean(r.get("train_step_ms_q1", r["train_step_ms"]) for r in rs),
+            "train_step_ms_q3": statistics.fmean(r.get("train_step_ms_q3", r["train_step_ms"]) for r in rs),
+            "saved_activations_mb": statistics.fmean(r["saved_activations_mb"] for r in rs),
+            "train_params": rs[0]["train_params"], "deploy_params": rs[0]["deploy_params"],
+            "train_macs": rs[0]["train_macs"], "deploy_macs": rs[0]["deploy_macs"],
+            "deploy_signature": rs[0].get("deploy_signature"),
+        }
+        if ctrl is not None and block != control:
+            seeds = sorted(set(by_block[block]) & set(ctrl))
+            if seeds:
+                p = paired_difference([100 * by_block[block][s]["val_acc"] for s in seeds],
+                                      [100 * ctrl[s]["val_acc"] for s in seeds])
+                row["vs_control"] = p.as_dict()
+        if groups and row["deploy_signature"] in groups:
+            g = groups[row["deploy_signature"]]
+            row["deploy_group"] = g["group"]
+            for key, value in g.items():
+                if key.startswith("deploy_ms"):
+                    row[key] = value
+        out.append(row)
+    return out
+
+
+def _points(x: float) -> str:
+    return f"{x:.2f}".rstrip("0").rstrip(".") if abs(x) >= 0.005 else "0"
+
+
+def conclusion(rows: list[dict], control: str | None, config: dict) -> str:
+    """The results in plain words: who beats the control, who loses, and what this run cannot say."""
+    budget = (f"{config['epochs']} epoch(s) on {config['train_images']:,} {config['data']} training images, "
+              f"{config['seeds_done']} seed(s), {config['val_images']:,} validation images")
+    resolution = f"one validation image is {100 / max(config['val_images'], 1):.2g} points"
+    lines = []
+    failed = [f"{r['block']} (seed {', '.join(map(str, r['failed_seeds']))})" for r in rows if r["failed_seeds"]]
+    if control is None or not any(r["block"] == control for r in rows):
+        lines.append(f"At this budget ({budget}) the run has no control, so no block is compared with a plain "
+                     f"conv+BN; accuracies are listed as measured.")
+    elif config["seeds_done"] < 2:
+        lines.append(f"At this budget ({budget}) nothing can be ranked: with one seed per block the seed noise is "
+                     f"unknown, and differences of a point or more between seeds are common. Run with --seeds 3 or "
+                     f"more (pairs of seeds give each block an interval against {CONTROL_LABEL}).")
+    else:
+        compared = [r for r in rows if "vs_control" in r and r["block"] not in {f.split(' ')[0] for f in failed}]
+        better = sorted((r for r in compared if r["vs_control"]["verdict"] == "better"),
+                        key=lambda r: -r["vs_control"]["mean"])
+        worse = sorted((r for r in compared if r["vs_control"]["verdict"] == "worse"),
+                       key=lambda r: r["vs_control"]["mean"])
+
+        def say(r, word):
+            v = r["vs_control"]
+            return (f"{r['block']} {word} {CONTROL_LABEL} by {_points(abs(v['mean']))} points "
+                    f"(95% interval {v['low']:+.2f} to {v['high']:+.2f})")
+
+        parts = [say(r, "beats") for r in better] + [say(r, "is below") for r in worse]
+        rest = len(compared) - len(better) - len(worse)
+        if parts:
+            tail = ("; no other block differs detectably" if rest else "")
+            lines.append(f"At this budget ({budget}), " + "; ".join(parts) + tail + ".")
+        else:
+            widths = [(r["vs_control"]["high"] - r["vs_control"]["low"]) / 2 for r in compared]
+            lines.append(f"At this budget ({budget}), no block differs detectably from {CONTROL_LABEL}: every 95% "
+                         f"interval of the paired differences includes 0 (half-widths {min(widths):.2f} to "
+                         f"{max(widths):.2f} points). This run is too small to rank the blocks; more seeds or "
+                         f"more training narrow the intervals." if widths else
+                         f"At this budget ({budget}), no block could be compared with {CONTROL_LABEL}.")
+    lines.append(f"Intervals: Student t over the seeds, each block paired with {CONTROL_LABEL} trained on the same "
+                 f"seed (same initialisation seed, data order and schedule); {resolution}.")
+    if failed:
+        lines.append(f"Failed trainings (validation accuracy no better than chance): {'; '.join(failed)}; "
+                     "they are left out of the conclusion and the plot.")
+    diverged = [r["block"] for r in rows if not r["all_finite"]]
+    if diverged:
+        lines.append(f"Non-finite outputs (diverged): {', '.join(diverged)}.")
+    if config.get("stopped_early"):
+        lines.append(f"The time budget ended the run after {config['seeds_done']} of {config['seeds']} seeds.")
+    return " ".join(lines)
+
+
+def markdown(rows: list[dict], groups: dict, control: str | None, latency_batch: int) -> str:
+    """The per-block table and the deploy-cost table."""
+    head = (f"| block | seeds | val acc % (mean ± sd) | Δ vs {control or 'control'} (points) [95% interval] | verdict | "
+            "deployed = trained (max logit diff) | train step ms, median [IQR] | saved act. MB | train params | "
+            "deploy params | deploy net |")
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        v = r.get("vs_control")
+        if r["block"] == control:
+            delta, verdict = "control", "—"
+        elif v is None:
+            delta, verdict = "—", "—"
+        elif math.isnan(v["low"]):
+            delta, verdict = f"{v['mean']:+.2f}", v["verdict"]
+        else:
+            delta, verdict = f"{v['mean']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]", v["verdict"]
+        if r["failed_seeds"]:
+            verdict = f"failed (seed {', '.join(map(str, r['failed_seeds']))})"
+        same = "yes" if r["all_same_predictions"] else "NO"
+        lines.append(
+            f"| {r['block']} | {r['seeds']} | {100 * r['val_acc']:.2f} ± {100 * r['val_acc_sd']:.2f} | {delta} | "
+            f"{verdict} | {same} ({r['max_logit_diff']:.1e}) | {r['train_step_ms']:.1f} "
+            f"[{r['train_step_ms_q1']:.1f}, {r['train_step_ms_q3']:.1f}] | {r['saved_activations_mb']:.1f} | "
+            f"{r['train_params']:,} | {r['deploy_params']:,} | {r.get('deploy_group', '—')} |")
+    if groups:
+        lines += ["", "Deployed networks: blocks that fold to the same convs share one measurement (median [IQR] "
+                      "of 5 repeats, each the median of the timed forwards).", "",
+                  f"| deploy net | blocks | params | MACs | latency ms b1 | latency ms b{latency_batch} |",
+                  "|---|---|---|---|---|---|"]
+        macs = {r["deploy_signature"]: r["deploy_macs"] for r in rows}
+        for sig, g in groups.items():
+            b1, bl = "deploy_ms_b1", f"deploy_ms_b{latency_batch}"
+            lines.append(f"| {g['group']} | {', '.join(g['blocks'])} | {g['deploy_params']:,} | "
+                         f"{macs.get(sig, float('nan')) / 1e6:.2f}M | {g[b1]:.2f} [{g[b1 + '_q1']:.2f}, "
+                         f"{g[b1 + '_q3']:.2f}] | {g[bl]:.2f} [{g[bl + '_q1']:.2f}, {g[bl + '_q3']:.2f}] |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path, control: str | None, title: str) -> None:
+    """Accuracy difference to the control (with its interval) against training step time; failed
+    trainings are named in a note instead of stretching the axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    ok = [r for r in rows if not r["failed_seeds"] and r["all_finite"]]
+    markers = "osD^vP*Xhp<>"
+    ctrl = next((r for r in ok if r["block"] == control), None)
+    if ctrl is not None:
+        ax.axhline(0.0, color="0.3", ls="--", lw=1, zorder=1)
+        ax.annotate(CONTROL_LABEL, (ctrl["train_step_ms"], 0.0), xytext=(4, 4), textcoords="offset points",
+                    fontsize=8, color="0.3")
+    for i, r in enumerate(ok):
+        x = r["train_step_ms"]
+        xerr = [[x - r["train_step_ms_q1"]], [r["train_step_ms_q3"] - x]]
+        if r["block"] == control:
+            ax.errorbar(x, 0.0, xerr=xerr, fmt="k*", ms=10, zorder=3, label=f"{r['block']} (control)")
+            continue
+        v = r.get("vs_control")
+        if v is None:
+            y = 100 * r["val_acc"]
+            ax.errorbar(x, y, xerr=xerr, fmt=markers[i % len(markers)], capsize=3, label=r["block"])
+            continue
+        yerr = None if math.isnan(v["low"]) else [[v["mean"] - v["low"]], [v["high"] - v["mean"]]]
+        color = {"better": "tab:green", "worse": "tab:red"}.get(v["verdict"], "tab:blue")
+        ax.errorbar(x, v["mean"], yerr=yerr, xerr=xerr, fmt=markers[i % len(markers)], color=color, capsize=3,
+                    zorder=2, label=f"{r['block']}: {v['mean']:+.2f} ({v['verdict']})")
+    ax.set_xlabel("training step time, ms (median, bars: interquartile range)")
+    ax.set_ylabel(f"validation accuracy − {CONTROL_LABEL} (points, bars: 95% interval)" if ctrl is not None
+                  else "validation accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    failed = [r["block"] for r in rows if r["failed_seeds"] or not r["all_finite"]]
+    if failed:
+        fig.text(0.01, 0.01, "not shown (failed: no better than chance, or diverged): " + ", ".join(failed),
+                 fontsize=7, color="tab:red")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, format="png")
+    plt.close(fig)

@@ -89,6 +89,10 @@ def conclusion(rows: list[dict], control: str | None, config: dict) -> str:
         if parts:
             tail = ("; no other block differs detectably" if rest else "")
             lines.append(f"At this budget ({budget}), " + "; ".join(parts) + tail + ".")
+            if len(compared) >= 5:
+                lines.append(f"With {len(compared)} blocks each compared at 95%, about {len(compared) / 20:.1f} "
+                             "such verdicts are expected by chance alone: treat a single narrow one as a lead to "
+                             "re-run with more seeds, not as a result.")
         else:
             widths = [(r["vs_control"]["high"] - r["vs_control"]["low"]) / 2 for r in compared]
             lines.append(f"At this budget ({budget}), no block differs detectably from {CONTROL_LABEL}: every 95% "

@@ -24,3 +24,20 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile("ci")
+
+
+@pytest.fixture
+def fashion_mnist_dir():
+    """The installed Fashion-MNIST (Debian's dataset-fashion-mnist or $FASHION_MNIST_DIR). Skipped where it
+    is not installed, except under CI (.ci/run installs it and sets REPARAM_ZOO_REQUIRE_FASHION=1), where a
+    missing dataset is a failure, not a skip."""
+    import os
+
+    from reparam_zoo.data import DataError, idx_dir
+
+    try:
+        return idx_dir("fashion-mnist")
+    except DataError as exc:
+        if os.environ.get("REPARAM_ZOO_REQUIRE_FASHION"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))

@@ -102,13 +102,14 @@ def test_compare_inside_a_users_model_with_the_plain_model_as_control(tmp_path, 
                    "                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))\n")
     out = tmp_path / "cmp"
     assert main(["compare", "acb", "repvgg", "--model", f"{src}:make", "--size", "12", "--epochs", "1",
-                 "--seeds", "1", "--limit", "96", "--latency-runs", "2", "--quiet", "--out", str(out)]) == 0
+                 "--data", "digits", "--seeds", "1", "--limit", "96", "--latency-runs", "2", "--quiet", "--out", str(out)]) == 0
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [r["block"] for r in runs] == ["plain", "acb", "repvgg"]
     assert [r["folded_blocks"] for r in runs] == [0, 2, 2]
     assert all(r["same_predictions"] for r in runs)
     assert runs[1]["train_params"] > runs[0]["train_params"]
     assert main(["compare", "replknet", "--model", f"{src}:make", "--size", "12", "--epochs", "1", "--quiet",
+                 "--data", "digits",
                  "--out", str(tmp_path / "x")]) == 2
     assert "expands no layer" in capsys.readouterr().err
 

@@ -15,8 +15,8 @@ from reparam_zoo.cli import main
 from reparam_zoo.data import load_data
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICK = ["--net", "tiny_vgg", "--epochs", "1", "--seeds", "1", "--limit", "256", "--latency-runs", "2",
-         "--latency-batch", "8", "--quiet"]
+QUICK = ["--net", "tiny_vgg", "--data", "digits", "--epochs", "1", "--seeds", "1", "--limit", "256",
+         "--latency-runs", "2", "--latency-batch", "8", "--quiet"]
 
 
 def _run(tmp_path, *args):
@@ -29,23 +29,56 @@ def test_short_compare_writes_consistent_outputs(tmp_path, capsys):
     code, out = _run(tmp_path, "repvgg", "acb")
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| repvgg |" in printed and "| acb |" in printed
+    assert "| repvgg |" in printed and "| acb |" in printed and "| plain |" in printed
     result = json.loads((out / "results.json").read_text())
     runs, summary = result["runs"], result["summary"]
-    assert [r["block"] for r in runs] == ["repvgg", "acb"]
+    assert [r["block"] for r in runs] == ["plain", "repvgg", "acb"]  # the control first, by default
     for r in runs:
         assert r["val_acc"] == r["deploy_val_acc"] and r["same_predictions"]
         assert r["max_logit_diff"] <= 1e-5 * max(1.0, r["max_logit"])
-        assert r["deploy_params"] < r["train_params"] and r["deploy_macs"] < r["train_macs"]
-        assert r["folded_blocks"] == 5 and r["train_step_ms"] > 0 and r["saved_activations_mb"] > 0
+        assert r["deploy_macs"] <= r["train_macs"] and r["folded_blocks"] == 5
+        assert r["train_step_ms_q1"] <= r["train_step_ms"] <= r["train_step_ms_q3"] and r["saved_activations_mb"] > 0
+        assert "deploy_ms_b1" not in r  # latency is measured once per distinct deployed net, not per run
+    assert runs[1]["deploy_params"] < runs[1]["train_params"]
     assert result["config"]["train_images"] == 256 and result["config"]["data"] == "digits"
+    assert result["config"]["control"] == "plain"
+    # plain, repvgg and acb fold to the same convs: one deployed net, measured once
+    (group,) = result["deploy_groups"]
+    assert group["blocks"] == ["plain", "repvgg", "acb"] and group["deploy_ms_b1_q1"] <= group["deploy_ms_b1"]
+    assert {r["deploy_group"] for r in summary} == {"A"}
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert [row["block"] for row in rows] == ["repvgg", "acb"]
-    assert float(rows[1]["val_acc"]) == runs[1]["val_acc"]
+    assert [row["block"] for row in rows] == ["plain", "repvgg", "acb"]
+    assert float(rows[2]["val_acc"]) == runs[2]["val_acc"]
     md = (out / "results.md").read_text()
-    assert f"{100 * summary[0]['val_acc']:.2f}" in md
+    assert md.splitlines()[2].startswith("At this budget") and "nothing can be ranked" in md  # one seed
+    assert f"{100 * summary[1]['val_acc']:.2f}" in md and result["conclusion"] in md
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not (out / "runs.partial.json").exists()
+    assert not (out / "runs.partial.json").exists() and not (out / "results.partial.json").exists()
+
+
+def test_paired_seeds_give_intervals_and_a_time_budget_keeps_rounds_whole(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["compare", "repvgg", "--net", "tiny_vgg", "--data", "digits", "--epochs", "1", "--seeds", "2",
+            "--limit", "128", "--latency-runs", "1", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads((out / "results.json").read_text())
+    (row,) = [r for r in result["summary"] if r["block"] == "repvgg"]
+    v = row["vs_control"]
+    accs = {r["seed"]: r["val_acc"] for r in result["runs"] if r["block"] == "repvgg"}
+    ctrl = {r["seed"]: r["val_acc"] for r in result["runs"] if r["block"] == "plain"}
+    assert v["n"] == 2 and abs(v["mean"] - 50 * sum(accs[s] - ctrl[s] for s in (0, 1))) < 1e-9
+    assert v["low"] <= v["mean"] <= v["high"] and v["verdict"] in ("better", "worse", "no detectable difference")
+    assert [r["seed"] for r in result["runs"]] == [0, 0, 1, 1]  # seeds in rounds: every block has the same seeds
+    # a budget smaller than one round: the run stops after the first round, says so, and every block has seed 0
+    assert main([*argv[:-1], str(tmp_path / "budget"), "--seeds", "3", "--time-budget", "0.01"]) == 0
+    result = json.loads((tmp_path / "budget" / "results.json").read_text())
+    assert result["config"]["seeds_done"] == 1 and result["config"]["stopped_early"] is True
+    assert sorted((r["block"], r["seed"]) for r in result["runs"]) == [("plain", 0), ("repvgg", 0)]
+    assert "time budget ended the run after 1 of 3 seeds" in result["conclusion"]
+    # without the control nothing is compared
+    assert main([*argv[:-1], str(tmp_path / "nc"), "--no-control"]) == 0
+    result = json.loads((tmp_path / "nc" / "results.json").read_text())
+    assert [r["block"] for r in result["runs"]] == ["repvgg", "repvgg"] and "no control" in result["conclusion"]
 
 
 def test_compare_is_deterministic_on_cpu(tmp_path):
@@ -57,7 +90,8 @@ def test_compare_is_deterministic_on_cpu(tmp_path):
 
 
 @pytest.mark.parametrize("data,message", [
-    ("mnist", "unknown --data 'mnist'"),
+    ("mnsit", "unknown --data 'mnsit'"),
+    ("mnist:{empty}", "lacks the IDX files"),
     ("cifar10:/nonexistent/dir", "cifar10: no such directory"),
     ("cifar10:{empty}", "lacks data_batch_1"),
     ("imagefolder:{empty}", "needs one sub-folder per class"),
@@ -65,7 +99,7 @@ def test_compare_is_deterministic_on_cpu(tmp_path):
 ])
 def test_bad_data_exits_2_with_one_line(tmp_path, capsys, data, message):
     (tmp_path / "empty").mkdir()
-    code = main(["compare", "repvgg", "--data", data.format(empty=tmp_path / "empty"), *QUICK,
+    code = main(["compare", "repvgg", *QUICK, "--data", data.format(empty=tmp_path / "empty"),
                  "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
@@ -125,7 +159,8 @@ def test_ddp_with_uneven_shards_finishes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
-         "-m", "reparam_zoo", "compare", "repvgg", "--epochs", "1", "--seeds", "1", "--limit", "129",
+         "-m", "reparam_zoo", "compare", "repvgg", "--data", "digits", "--epochs", "1", "--seeds", "1",
+         "--limit", "129",
          "--batch-size", "64", "--latency-runs", "1", "--quiet", "--out", str(out)],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -56,7 +56,8 @@ def test_check_picks_inputs_the_block_accepts(tmp_path, capsys):
 
 def test_compare_with_a_diverging_run_reports_it_and_exits_1(tmp_path, capsys):
     out = tmp_path / "cmp"
-    code = main(["compare", "repvgg", "--net", "tiny_vgg", "--epochs", "2", "--seeds", "1", "--limit", "128",
+    code = main(["compare", "repvgg", "--net", "tiny_vgg", "--data", "digits", "--epochs", "2", "--seeds", "1",
+                 "--limit", "128",
                  "--lr", "1e30", "--latency-runs", "1", "--quiet", "--out", str(out)])
     assert code == 1 and "non-finite" in capsys.readouterr().err
     run = json.loads((out / "results.json").read_text())["runs"][0]

@@ -20,7 +20,7 @@ from reparam_zoo.outputs import (LOCK_NAME, OutputError, RunLock, atomic_write, 
                                  publish)
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICK = ["--net", "tiny_vgg", "--epochs", "1", "--seeds", "1", "--limit", "128", "--latency-runs", "1",
+QUICK = ["--net", "tiny_vgg", "--data", "digits", "--epochs", "1", "--seeds", "1", "--limit", "128", "--latency-runs", "1",
          "--latency-batch", "8", "--quiet"]
 RESULTS = ("results.json", "results.csv", "results.md", "plot.png")
 
@@ -86,7 +86,7 @@ def test_a_live_lock_refuses_a_second_run_and_a_dead_ones_lock_is_taken_over(tmp
 
 
 #: a run long enough (tens of seconds) to be interrupted or raced; the tests stop it early
-LONG = ["--net", "tiny_vgg", "--epochs", "20", "--seeds", "1", "--limit", "512", "--latency-runs", "1",
+LONG = ["--net", "tiny_vgg", "--data", "digits", "--epochs", "20", "--seeds", "1", "--limit", "512", "--latency-runs", "1",
         "--latency-batch", "8", "--quiet"]
 
 

@@ -367,6 +367,10 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
     lock = RunLock(cfg.out, "reparam-zoo compare " + " ".join(map(str, cfg.blocks))) if rank == 0 else None
     if lock is not None:
         lock.acquire()
+    if cfg.progress and rank == 0:
+        print(f"compare: {len(cfg.blocks)} block(s) x {cfg.seeds} seed(s) on {cfg.data.name} "
+              f"({len(cfg.data.train_x):,} training, {len(cfg.data.val_x):,} validation images), {cfg.epochs} "
+              f"epoch(s)", file=sys.stderr)
     runs: list[dict] = []
     try:
         t0 = time.perf_counter()

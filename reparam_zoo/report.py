@@ -187,7 +187,8 @@ def plot(rows: list[dict], path, control: str | None, title: str) -> None:
                   else "validation accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
     failed = [r["block"] for r in rows if r["failed_seeds"] or not r["all_finite"]]
     if failed:
         fig.text(0.01, 0.01, "not shown (failed: no better than chance, or diverged): " + ", ".join(failed),

@@ -23,6 +23,7 @@ from .reference.doconv import RefDOConv
 from .reference.expandnet import RefExpandCK, RefExpandCL
 from .reference.mobileone import RefMobileOne
 from .reference.orepa import RefOREPA
+from .reference.plain import RefPlain
 from .reference.qarepvgg import RefQARepVGG
 from .reference.replknet import RefRepLK
 from .reference.repvgg import RefRepVGG
@@ -126,6 +127,10 @@ def map_qarepvgg(r):
     return {**cbn("branches.0", r.dense), "branches.1.0.weight": r.one.weight, "norm_after": r.bn}
 
 
+def map_plain(r):
+    return cbn("branches.0", r.dense)
+
+
 def map_orepa(r):
     v = r.vector
     return {"branches.0.0.weight": r.w_origin, "branches.0.1.weight": v[0],
@@ -149,6 +154,7 @@ CASES = {
     "diracnet": (RefDirac, map_dirac, [(4, 4, 1, 1), (4, 4, 1, 2), (4, 4, 1, 4), (4, 8, 1, 1), (4, 4, 2, 1)]),
     "qarepvgg": (RefQARepVGG, map_qarepvgg, DENSE),
     "orepa": (RefOREPA, map_orepa, DENSE),
+    "plain": (RefPlain, map_plain, DENSE + [(4, 4, 1, 4)]),
 }
 
 

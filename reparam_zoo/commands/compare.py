@@ -118,8 +118,6 @@ def _compare_model(args: argparse.Namespace) -> int:
 def _run_compare(args: argparse.Namespace, net, data, blocks) -> int:
     from ..compare import CompareConfig, run_compare
 
-    print(f"compare: {len(blocks)} block(s) x {args.seeds} seed(s) on {data.name} ({len(data.train_x):,} training, "
-          f"{len(data.val_x):,} validation images), {args.epochs} epoch(s)", file=sys.stderr)
     cfg = CompareConfig(net=net, data=data, blocks=blocks, epochs=args.epochs, seeds=args.seeds,
                         device=args.device, out=Path(args.out), batch_size=args.batch_size, lr=args.lr,
                         latency_batch=args.latency_batch, latency_runs=args.latency_runs,

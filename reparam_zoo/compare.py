@@ -412,7 +412,8 @@ def _out_of_time(cfg: CompareConfig, spent: float, last_round: float, world: int
     so that every process stops after the same round)."""
     if cfg.time_budget is None:
         return False
-    stop = torch.tensor([float(spent + last_round > cfg.time_budget)])
+    device = torch.device("cuda", torch.cuda.current_device()) if cfg.device == "cuda" else torch.device("cpu")
+    stop = torch.tensor([float(spent + last_round > cfg.time_budget)], device=device)  # NCCL needs CUDA tensors
     if world > 1:
         dist.broadcast(stop, src=0)
     return bool(stop.item())

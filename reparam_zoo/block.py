@@ -269,6 +269,11 @@ class RepBlock(nn.Module):
 
     # ------------------------------------------------------------------------- folding
     def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
+        """The dtype and device to fold into: the block's first floating parameter or buffer (they can be
+        replaced, e.g. by ``load_state_dict(..., assign=True)``), else the anchor that follows ``.to()``."""
+        for name, t in (*self.named_parameters(), *self.named_buffers()):
+            if t.is_floating_point() and name != "_anchor":
+                return t.dtype, t.device
         return self._anchor.dtype, self._anchor.device
 
     def _forward_direct(self, x: Tensor) -> Tensor:

@@ -176,7 +176,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     space = SearchSpace.load(args.space)
     net = load_net(args.net)
     try:
-        data = load_data(args.data, net.input_size).limit(args.limit)
+        data = load_data(args.data, net.input_size, args.limit)
     except DataError as exc:
         print(f"reparam-zoo: error: {exc}", file=sys.stderr)
         return 2
@@ -227,7 +227,8 @@ def _random_search(space, net, data, cfg, args) -> int:
     png = io.BytesIO()
     _plot_pareto(rows, front, png, f"{space.name}: {len(rows)} candidates, {args.epochs} epochs", args.latency_batch)
     files["pareto.png"] = png.getvalue()
-    publish(out, files)  # all together: Ctrl-C leaves the previous complete set or this one
+    # all together (Ctrl-C leaves the previous complete set or this one), and nothing of another kind of run
+    publish(out, files, remove=("supernet.json",) + (() if space.net_template is not None else ("best_net.yaml",)))
     print(table)
     print(f"wrote {out}/leaderboard.json, leaderboard.md, pareto.png, best.yaml (the top candidate)"
           + (", best_net.yaml" if space.net_template is not None else ""))
@@ -263,7 +264,8 @@ def _supernet_search(space, cfg, args) -> int:
               "top_k": args.top_k, "derived_yaml": spec.to_yaml(), "derived_val_acc_without_retraining": acc_pruned,
               "derived_folded_val_acc": acc_folded,
               "derived_max_logit_diff": (logits_pruned - logits_folded).abs().max().item()}
-    publish(out, {"best.yaml": spec.to_yaml(), "supernet.json": json.dumps(result, indent=2, default=str)})
+    publish(out, {"best.yaml": spec.to_yaml(), "supernet.json": json.dumps(result, indent=2, default=str)},
+            remove=("leaderboard.json", "leaderboard.md", "pareto.png", "best_net.yaml"))
     print(f"supernet ({len(sn_spec.branches)} branches, gated): val acc {100 * r['val_acc']:.2f}%")
     print("gate ranking (mean |gate| over blocks): " + ", ".join(
         f"{n} ({sn_spec.branches[int(n.split('.')[1])].label()}) {v:.3f}" for n, v in ranking))

@@ -197,6 +197,9 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
             print(f"  {block_name} seed {seed} epoch {epoch + 1}/{cfg.epochs}: loss {last_loss:.4f} "
                   f"train acc {last_acc:.3f}", file=sys.stderr)
     peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    # a training-mode forward: every rank runs it (SyncBatchNorm on CUDA syncs across ranks in training mode)
+    sample = data.train_x[: min(cfg.batch_size, len(data.train_x))].to(device)
+    saved_mb = saved_activation_mb(model, sample, data.train_y[: len(sample)].to(device))
     if world > 1:
         dist.barrier()
     if rank != 0:
@@ -212,7 +215,6 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
     max_diff = (logits - deploy_logits).abs().max().item() if finite else float("inf")
     shape1 = (1, data.in_channels, cfg.net.input_size, cfg.net.input_size)
     step = spread([1e3 * t for t in (step_times[1:] or step_times)])  # the first step warms up
-    sample = data.train_x[: min(cfg.batch_size, len(data.train_x))].to(device)
     result = {
         "block": block_name, "seed": seed, "epochs": cfg.epochs,
         "train_loss": last_loss, "train_acc": last_acc,
@@ -227,7 +229,7 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
         "deploy_signature": hashlib.sha1(repr(deployed).encode()).hexdigest()[:10],
         "val_images": len(data.val_y), "failed": acc <= chance_level(data.num_classes, len(data.val_y)),
         "peak_cuda_mb": peak_mb,
-        "saved_activations_mb": saved_activation_mb(model, sample, data.train_y[: len(sample)].to(device)),
+        "saved_activations_mb": saved_mb,
     }
     if cfg.run_latency:
         for b in (1, cfg.latency_batch):
@@ -357,6 +359,8 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
     first. Results appear together at the end; an interrupted run leaves the previous complete
     results untouched and its own trainings in ``results.partial.json``.
     """
+    if not cfg.blocks:
+        raise SpecError("no block to compare (every block was left out)")
     init_distributed(cfg.device)
     rank, world = dist_env()
     for b in cfg.blocks:  # validate every block on the net before training anything

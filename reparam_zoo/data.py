@@ -10,6 +10,7 @@ package), upsampled to the net's input size, with a fixed 80/20 train/validation
 
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,9 @@ def _split(x: torch.Tensor, y: torch.Tensor, val_fraction: float = 0.2, seed: in
     return x[perm[n_val:]], y[perm[n_val:]], x[perm[:n_val]], y[perm[:n_val]]
 
 
-def _finish(name, train_x, train_y, val_x, val_y, size, num_classes=None) -> Dataset:
+def _finish(name, train_x, train_y, val_x, val_y, size, num_classes=None, limit: int | None = None) -> Dataset:
+    if limit:  # before resizing and normalising: a limited run never holds the whole resized set
+        train_x, train_y = train_x[:limit], train_y[:limit]
     train_x, val_x = _resize(train_x, size), _resize(val_x, size)
     mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
     std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
@@ -64,7 +67,7 @@ def _finish(name, train_x, train_y, val_x, val_y, size, num_classes=None) -> Dat
     return Dataset(name, ((train_x - mean) / std).contiguous(), train_y, ((val_x - mean) / std).contiguous(), val_y, n)
 
 
-def load_digits(size: int) -> Dataset:
+def load_digits(size: int, limit: int | None = None) -> Dataset:
     try:
         from sklearn.datasets import load_digits as sk_digits
     except ImportError:  # pragma: no cover - a declared dependency
@@ -72,7 +75,7 @@ def load_digits(size: int) -> Dataset:
     d = sk_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(d.target, dtype=torch.int64)
-    return _finish("digits", *_split(x, y), size, 10)
+    return _finish("digits", *_split(x, y), size, 10, limit)
 
 
 def _unpickle(path: Path) -> dict:
@@ -83,7 +86,7 @@ def _unpickle(path: Path) -> dict:
         raise DataError(f"cifar10: cannot read {path}: {exc.__class__.__name__}") from None
 
 
-def load_cifar10(root: Path, size: int) -> Dataset:
+def load_cifar10(root: Path, size: int, limit: int | None = None) -> Dataset:
     """The standard python-pickle CIFAR-10 batches: data_batch_1..5 and test_batch."""
     base = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
     files = [base / f"data_batch_{i}" for i in range(1, 6)] + [base / "test_batch"]
@@ -101,7 +104,7 @@ def load_cifar10(root: Path, size: int) -> Dataset:
     parts = [batch(f) for f in files[:5]]
     tx, ty = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     vx, vy = batch(files[5])
-    return _finish("cifar10", tx, ty, vx, vy, size, 10)
+    return _finish("cifar10", tx, ty, vx, vy, size, 10, limit)
 
 
 def _read_folder(root: Path, classes: list[str], size: int):
@@ -124,7 +127,7 @@ def _read_folder(root: Path, classes: list[str], size: int):
     return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
 
 
-def load_imagefolder(root: Path, size: int) -> Dataset:
+def load_imagefolder(root: Path, size: int, limit: int | None = None) -> Dataset:
     """``root/<class>/<image>`` (split 80/20), or ``root/train/<class>`` and ``root/val/<class>``."""
     if (root / "train").is_dir() and (root / "val").is_dir():
         classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
@@ -132,12 +135,12 @@ def load_imagefolder(root: Path, size: int) -> Dataset:
             raise DataError(f"imagefolder: {root / 'train'} has no class folders")
         tx, ty = _read_folder(root / "train", classes, size)
         vx, vy = _read_folder(root / "val", classes, size)
-        return _finish("imagefolder", tx, ty, vx, vy, size, len(classes))
+        return _finish("imagefolder", tx, ty, vx, vy, size, len(classes), limit)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
         raise DataError(f"imagefolder: {root} needs one sub-folder per class (found {len(classes)})")
     x, y = _read_folder(root, classes, size)
-    return _finish("imagefolder", *_split(x, y), size, len(classes))
+    return _finish("imagefolder", *_split(x, y), size, len(classes), limit)
 
 
 #: where the Debian packages install the IDX files (``dpkg -L dataset-fashion-mnist``)
@@ -165,7 +168,9 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_IDX_TYPES[raw[2]])
-    want = int(np.prod(dims)) * dtype.itemsize
+    want = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
+    if not want:
+        raise DataError(f"{path}: the IDX file holds no values (dimensions {dims})")
     body = raw[4 + 4 * ndim:]
     if len(body) != want:
         raise DataError(f"{path}: the header says {dims} values ({want:,} bytes) but the file holds {len(body):,} "
@@ -179,7 +184,9 @@ def idx_dir(kind: str, where: str | None = None) -> Path:
     import os
 
     env, debian = IDX_DIRS[kind]
-    candidates = [Path(where)] if where else [Path(p) for p in (os.environ.get(env), debian) if p]
+    if not where and os.environ.get(env):  # set explicitly: it must be right, no silent fallback
+        where = os.environ[env]
+    candidates = [Path(where)] if where else [Path(debian)]
     for root in candidates:
         if all(_idx_file(root, name) is not None for name in IDX_FILES.values()):
             return root
@@ -197,7 +204,7 @@ def _idx_file(root: Path, name: str) -> Path | None:
     return None
 
 
-def load_idx(kind: str, size: int, where: str | None = None) -> Dataset:
+def load_idx(kind: str, size: int, where: str | None = None, limit: int | None = None) -> Dataset:
     """Fashion-MNIST or MNIST from IDX files: the official 60,000 training and 10,000 test images (the test
     set is the validation set), 28x28 grey, resized to ``size``."""
     root = idx_dir(kind, where)
@@ -208,6 +215,8 @@ def load_idx(kind: str, size: int, where: str | None = None) -> Dataset:
             raise DataError(f"{kind}: {root}: {split} images {list(x.shape)} and labels {list(y.shape)} do not match")
         if len(y) and (int(y.min()) < 0 or int(y.max()) > 9):
             raise DataError(f"{kind}: {root}: labels outside 0..9")
+    if limit:
+        arrays["train_x"], arrays["train_y"] = arrays["train_x"][:limit], arrays["train_y"][:limit]
     tx = torch.from_numpy(arrays["train_x"].astype(np.float32)).unsqueeze(1) / 255
     vx = torch.from_numpy(arrays["val_x"].astype(np.float32)).unsqueeze(1) / 255
     ty = torch.from_numpy(arrays["train_y"].astype(np.int64))
@@ -217,6 +226,11 @@ def load_idx(kind: str, size: int, where: str | None = None) -> Dataset:
 
 def default_data() -> str:
     """``fashion-mnist`` when it is installed (Debian package or ``$FASHION_MNIST_DIR``), else ``digits``."""
+    import os
+
+    if os.environ.get(IDX_DIRS["fashion-mnist"][0]):  # asked for explicitly: an error if it is wrong
+        idx_dir("fashion-mnist")
+        return "fashion-mnist"
     try:
         idx_dir("fashion-mnist")
         return "fashion-mnist"
@@ -224,22 +238,23 @@ def default_data() -> str:
         return "digits"
 
 
-def load_data(arg: str, size: int) -> Dataset:
+def load_data(arg: str, size: int, limit: int | None = None) -> Dataset:
     """``auto`` (Fashion-MNIST when installed, else digits), ``digits`` (embedded), ``fashion-mnist[:DIR]``,
-    ``mnist:DIR``, ``cifar10:DIR`` or ``imagefolder:DIR``, resized to ``size``."""
+    ``mnist:DIR``, ``cifar10:DIR`` or ``imagefolder:DIR``, resized to ``size``; ``limit`` keeps the first
+    ``limit`` training images (cut before resizing, so a limited run never holds the whole resized set)."""
     if arg == "auto":
         arg = default_data()
     kind, _, where = arg.partition(":")
     if kind == "digits" and not where:
-        return load_digits(size)
+        return load_digits(size, limit)
     if kind in IDX_DIRS:
-        return load_idx(kind, size, where or None)
+        return load_idx(kind, size, where or None, limit)
     if kind in ("cifar10", "imagefolder"):
         if not where:
             raise DataError(f"--data {kind}:DIR needs a directory")
         root = Path(where)
         if not root.is_dir():
             raise DataError(f"{kind}: no such directory: {root}")
-        return load_cifar10(root, size) if kind == "cifar10" else load_imagefolder(root, size)
+        return load_cifar10(root, size, limit) if kind == "cifar10" else load_imagefolder(root, size, limit)
     raise DataError(f"unknown --data {arg!r}; use auto, digits, fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or "
                     "imagefolder:DIR")

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -62,6 +63,7 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator:
     except OSError as exc:
         raise OutputError(f"{path}: cannot write in {path.parent} ({exc.strerror or exc})") from None
     try:
+        os.chmod(tmp, _mode_for(path))
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
@@ -73,6 +75,17 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator:
         if isinstance(exc, OSError):  # disk full, the folder removed meanwhile, ...
             raise OutputError(f"{path}: writing failed ({exc.strerror or exc}); nothing written") from None
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits a new file at ``path`` gets: those of the file it replaces, else 0o666 minus the
+    umask (what ``open(path, "w")`` gives; mkstemp's 0o600 would hide results from the user's group)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -120,6 +133,7 @@ def publish(folder: str | Path, files: dict[str, str | bytes], remove: tuple[str
             mode = "wb" if isinstance(data, bytes) else "w"
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
             temps.append((tmp, folder / name))
+            os.chmod(tmp, _mode_for(folder / name))
             with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8", "newline": ""})) as fh:
                 fh.write(data)
                 fh.flush()
@@ -171,12 +185,16 @@ class RunLock:
                 holder = self._holder()
                 if holder is None and self._age() < 10:  # another run is writing it right now
                     raise OutputError(f"{self.folder} is being taken by another run; give another --out") from None
-                if holder is not None and (holder.get("host") != me["host"] or _alive(int(holder.get("pid", -1)))):
+                if holder is not None and (holder.get("host") != me["host"] or (
+                        holder["pid"] != me["pid"] and _alive(holder["pid"]))):  # our own pid: a restarted container
                     raise OutputError(
                         f"{self.folder} is in use by another run (pid {holder.get('pid')} on {holder.get('host')}, "
                         f"started {holder.get('started')}: {str(holder.get('command', ''))[:80]}); wait for it, "
                         f"give another --out, or delete {self.path} if that run is gone") from None
                 self.taken_over = holder or {}
+                print(f"reparam-zoo: {self.folder}: taking over the lock of a run that is gone "
+                      f"(pid {self.taken_over.get('pid', '?')}, started {self.taken_over.get('started', '?')})",
+                      file=sys.stderr)
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
                 continue
@@ -200,9 +218,12 @@ class RunLock:
             return None  # unreadable or half-written: treat as stale
 
     def release(self) -> None:
+        """Remove the lock file, if it is still ours (a run that took over a lock it thought stale keeps it)."""
         if self._held:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            holder = self._holder()
+            if holder is None or holder.get("pid") == os.getpid():
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
             self._held = False
 
     def __enter__(self) -> "RunLock":

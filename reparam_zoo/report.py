@@ -18,6 +18,8 @@ def summarize(runs: list[dict], control: str | None = None, groups: dict | None 
     blocks = list(dict.fromkeys(r["block"] for r in runs))
     by_block = {b: {r["seed"]: r for r in runs if r["block"] == b} for b in blocks}
     ctrl = by_block.get(control) if control else None
+    if ctrl is not None:  # a failed control seed is no baseline: its pairs are left out
+        ctrl = {seed: r for seed, r in ctrl.items() if not r.get("failed") and r.get("finite_outputs", True)}
     out = []
     for block in blocks:
         rs = list(by_block[block].values())
@@ -39,10 +41,13 @@ def summarize(runs: list[dict], control: str | None = None, groups: dict | None 
             "deploy_signature": rs[0].get("deploy_signature"),
         }
         if ctrl is not None and block != control:
-            seeds = sorted(set(by_block[block]) & set(ctrl))
+            seeds = sorted(s for s in set(by_block[block]) & set(ctrl)
+                           if not by_block[block][s].get("failed") and by_block[block][s].get("finite_outputs", True))
             if seeds:
+                n_val = by_block[block][seeds[0]].get("val_images") or 0
                 p = paired_difference([100 * by_block[block][s]["val_acc"] for s in seeds],
-                                      [100 * ctrl[s]["val_acc"] for s in seeds])
+                                      [100 * ctrl[s]["val_acc"] for s in seeds],
+                                      resolution=100 / n_val if n_val else 0.0)
                 row["vs_control"] = p.as_dict()
         if groups and row["deploy_signature"] in groups:
             g = groups[row["deploy_signature"]]
@@ -65,7 +70,12 @@ def conclusion(rows: list[dict], control: str | None, config: dict) -> str:
     resolution = f"one validation image is {100 / max(config['val_images'], 1):.2g} points"
     lines = []
     failed = [f"{r['block']} (seed {', '.join(map(str, r['failed_seeds']))})" for r in rows if r["failed_seeds"]]
-    if control is None or not any(r["block"] == control for r in rows):
+    failed_blocks = {r["block"] for r in rows if r["failed_seeds"]}
+    control_row = next((r for r in rows if r["block"] == control), None)
+    if control_row is not None and control_row["failed_seeds"] and not any("vs_control" in r for r in rows):
+        lines.append(f"At this budget ({budget}) the control ({CONTROL_LABEL}) failed to train, so no block is "
+                     "compared with it.")
+    elif control is None or control_row is None:
         lines.append(f"At this budget ({budget}) the run has no control, so no block is compared with a plain "
                      f"conv+BN; accuracies are listed as measured.")
     elif config["seeds_done"] < 2:
@@ -73,7 +83,7 @@ def conclusion(rows: list[dict], control: str | None, config: dict) -> str:
                      f"unknown, and differences of a point or more between seeds are common. Run with --seeds 3 or "
                      f"more (pairs of seeds give each block an interval against {CONTROL_LABEL}).")
     else:
-        compared = [r for r in rows if "vs_control" in r and r["block"] not in {f.split(' ')[0] for f in failed}]
+        compared = [r for r in rows if "vs_control" in r and r["block"] not in failed_blocks]
         better = sorted((r for r in compared if r["vs_control"]["verdict"] == "better"),
                         key=lambda r: -r["vs_control"]["mean"])
         worse = sorted((r for r in compared if r["vs_control"]["verdict"] == "worse"),
@@ -163,6 +173,8 @@ def plot(rows: list[dict], path, control: str | None, title: str) -> None:
     ok = [r for r in rows if not r["failed_seeds"] and r["all_finite"]]
     markers = "osD^vP*Xhp<>"
     ctrl = next((r for r in ok if r["block"] == control), None)
+    if ctrl is None:  # no usable control: plot accuracies, not differences
+        ok = [{k: v for k, v in r.items() if k != "vs_control"} for r in ok]
     if ctrl is not None:
         ax.axhline(0.0, color="0.3", ls="--", lw=1, zorder=1)
         ax.annotate(CONTROL_LABEL, (ctrl["train_step_ms"], 0.0), xytext=(4, 4), textcoords="offset points",

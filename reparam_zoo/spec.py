@@ -533,6 +533,9 @@ def _parse_yaml(text: str, source: str | None) -> Any:
         raise exc.located("", source) from None
     except RecursionError:  # PyYAML composes recursively: thousands of levels exhaust the stack first
         raise SpecError(f"nested deeper than {LIMITS['yaml_depth']} levels", "", source) from None
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # a tag's constructor refused its value
+        raise SpecError(f"not valid YAML: a tagged value cannot be read ({type(exc).__name__}: "
+                        f"{str(exc)[:100]})", "", source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -31,16 +31,21 @@ def t_quantile(p: float, df: int) -> float:
     return float(t.ppf(p, df))
 
 
-def paired_difference(a: list[float], b: list[float], level: float = 0.95) -> Paired:
+def paired_difference(a: list[float], b: list[float], level: float = 0.95, resolution: float = 0.0) -> Paired:
     """``a`` and ``b`` measured on the same seeds (pairs in order). With one pair there is no
-    interval: the verdict says so instead of guessing."""
+    interval: the verdict says so instead of guessing.
+
+    ``resolution``: the step the values come in (an accuracy over n images moves by 100/n points).
+    Each value is then known to ±resolution/2 (uniform), so a difference has at least
+    resolution/√6 of spread; the sample sd is floored there — otherwise a block that wins by exactly
+    one image on every seed would get a zero-width interval and a confident verdict."""
     if len(a) != len(b) or not a:
         raise ValueError(f"Expected two equally long, non-empty lists of paired values but got {len(a)} and {len(b)}")
     d = [x - y for x, y in zip(a, b)]
     n, mean = len(d), statistics.fmean(d)
     if n < 2:
         return Paired(n, mean, float("nan"), float("nan"), float("nan"), level, "too few seeds")
-    sd = statistics.stdev(d)
+    sd = max(statistics.stdev(d), resolution / math.sqrt(6))
     half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
     low, high = mean - half, mean + half
     verdict = "better" if low > 0 else "worse" if high < 0 else "no detectable difference"

@@ -98,3 +98,12 @@ def test_a_real_comparison_on_fashion_mnist_learns_and_pairs_seeds(fashion_mnist
     (acb,) = [r for r in result["summary"] if r["block"] == "acb"]
     assert acb["vs_control"]["n"] == 2
     assert "one validation image is 0.01 points" in result["conclusion"]
+
+
+def test_the_limit_is_applied_before_resizing_and_a_wrong_env_dir_is_an_error(tmp_path, monkeypatch):
+    _write_set(tmp_path / "set", n_train=40)
+    d = load_data(f"mnist:{tmp_path / 'set'}", 16, limit=8)
+    assert len(d.train_x) == 8 and d.train_x.is_contiguous() and d.train_x.untyped_storage().nbytes() == 8 * 16 * 16 * 4
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="nowhere lacks the IDX files"):
+        data_mod.default_data()  # set explicitly and wrong: no silent fallback to the digits

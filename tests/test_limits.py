@@ -116,3 +116,28 @@ def test_float32_fold_under_cancellation_is_as_exact_as_float32_storage_allows()
     from dataclasses import replace
 
     assert not replace(res, fold_rel=2.5 * res.round_rel).ok
+
+
+def test_fold_dtype_follows_parameters_replaced_by_assign():
+    block = rz.build_block("repvgg", 4, 4)
+    state = {k: (v.double() if v.is_floating_point() else v) for k, v in block.state_dict().items()}
+    block.load_state_dict(state, assign=True)  # parameters become float64, the anchor buffer does not
+    assert rz.fold_model(block)[0].weight.dtype == torch.float64
+
+
+def test_checkpoints_with_ambiguous_or_non_dense_entries_are_refused():
+    from reparam_zoo.checkpoints import CheckpointError, load_checkpoint
+
+    lin = torch.nn.Linear(2, 2)
+    with pytest.raises(CheckpointError, match="both mean 'weight'"):
+        load_checkpoint(lin, {"module.weight": torch.zeros(2, 2), "weight": torch.zeros(2, 2), "bias": torch.zeros(2)})
+    with pytest.raises(CheckpointError, match="sparse"):
+        load_checkpoint(lin, {"weight": torch.zeros(2, 2).to_sparse(), "bias": torch.zeros(2)})
+    with pytest.raises(CheckpointError, match="meta"):
+        load_checkpoint(lin, {"weight": torch.empty(2, 2, device="meta"), "bias": torch.zeros(2)})
+
+
+def test_tagged_yaml_values_that_cannot_be_read_are_spec_errors():
+    for text in ("name: b\nkernel: !!float abc\nbranches: [{type: kxk}]", "name: b\nact: !!bool maybe\nbranches: []"):
+        with pytest.raises(rz.SpecError, match="a tagged value cannot be read"):
+            rz.load_spec(text)

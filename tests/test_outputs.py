@@ -137,3 +137,28 @@ def test_ctrl_c_keeps_the_previous_complete_results_and_names_the_partial(tmp_pa
     assert main(["compare", "acb", *QUICK, "--out", str(tmp_path)]) == 0
     assert not (tmp_path / "results.partial.json").exists()
     assert [r["block"] for r in json.loads((tmp_path / "results.json").read_text())["runs"]] == ["plain", "acb"]
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "a.txt") as fh:
+            fh.write("x")
+        publish(tmp_path, {"b.json": "{}"})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
+    os.chmod(tmp_path / "a.txt", 0o640)  # replacing a file keeps its mode
+    with atomic_write(tmp_path / "a.txt") as fh:
+        fh.write("y")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_lock_holding_our_own_pid_is_stale_and_release_leaves_anothers_lock(tmp_path, capsys):
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    lock = RunLock(tmp_path).acquire()  # a restarted container reusing the pid: not a live other run
+    assert "taking over the lock" in capsys.readouterr().err
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))  # someone else's now
+    lock.release()
+    assert (tmp_path / LOCK_NAME).exists()

@@ -77,3 +77,20 @@ def test_plot_leaves_failed_runs_out_of_the_axes(tmp_path):
                  _run("diracnet", s, 0.08, failed=True)]
     report.plot(report.summarize(runs, "plain"), tmp_path / "p.png", "plain", "t")
     assert mpimg.imread(tmp_path / "p.png").shape[2] in (3, 4)
+
+
+def test_winning_by_exactly_one_image_every_seed_is_not_a_confident_verdict():
+    # 10,000 images: accuracies move in steps of 0.01 points; identical one-image wins have a float-noise sd
+    a, b = [84.06, 83.91, 84.22], [84.05, 83.90, 84.21]
+    assert paired_difference(a, b).verdict == "better"  # without the resolution: a zero-width interval
+    p = paired_difference(a, b, resolution=0.01)
+    assert p.verdict == "no detectable difference" and p.low < 0 < p.high
+
+
+def test_a_failed_control_is_no_baseline():
+    runs = []
+    for s in range(3):
+        runs += [_run("plain", s, 0.10, failed=True), _run("acb", s, 0.85 + 0.01 * s)]
+    rows = report.summarize(runs, "plain")
+    assert "vs_control" not in next(r for r in rows if r["block"] == "acb")
+    assert "the control (plain conv+BN) failed to train" in report.conclusion(rows, "plain", CONFIG)

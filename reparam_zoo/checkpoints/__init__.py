@@ -48,16 +48,21 @@ def register_format(name: str):
 
 
 def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop DataParallel/DDP ``module.`` and torch.compile ``_orig_mod.`` prefixes."""
-    out = {}
-    for key, value in state.items():
-        changed = True
+    """Drop DataParallel/DDP ``module.`` and torch.compile ``_orig_mod.`` prefixes; two keys that become
+    one (``module.w`` and ``w``) are ambiguous and refused."""
+    out: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    for original, value in state.items():
+        key, changed = original, True
         while changed:
             changed = False
             for p in PREFIXES:
                 if key.startswith(p):
                     key, changed = key[len(p):], True
-        out[key] = value
+        if key in out:
+            raise CheckpointError(f"keys {origin[key][:100]!r} and {original[:100]!r} both mean {key[:100]!r} once "
+                                  "the DDP/compile prefixes are removed: ambiguous")
+        out[key], origin[key] = value, original
     return out
 
 
@@ -122,12 +127,14 @@ def read_state(state_dict_or_path, source: str | None = None) -> dict[str, torch
     for wrapper in ("state_dict", "model"):  # common checkpoint layouts
         if isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
-    bad = [(k, v) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    bad = [(k, v) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+           or v.layout != torch.strided or v.is_meta or v.is_nested]  # sparse, meta, nested: no weights
     if bad:
         k, v = bad[0]
+        what = (f"a {v.layout} tensor" if isinstance(v, torch.Tensor) and v.layout != torch.strided else
+                "a meta or nested tensor" if isinstance(v, torch.Tensor) else f"a {type(v).__name__}")
         raise CheckpointError(f"{source}: not a state dict: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} "
-                              f"without a tensor under a string name, e.g. {str(k)[:60]!r} holds a "
-                              f"{type(v).__name__}")
+                              f"without a dense tensor under a string name, e.g. {str(k)[:60]!r} holds {what}")
     return strip_prefixes(state)
 
 
@@ -161,7 +168,10 @@ def load_checkpoint(model: nn.Module, state_dict_or_path, format: str = "reparam
             raise CheckpointError(f"{where}{k}: the checkpoint has shape {tuple(v.shape)}, the model {tuple(own[k].shape)}")
         if v.is_floating_point() != own[k].is_floating_point() or v.is_complex():
             raise CheckpointError(f"{where}{k}: the checkpoint holds {v.dtype}, the model {own[k].dtype}")
-    model.load_state_dict(adapted, strict=True)
+    try:
+        model.load_state_dict(adapted, strict=True)
+    except RuntimeError as exc:  # a tensor torch cannot copy into the parameter
+        raise CheckpointError(f"{where}loading failed: {_first_line(exc)}") from None
     return model
 
 

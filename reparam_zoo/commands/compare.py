@@ -79,7 +79,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.model:
         return _compare_model(args)
     net = load_net(args.net)
-    data = load_data(args.data, net.input_size).limit(args.limit)
+    data = load_data(args.data, net.input_size, args.limit)
     blocks = list(args.blocks or default_blocks(net))
     if args.control:
         blocks = [CONTROL, *[b for b in blocks if b != CONTROL]]
@@ -94,7 +94,7 @@ def _compare_model(args: argparse.Namespace) -> int:
 
     if args.mode != "offline":
         return _fail("--model trains the expanded blocks offline; --mode online is for net specs")
-    data = load_data(args.data, args.size).limit(args.limit)
+    data = load_data(args.data, args.size, args.limit)
     if data.in_channels == 1:  # torchvision/timm models take RGB: the grey image on every channel
         data.train_x = data.train_x.expand(-1, 3, -1, -1).contiguous()
         data.val_x = data.val_x.expand(-1, 3, -1, -1).contiguous()

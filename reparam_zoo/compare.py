@@ -396,6 +396,9 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
                 print(f"reparam-zoo: time budget: stopping after {seed + 1} of {cfg.seeds} seeds "
                       f"({now - t0:.0f} s spent, a round takes {now - round_start:.0f} s)", file=sys.stderr)
                 break
+        if world > 1:  # everyone waits for rank 0's last evaluation, then the group ends on every rank together:
+            dist.barrier()  # a rank that exits while another still holds the connections can abort it (gloo)
+            dist.destroy_process_group()
         if rank != 0:
             return None
         groups = measure_deploy_groups(cfg, runs) if not cfg.run_latency else None

@@ -15,7 +15,7 @@ from reparam_zoo.cli import main
 from reparam_zoo.data import load_data
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICK = ["--net", "tiny_vgg", "--data", "digits", "--epochs", "1", "--seeds", "1", "--limit", "256",
+QUICK = ["--net", "tiny_vgg", "--data", "digits", "--epochs", "4", "--seeds", "1", "--limit", "512",
          "--latency-runs", "2", "--latency-batch", "8", "--quiet"]
 
 
@@ -40,7 +40,7 @@ def test_short_compare_writes_consistent_outputs(tmp_path, capsys):
         assert r["train_step_ms_q1"] <= r["train_step_ms"] <= r["train_step_ms_q3"] and r["saved_activations_mb"] > 0
         assert "deploy_ms_b1" not in r  # latency is measured once per distinct deployed net, not per run
     assert runs[1]["deploy_params"] < runs[1]["train_params"]
-    assert result["config"]["train_images"] == 256 and result["config"]["data"] == "digits"
+    assert result["config"]["train_images"] == 512 and result["config"]["data"] == "digits"
     assert result["config"]["control"] == "plain"
     # plain, repvgg and acb fold to the same convs: one deployed net, measured once
     (group,) = result["deploy_groups"]
@@ -58,8 +58,8 @@ def test_short_compare_writes_consistent_outputs(tmp_path, capsys):
 
 def test_paired_seeds_give_intervals_and_a_time_budget_keeps_rounds_whole(tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["compare", "repvgg", "--net", "tiny_vgg", "--data", "digits", "--epochs", "1", "--seeds", "2",
-            "--limit", "128", "--latency-runs", "1", "--quiet", "--out", str(out)]
+    argv = ["compare", "repvgg", "--net", "tiny_vgg", "--data", "digits", "--epochs", "4", "--seeds", "2",
+            "--limit", "512", "--latency-runs", "1", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     result = json.loads((out / "results.json").read_text())
     (row,) = [r for r in result["summary"] if r["block"] == "repvgg"]

@@ -92,8 +92,12 @@ MAX_PARAMS = 60e6  # what fits this machine's memory in float64 with verify's co
 
 def _check_fold(net, block):
     spec = load_net(net)  # block None: the net's own blocks
-    with torch.device("meta"):  # count first, allocate nothing
-        n = sum(p.numel() for p in build_model(spec, 10, block=block).parameters())
+    try:
+        with torch.device("meta"):  # count first, allocate nothing
+            n = sum(p.numel() for p in build_model(spec, 10, block=block).parameters())
+    except rz.SpecError as exc:  # e.g. RepLKNet's dense 31x31 at 2560 channels: over the block weight budget
+        assert "would hold about" in str(exc) and "limit" in str(exc), str(exc)
+        pytest.skip(f"{net} x {block} is refused by the block weight budget (docs/spec.md, Limits): {exc}")
     if n > MAX_PARAMS:
         pytest.skip(f"{net} x {block} has {n / 1e6:.0f}M training parameters; "
                     f"too large to verify in float64 on a 24 GiB CPU machine")

@@ -12,6 +12,7 @@ import torch
 
 from . import __version__
 from .commands import compare as compare_cmd
+from .commands import fail
 from .commands import convert as convert_cmd
 from .commands.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from .block import RepBlock, build_block
@@ -169,17 +170,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .compare import CompareConfig
-    from .data import DataError, load_data
+    from .data import load_data
     from .nets import load_net
     from .search import SearchSpace
 
     space = SearchSpace.load(args.space)
     net = load_net(args.net)
-    try:
-        data = load_data(args.data, net.input_size, args.limit)
-    except DataError as exc:
-        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
-        return 2
+    data = load_data(args.data, net.input_size, args.limit)  # a DataError is main()'s one line
     out = Path(args.out)
     cfg = CompareConfig(net=net, data=data, blocks=[], epochs=args.epochs, seeds=1, out=out,
                         latency_batch=args.latency_batch, latency_runs=args.latency_runs, progress=not args.quiet)
@@ -201,8 +198,7 @@ def _random_search(space, net, data, cfg, args) -> int:
     out = cfg.out
     rows = random_search(space, cfg, args.budget, args.seed)
     if not rows:
-        print("reparam-zoo: error: no candidate of the space builds in this net", file=sys.stderr)
-        return 2
+        return fail("no candidate of the space builds in this net")
     rows.sort(key=lambda r: (-r["val_acc"], r["deploy_ms"]))
     front = {r["hash"] for r in pareto_front(rows)}
     files = {"leaderboard.json": json.dumps({"space": space.name, "net": net.name, "data": data.name,
@@ -460,8 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (SpecError, CheckpointError, ModelError, OutputError, DataError) as exc:
-        print(f"reparam-zoo: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     except KeyboardInterrupt:  # what was kept has been said where it was kept
         print("reparam-zoo: interrupted (Ctrl-C)", file=sys.stderr)
         return 130

@@ -228,13 +228,12 @@ def default_data() -> str:
     """``fashion-mnist`` when it is installed (Debian package or ``$FASHION_MNIST_DIR``), else ``digits``."""
     import os
 
-    if os.environ.get(IDX_DIRS["fashion-mnist"][0]):  # asked for explicitly: an error if it is wrong
-        idx_dir("fashion-mnist")
-        return "fashion-mnist"
     try:
         idx_dir("fashion-mnist")
         return "fashion-mnist"
     except DataError:
+        if os.environ.get(IDX_DIRS["fashion-mnist"][0]):  # asked for explicitly: an error if it is wrong
+            raise
         return "digits"
 
 

@@ -11,6 +11,7 @@ import torch
 
 from ..spec import list_specs
 from .argtypes import positive_float, positive_int
+from . import fail
 
 CONTROL = "plain"
 
@@ -62,11 +63,6 @@ def add_parser(sub) -> None:
     pm.set_defaults(func=cmd_compare)
 
 
-def _fail(msg: object) -> int:
-    print(f"reparam-zoo: error: {msg}", file=sys.stderr)
-    return 2
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..compare import default_blocks
     from ..data import load_data
@@ -74,7 +70,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..outputs import check_out_dir
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        return _fail("--device cuda but no CUDA device is available")
+        return fail("--device cuda but no CUDA device is available")
     check_out_dir(args.out)  # before any work: an unwritable --out is found now, not after training
     if args.model:
         return _compare_model(args)
@@ -93,7 +89,7 @@ def _compare_model(args: argparse.Namespace) -> int:
     from ..user_models import PLAIN, UserModel, build_user_model
 
     if args.mode != "offline":
-        return _fail("--model trains the expanded blocks offline; --mode online is for net specs")
+        return fail("--model trains the expanded blocks offline; --mode online is for net specs")
     data = load_data(args.data, args.size, args.limit)
     if data.in_channels == 1:  # torchvision/timm models take RGB: the grey image on every channel
         data.train_x = data.train_x.expand(-1, 3, -1, -1).contiguous()
@@ -105,7 +101,7 @@ def _compare_model(args: argparse.Namespace) -> int:
         with torch.no_grad():
             width = probe.eval()(data.train_x[:2]).shape[-1]
         if width < data.num_classes:
-            return _fail(f"{args.model} with {args.weights} has {width} outputs, the data {data.num_classes} "
+            return fail(f"{args.model} with {args.weights} has {width} outputs, the data {data.num_classes} "
                          "classes (with --weights the model keeps its own head)")
     init = "preserve" if args.weights else "fresh"  # as UserModel.build expands
     blocks = args.blocks

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 
 import torch
 
@@ -16,11 +15,7 @@ from ..fold import fold_model
 from ..outputs import OutputError, check_writable, save_torch
 from ..spec import resolve_spec
 from . import expand as expand_cmd
-
-
-def _fail(msg: object) -> int:
-    print(f"reparam-zoo: error: {msg}", file=sys.stderr)
-    return 2
+from . import fail
 
 
 def _infer_classes(state: dict) -> int | None:
@@ -88,7 +83,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if args.model:
             return expand_cmd.convert_adopted(args)
         if not args.net:
-            return _fail("--net or --model is required (except for a checkpoint written by `reparam-zoo expand`)")
+            return fail("--net or --model is required (except for a checkpoint written by `reparam-zoo expand`)")
         net, model, _ = model_from_checkpoint(args, deployed_ok=False, raw=raw)
         folded = fold_model(model.eval())
         _check_fold(model, folded, (2, args.in_channels, net.input_size, net.input_size))
@@ -99,7 +94,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                   "num_classes": int(folded.head.out_features), "in_channels": args.in_channels}
         save_torch({"reparam_zoo": header, "state_dict": folded.state_dict()}, args.output)
     except (CheckpointError, OutputError, SpecError) as exc:
-        return _fail(exc)
+        return fail(exc)
     print(f"wrote {args.output}: deployed {net.name} ({sum(p.numel() for p in folded.parameters()):,} parameters, "
           f"spec sha256 {header['spec_sha256'][:12]})")
     return 0
@@ -113,7 +108,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         net, model, _ = model_from_checkpoint(args, deployed_ok=True)
         report = export_onnx(model, (1, args.in_channels, net.input_size, net.input_size), args.onnx)
     except (CheckpointError, ExportError, OutputError, SpecError) as exc:
-        return _fail(exc)
+        return fail(exc)
     print(report)
     return 0
 

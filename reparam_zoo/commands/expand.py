@@ -6,7 +6,6 @@ classes and keys (a bare state dict the original model loads with ``strict=True`
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
@@ -18,6 +17,7 @@ from ..expand import expand
 from ..fold import fold_model
 from ..spec import resolve_spec, spec_from_data
 from ..user_models import ModelError, build_user_model, load_weights
+from . import fail
 
 MODE = "expanded"
 
@@ -59,11 +59,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_expand)
 
 
-def _fail(msg: object) -> int:
-    print(f"reparam-zoo: error: {msg}", file=sys.stderr)
-    return 2
-
-
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     scale = a.abs().max().item()
     err = (a - b).abs().max().item()
@@ -72,7 +67,7 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def cmd_expand(args: argparse.Namespace) -> int:
     if args.min_kernel < 1:
-        return _fail(f"Expected --min-kernel >= 1 but got {args.min_kernel}")
+        return fail(f"Expected --min-kernel >= 1 but got {args.min_kernel}")
     try:
         check_writable(args.output, "OUT.pth")
         model = build_user_model(args.model, args.num_classes)
@@ -82,21 +77,21 @@ def cmd_expand(args: argparse.Namespace) -> int:
         new, report = expand(model.eval(), spec, include=args.include, exclude=args.exclude,
                              min_kernel=args.min_kernel, init=args.init)
     except (ModelError, CheckpointError, SpecError, OutputError) as exc:
-        return _fail(exc)
+        return fail(exc)
     print(report)
     if not report.expanded:
-        return _fail("no layer was expanded; nothing written")
+        return fail("no layer was expanded; nothing written")
     if args.init == "preserve":
         x = torch.randn(*args.input_shape, generator=torch.Generator().manual_seed(0))
         try:
             with torch.no_grad():
                 rel = _relative(model(x), new(x))
         except RuntimeError as exc:
-            return _fail(f"the model does not run on --input-shape {','.join(map(str, args.input_shape))}: "
+            return fail(f"the model does not run on --input-shape {','.join(map(str, args.input_shape))}: "
                          f"{str(exc).splitlines()[0]}")
         print(f"expanded == original (eval, input {tuple(x.shape)}): relative difference {rel:.2e}")
         if not rel <= 1e-5:
-            return _fail(f"the expanded model differs from the original by {rel:.2e}; nothing written")
+            return fail(f"the expanded model differs from the original by {rel:.2e}; nothing written")
     header = {"mode": MODE, "model": args.model, "block": spec.to_yaml(), "num_classes": args.num_classes,
               "include": args.include, "exclude": args.exclude, "min_kernel": args.min_kernel,
               "input_shape": list(args.input_shape), "expanded": [p for p, _, _ in report.expanded]}
@@ -134,7 +129,7 @@ def convert_expanded(args: argparse.Namespace, raw: dict) -> int:
             raise CheckpointError(f"{args.checkpoint} does not fit the rebuilt expanded model", unexpected, missing)
         expanded.load_state_dict(state, strict=True)
     except (ModelError, CheckpointError, SpecError) as exc:
-        return _fail(exc)
+        return fail(exc)
     expanded.eval()
     x = torch.randn(*header.get("input_shape", (2, 3, 64, 64)), generator=torch.Generator().manual_seed(0))
     try:
@@ -144,11 +139,11 @@ def convert_expanded(args: argparse.Namespace, raw: dict) -> int:
         with torch.no_grad():
             rel = _relative(expanded(x), folded(x))
     except (RuntimeError, ValueError) as exc:
-        return _fail(f"folding {args.checkpoint} back failed: {str(exc).splitlines()[0]}")
+        return fail(f"folding {args.checkpoint} back failed: {str(exc).splitlines()[0]}")
     print(f"original model loaded with the fold == expanded (eval, input {tuple(x.shape)}): "
           f"relative difference {rel:.2e}")
     if not rel <= 1e-5:
-        return _fail(f"the folded model differs from the expanded one by {rel:.2e}; nothing written")
+        return fail(f"the folded model differs from the expanded one by {rel:.2e}; nothing written")
     save_torch(folded.state_dict(), args.output)
     print(f"wrote {args.output}: a state dict of {raw['reparam_zoo']['model']} "
           f"({sum(p.numel() for p in folded.parameters()):,} parameters): the original model loads it with "
@@ -165,22 +160,22 @@ def convert_adopted(args: argparse.Namespace) -> int:
         model = build_user_model(args.model, args.num_classes)
         load_weights(model, args.checkpoint)
     except (ModelError, CheckpointError) as exc:
-        return _fail(exc)
+        return fail(exc)
     model.eval()
     adopted, report = adopt(model)
     print(report)
     if not report.adopted:
-        return _fail(f"{args.model} holds no re-parameterized block that an adapter recognises; nothing written")
+        return fail(f"{args.model} holds no re-parameterized block that an adapter recognises; nothing written")
     x = torch.randn(*args.input_shape, generator=torch.Generator().manual_seed(0))
     try:
         folded = fold_model(adopted, layout="original")
         with torch.no_grad():
             rel = _relative(model(x), folded(x))
     except (RuntimeError, ValueError) as exc:
-        return _fail(f"folding failed: {str(exc).splitlines()[0]}")
+        return fail(f"folding failed: {str(exc).splitlines()[0]}")
     print(f"folded == {args.model} (eval, input {tuple(x.shape)}): relative difference {rel:.2e}")
     if not rel <= 1e-5:
-        return _fail(f"the folded model differs from the model by {rel:.2e}; nothing written")
+        return fail(f"the folded model differs from the model by {rel:.2e}; nothing written")
     save_torch(folded.state_dict(), args.output)
     print(f"wrote {args.output}: the deployed state dict of {args.model} ({len(report.adopted)} block(s) folded into "
           "their upstream's deployed keys); load it into the model's own deployed form")

@@ -40,16 +40,10 @@ MEMORY_BYTES = 1 << 30
 WALL_SECONDS = 10
 
 
-def _vm_size() -> int:
+def _status_bytes(field: str) -> int:
+    """A ``/proc/self/status`` size (``VmSize``: address space, ``VmRSS``: resident) in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def _vm_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -147,8 +141,8 @@ def _selftest(action: str) -> tuple[str, str]:
 
 def _child(entry: dict, tmp: Path, write_fd: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (_vm_size() + MEMORY_BYTES, _vm_size() + MEMORY_BYTES))
-    rss0 = _vm_rss()
+    resource.setrlimit(resource.RLIMIT_AS, (_status_bytes("VmSize") + MEMORY_BYTES, _status_bytes("VmSize") + MEMORY_BYTES))
+    rss0 = _status_bytes("VmRSS")
     result: dict = {}
     if entry["kind"] == "selftest":  # the harness's own checks: the limits must bite
         result["outcome"], result["detail"] = _selftest(entry["action"])

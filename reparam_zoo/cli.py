@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -14,11 +13,12 @@ from . import __version__
 from .commands import compare as compare_cmd
 from .commands import fail
 from .commands import convert as convert_cmd
-from .commands.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+from .commands import search as search_cmd
+from .commands.argtypes import nonneg_int, positive_float, positive_int
 from .block import RepBlock, build_block
 from .errors import SpecError
 from .fold import fold_model
-from .outputs import RunLock, atomic_write, check_writable, publish
+from .outputs import atomic_write, check_writable
 from .profile import count_macs, count_params
 from .spec import BRANCHES, get_spec, json_schema, list_specs, resolve_spec
 from .verify import TOLERANCE, check_size, verify
@@ -138,165 +138,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_space(args: argparse.Namespace) -> int:
-    import random
-
-    from .search import SearchSpace, candidate_cost
-
-    space = SearchSpace.load(args.space)
-    if args.enumerate:
-        cands = space.enumerate()
-        print(f"{space.name}: {space.size():,} resolutions, {len(cands):,} valid distinct candidates")
-        return 0
-    rng = random.Random(args.seed)
-    g = space.geometry
-    print(f"{space.name}: {space.size():,} resolutions; {args.sample} samples (seed {args.seed}); "
-          f"costs at {g.in_channels}->{g.out_channels}, stride {g.stride}, groups {g.groups}, {args.size}x{args.size}")
-    head = (f"{'hash':12s} {'k':>3s} {'act':6s} {'train p':>9s} {'deploy p':>9s} {'train MMACs':>11s} "
-            f"{'deploy MMACs':>12s} {'act MB':>7s} {'deploy ms':>9s}  branches")
-    print(head)
-    print("-" * len(head))
-    for _ in range(args.sample):
-        spec = space.sample(rng)
-        c = candidate_cost(spec, g, args.size)
-        block = build_block(spec, g.in_channels, g.out_channels, stride=g.stride, groups=g.groups)
-        print(f"{c['hash']:12s} {str(spec.kernel):>3s} {spec.act:6s} {c['train_params']:9,d} {c['deploy_params']:9,d} "
-              f"{c['train_macs'] / 1e6:11.1f} {c['deploy_macs'] / 1e6:12.1f} {c['train_act_mb']:7.2f} "
-              f"{c['deploy_ms']:9.2f}  " + "; ".join(line.split(": ", 1)[1] for line in block.describe()))
-    return 0
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .compare import CompareConfig
-    from .data import load_data
-    from .nets import load_net
-    from .search import SearchSpace
-
-    space = SearchSpace.load(args.space)
-    net = load_net(args.net)
-    data = load_data(args.data, net.input_size, args.limit)  # a DataError is main()'s one line
-    out = Path(args.out)
-    cfg = CompareConfig(net=net, data=data, blocks=[], epochs=args.epochs, seeds=1, out=out,
-                        latency_batch=args.latency_batch, latency_runs=args.latency_runs, progress=not args.quiet)
-    with RunLock(out, "reparam-zoo search " + args.space):  # refused here, before any training, if held
-        if args.supernet:
-            return _supernet_search(space, cfg, args)
-        return _random_search(space, net, data, cfg, args)
-
-
-def _random_search(space, net, data, cfg, args) -> int:
-    import json
-
-    import yaml
-
-    from .nets import load_net
-    from .search import pareto_front, random_search
-    from .spec import load_spec
-
-    out = cfg.out
-    rows = random_search(space, cfg, args.budget, args.seed)
-    if not rows:
-        return fail("no candidate of the space builds in this net")
-    rows.sort(key=lambda r: (-r["val_acc"], r["deploy_ms"]))
-    front = {r["hash"] for r in pareto_front(rows)}
-    files = {"leaderboard.json": json.dumps({"space": space.name, "net": net.name, "data": data.name,
-                                             "epochs": args.epochs, "budget": args.budget, "seed": args.seed,
-                                             "rows": rows}, indent=2, default=str),
-             "best.yaml": rows[0]["yaml"]}
-    if space.net_template is not None:
-        files["best_net.yaml"] = rows[0]["net"]
-    lines = [f"| rank | hash | val acc % | deploy ms b{args.latency_batch} | train params | deploy params | "
-             "train step ms | Pareto | branches |", "|---|---|---|---|---|---|---|---|---|"]
-    for i, r in enumerate(rows, 1):
-        spec = load_spec(r["yaml"])
-        branches = "; ".join(b.label() + (f" x{b.count}" if b.count > 1 else "") for b in spec.branches)
-        if space.net_template is not None:
-            n = load_net(yaml.safe_load(r["net"]))
-            branches += " · net " + "-".join(f"{st.width}x{st.depth}" for st in n.stages) + f", stem {n.stem.width}"
-        lines.append(f"| {i} | `{r['hash']}` | {100 * r['val_acc']:.2f} | {r['deploy_ms']:.2f} | "
-                     f"{r['train_params']:,} | {r['deploy_params']:,} | {r['train_step_ms']:.1f} | "
-                     f"{'*' if r['hash'] in front else ''} | k{spec.kernel} {spec.act}: {branches} |")
-    table = "\n".join(lines)
-    files["leaderboard.md"] = f"# search {space.name} on {net.name} / {data.name}\n\n{table}\n"
-    png = io.BytesIO()
-    _plot_pareto(rows, front, png, f"{space.name}: {len(rows)} candidates, {args.epochs} epochs", args.latency_batch)
-    files["pareto.png"] = png.getvalue()
-    # all together (Ctrl-C leaves the previous complete set or this one), and nothing of another kind of run
-    publish(out, files, remove=("supernet.json",) + (() if space.net_template is not None else ("best_net.yaml",)))
-    print(table)
-    print(f"wrote {out}/leaderboard.json, leaderboard.md, pareto.png, best.yaml (the top candidate)"
-          + (", best_net.yaml" if space.net_template is not None else ""))
-    return 0
-
-
-def _supernet_search(space, cfg, args) -> int:
-    """Train the gated supernet in the net, rank its gates, derive top-k, check the derived net."""
-    import json
-
-    from .compare import evaluate, train_and_measure
-    from .search import build_supernet, derive_net
-
-    import dataclasses
-
-    from .primitives.gate import BranchGate
-
-    sn_spec = build_supernet(space).spec
-    keep: dict = {}
-    if args.gate_l1:
-        def l1(model):  # sparsity pressure on the gates, so that unneeded branches fade out
-            return args.gate_l1 * sum(m.weight.abs() for m in model.modules() if isinstance(m, BranchGate))
-
-        cfg = dataclasses.replace(cfg, penalty=l1)
-    r = train_and_measure(cfg, sn_spec, args.seed, label="supernet", keep=keep)
-    spec, ranking, pruned = derive_net(keep["model"], sn_spec, args.top_k)
-    device = torch.device(cfg.device)
-    folded = fold_model(pruned.eval())
-    acc_pruned, logits_pruned = evaluate(pruned, cfg.data.val_x, cfg.data.val_y, device)
-    acc_folded, logits_folded = evaluate(folded, cfg.data.val_x, cfg.data.val_y, device)
-    out = cfg.out
-    result = {"space": space.name, "gate_l1": args.gate_l1, "supernet": dict(r), "gate_ranking": ranking,
-              "top_k": args.top_k, "derived_yaml": spec.to_yaml(), "derived_val_acc_without_retraining": acc_pruned,
-              "derived_folded_val_acc": acc_folded,
-              "derived_max_logit_diff": (logits_pruned - logits_folded).abs().max().item()}
-    publish(out, {"best.yaml": spec.to_yaml(), "supernet.json": json.dumps(result, indent=2, default=str)},
-            remove=("leaderboard.json", "leaderboard.md", "pareto.png", "best_net.yaml"))
-    print(f"supernet ({len(sn_spec.branches)} branches, gated): val acc {100 * r['val_acc']:.2f}%")
-    print("gate ranking (mean |gate| over blocks): " + ", ".join(
-        f"{n} ({sn_spec.branches[int(n.split('.')[1])].label()}) {v:.3f}" for n, v in ranking))
-    print(f"derived (top {args.top_k}): " + "; ".join(b.label() for b in spec.branches))
-    print(f"derived net, supernet weights, no retraining: val acc {100 * acc_pruned:.2f}%, folded "
-          f"{100 * acc_folded:.2f}% (max logit diff {result['derived_max_logit_diff']:.1e})")
-    print(f"wrote {out}/supernet.json and best.yaml (the derived spec)")
-    return 0
-
-
-def _plot_pareto(rows, front, path, title, latency_batch):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    xs = [r["deploy_ms"] for r in rows]
-    ys = [100 * r["val_acc"] for r in rows]
-    ax.scatter(xs, ys, c=["tab:red" if r["hash"] in front else "tab:blue" for r in rows], alpha=0.8)
-    fr = sorted((r for r in rows if r["hash"] in front), key=lambda r: r["deploy_ms"])
-    ax.plot([r["deploy_ms"] for r in fr], [100 * r["val_acc"] for r in fr], "r--", lw=1, label="Pareto front")
-    for r in fr:
-        ax.annotate(r["hash"][:6], (r["deploy_ms"], 100 * r["val_acc"]), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
-    ax.set_xlabel(f"deployed latency, batch {latency_batch} (ms)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
-
-
 def cmd_zoo(args: argparse.Namespace) -> int:
     from .zoo import zoo_markdown
 
@@ -402,38 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the ONNX file")
     pe.set_defaults(func=convert_cmd.cmd_export)
 
-    pa = sub.add_parser("space", help="sample a search space of block specs and print each candidate's cost",
-                        description="Load a search space (shipped name under specs/spaces/ or a YAML path), draw "
-                                    "valid candidates and print their train/deploy parameters and MACs, training "
-                                    "activation memory and deployed latency on this device.")
-    pa.add_argument("space", help="search space: shipped name or YAML path")
-    pa.add_argument("--sample", type=positive_int, default=10, help="candidates to draw (default 10)")
-    pa.add_argument("--seed", type=nonneg_int, default=0, help="sampling seed (default 0)")
-    pa.add_argument("--size", type=positive_int, default=56, help="input size for the costs (default 56)")
-    pa.add_argument("--enumerate", action="store_true", help="only count the valid distinct candidates")
-    pa.set_defaults(func=cmd_space)
-
-    ps2 = sub.add_parser("search", help="random search over a space of blocks: train, fold, leaderboard, Pareto plot",
-                         description="Sample BUDGET distinct valid candidates of SPACE, train NET with each on DATA "
-                                     "(the compare harness: fold, verify, measure), and write leaderboard.json/.md, "
-                                     "pareto.png (accuracy vs deployed latency) and best.yaml into --out.")
-    ps2.add_argument("space", help="search space: shipped name or YAML path")
-    ps2.add_argument("--net", default="tiny_vgg", help="net spec (default tiny_vgg)")
-    ps2.add_argument("--data", default="digits", help="digits (default), cifar10:DIR or imagefolder:DIR")
-    ps2.add_argument("--budget", type=positive_int, default=8, help="candidates to train (default 8)")
-    ps2.add_argument("--epochs", type=positive_int, default=3, help="epochs per candidate (default 3)")
-    ps2.add_argument("--seed", type=nonneg_int, default=0, help="sampling and training seed (default 0)")
-    ps2.add_argument("--limit", type=positive_int, help="use only the first N training images")
-    ps2.add_argument("--latency-batch", type=positive_int, default=64, help="batch of the latency (default 64)")
-    ps2.add_argument("--latency-runs", type=positive_int, default=10, help="timed forwards (default 10)")
-    ps2.add_argument("--out", default="runs/search", help="output folder (default runs/search)")
-    ps2.add_argument("--supernet", action="store_true",
-                     help="train the gated supernet instead of sampling, then derive the top-k branches")
-    ps2.add_argument("--top-k", type=positive_int, default=2, help="gated branches to keep with --supernet (default 2)")
-    ps2.add_argument("--gate-l1", type=nonneg_float, default=0.0,
-                     help="L1 penalty on the gates while training the supernet (default 0)")
-    ps2.add_argument("--quiet", action="store_true", help="no progress bars")
-    ps2.set_defaults(func=cmd_search)
+    search_cmd.add_parsers(sub)
 
     pz = sub.add_parser("zoo", help="measure every shipped spec on the reference layer (the docs/zoo.md table)")
     pz.add_argument("--write", metavar="FILE", help="write the markdown to FILE instead of printing it")

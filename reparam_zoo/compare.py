@@ -53,6 +53,8 @@ class CompareConfig:
     progress: bool = True
     mode: str = "offline"
     penalty: object = None  # optional callable(model) -> scalar added to the loss (e.g. an L1 on gates)
+    after_step: object = None  # optional callable(model, lr): after each optimizer step (a proximal update)
+    on_epoch: object = None  # optional callable(epoch, model): after each epoch (may raise to stop: pruning)
     extra: dict = field(default_factory=dict)
     control: str | None = None  # the block every other is compared with (paired over seeds), e.g. "plain"
     time_budget: float | None = None  # seconds: no new round of seeds starts that would not fit
@@ -184,6 +186,8 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if cfg.after_step is not None:
+                cfg.after_step(model, opt.param_groups[0]["lr"])
             sched.step()
             _sync(device)
             step_times.append(time.perf_counter() - t0)
@@ -196,6 +200,8 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
         if cfg.progress and rank == 0:
             print(f"  {block_name} seed {seed} epoch {epoch + 1}/{cfg.epochs}: loss {last_loss:.4f} "
                   f"train acc {last_acc:.3f}", file=sys.stderr)
+        if cfg.on_epoch is not None and epoch + 1 < cfg.epochs:  # the last epoch is measured below
+            cfg.on_epoch(epoch, model)
     peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     # a training-mode forward: every rank runs it (SyncBatchNorm on CUDA syncs across ranks in training mode)
     sample = data.train_x[: min(cfg.batch_size, len(data.train_x))].to(device)

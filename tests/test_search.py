@@ -78,57 +78,87 @@ def test_space_cli(capsys):
     assert "256 valid distinct candidates" in capsys.readouterr().out
 
 
-def test_supernet_with_gates_on_a_subset_equals_the_sub_spec():
-    from reparam_zoo.primitives.gate import BranchGate
-    from reparam_zoo.search import build_supernet
+@pytest.mark.parametrize("scheme", ["gate-l1", "group-lasso", "scale-lasso"])
+def test_supernet_with_zero_gates_equals_the_sub_spec(scheme):
+    """Any gate state folds exactly, and a branch whose gate is zero is removed exactly: the pruned
+    supernet equals the derived spec's block carrying the same weights (eval mode, float64)."""
+    from reparam_zoo import supernet as snm
 
     torch.manual_seed(0)
-    sn = rz.randomize_norms(build_supernet(SPACE)).double()
-    keep = {"branches.0", "branches.2", "branches.4"}  # kxk (ungated), 1xk, identity
-    with torch.no_grad():
-        for module, info in zip(sn.branches, sn.branch_info):
-            for m in module:
-                if isinstance(m, BranchGate):
-                    m.weight.fill_(1.0 if info.name in keep else 0.0)
-    sub = rz.build_block({"name": "sub", "act": "relu", "branches": [
-        {"type": "kxk"}, {"type": "1xk"}, {"type": "identity", "optional": True}]}, 64, 64).double()
-    state = {}
-    for j, src in enumerate(["branches.0", "branches.2", "branches.4"]):
-        for k, v in sn.state_dict().items():
-            if k.startswith(src + ".") and not k.endswith(".2.weight"):  # step 2 is the gate
-                state[f"branches.{j}." + k[len(src) + 1:]] = v
-    sub.load_state_dict(state, strict=True)
-    x = torch.randn(2, 64, 7, 6, dtype=torch.float64)
-    for mode in ("eval", "train"):
-        getattr(sn, mode)()
-        getattr(sub, mode)()
-        assert torch.allclose(sn(x), sub(x), rtol=0, atol=1e-12 * sn(x).abs().max().item())
-    assert rz.verify(sn, (2, 64, 7, 6), dtype=torch.float64, randomize=True).ok  # any gate values fold exactly
-
-
-def test_derive_round_trips_through_yaml_and_folds():
-    from reparam_zoo.search import build_supernet, derive, gate_values
-
-    torch.manual_seed(0)
-    sn = rz.randomize_norms(build_supernet(SPACE)).double().eval()
-    with torch.no_grad():
-        for i, module in enumerate(sn.branches):
-            if len(module) and hasattr(module[-1], "weight") and module[-1].weight.dim() == 0:
-                module[-1].weight.fill_(0.1 * i)
-    spec, deployed = derive(sn, top_k=2)
-    assert [b.type for b in spec.branches] == ["kxk", "identity", "avgpool"]  # the two largest gates
+    sn = snm.supernet_spec(SPACE, scheme)
+    assert sn.optional == (1, 2, 3, 4, 5) and sn.mode == ("online" if scheme == "scale-lasso" else "offline")
+    block = rz.randomize_norms(snm.build_supernet(SPACE, scheme)).double().eval()
+    for i, module in enumerate(block.branches):  # distinct gate values, so the ranking is known
+        params = snm.gate_groups(block, sn).get(block.branch_info[i].name)
+        if params:
+            with torch.no_grad():
+                for p in params:
+                    p.mul_(0.1 * i)
+    assert rz.verify(block, (2, 64, 7, 6), dtype=torch.float64).ok  # any gate values fold exactly
+    spec, ranking, pruned = snm.derive(block, sn, top_k=2)
+    assert [n for n, _ in ranking][:2] == ["branches.5", "branches.4"]
+    assert [b.type for b in spec.branches] == ["kxk", "identity", "avgpool"]
     assert rz.load_spec(spec.to_yaml()) == spec
-    assert rz.verify(rz.build_block(spec, 64, 64), (1, 64, 8, 8), dtype=torch.float64, randomize=True).ok
-    pruned = build_supernet(SPACE).double().eval()
-    pruned.load_state_dict(sn.state_dict())
+    x = torch.randn(2, 64, 9, 9, dtype=torch.float64)
+    want = pruned(x)
+    deployed = rz.fold_model(pruned)
+    assert torch.allclose(deployed(x), want, rtol=0, atol=1e-10 * want.abs().max().item())
+    if scheme != "scale-lasso":  # offline: the derived spec's own block with the kept branches' weights
+        sub = rz.build_block(spec, 64, 64).double().eval()
+        kept = {"branches.0": "branches.0", "branches.4": "branches.1", "branches.5": "branches.2"}
+        state = {}
+        for k, v in pruned.state_dict().items():
+            src = ".".join(k.split(".")[:2])
+            if src in kept:
+                state[kept[src] + k[len(src):]] = v
+        if scheme == "gate-l1":  # the gate steps (value 0.4/0.5 here) are not in the derived spec
+            state = {k: v for k, v in state.items() if v.dim() > 0 or "running" in k or "num_batches" in k}
+            with torch.no_grad():
+                g = {n: float(ps[0]) for n, ps in snm.gate_groups(pruned, sn).items()}
+            sub_out = None
+        sub.load_state_dict(state, strict=scheme != "gate-l1")
+        if scheme == "group-lasso":
+            sub_out = sub(x)
+            assert torch.allclose(sub_out, want, rtol=0, atol=1e-12 * want.abs().max().item())
+        else:
+            assert g["branches.1"] == 0.0 and g["branches.4"] > 0
+
+
+def test_threshold_zero_keeps_exactly_the_branches_whose_gate_is_not_zero():
+    from reparam_zoo import supernet as snm
+
+    sn = snm.supernet_spec(SPACE, "group-lasso")
+    block = snm.build_supernet(SPACE, "group-lasso", in_channels=16, out_channels=16)
     with torch.no_grad():
-        for module, info in zip(pruned.branches, pruned.branch_info):
-            if info.name in gate_values(pruned) and info.name not in ("branches.4", "branches.5"):
-                module[-1].weight.zero_()
-    x = torch.randn(1, 64, 9, 9, dtype=torch.float64)
-    assert torch.allclose(deployed(x), pruned(x), rtol=1e-10, atol=1e-10)
+        for p in snm.gate_groups(block, sn)["branches.2"]:
+            p.zero_()
+    spec, _, _ = snm.derive(block, sn, threshold=0.0)
+    assert [b.type for b in spec.branches] == ["kxk", "conv", "kx1", "identity", "avgpool"]
     with pytest.raises(ValueError, match="exactly one"):
-        derive(sn)
+        snm.derive(block, sn)
+    with pytest.raises(rz.SpecError, match="no optional branch"):
+        snm.supernet_spec(SearchSpace("fixed", {"kernel": 3, "branches": [{"type": "kxk"}]}))
+
+
+def test_proximal_step_reaches_exact_zero_and_elimination_freezes_it():
+    from reparam_zoo import supernet as snm
+
+    sn = snm.supernet_spec(SPACE, "group-lasso")
+    block = snm.build_supernet(SPACE, "group-lasso", in_channels=8, out_channels=8)
+    groups = snm.gate_groups(block, sn)
+    with torch.no_grad():
+        groups["branches.1"][0].fill_(0.01)
+        groups["branches.1"][1].zero_()
+    snm.proximal_step(sn, 1.0)(block, 0.01)  # shrink 0.01 * 1 * sqrt(16) = 0.04 > norm 0.028: exactly zero
+    assert snm.gate_value(groups["branches.1"]) == 0.0 and abs(float(groups["branches.2"][0][0].detach()) - (1 - 0.04 / 8 ** 0.5)) < 1e-6
+    elim = snm.eliminator(sn, top_k=2, epochs=4)
+    elim(0, block)  # 4 alive, 2 to keep, 2 hooks left (after epochs 1 and 2): one switched off now
+    table = snm.gate_table(block, sn)
+    assert sum(v[0] == 0 for v in table.values()) == 2
+    off = [n for n, v in table.items() if v[0] == 0 and n != "branches.1"]  # branches.1: zeroed by the lasso
+    assert len(off) == 1 and not any(p.requires_grad for p in snm.gate_groups(block, sn)[off[0]])
+    elim(1, block)
+    assert sum(v[0] > 0 for v in snm.gate_table(block, sn).values()) == 2
 
 
 def test_pareto_front():
@@ -141,8 +171,8 @@ def test_pareto_front():
 
 def test_search_cli_writes_leaderboard_plot_and_best_yaml(tmp_path, capsys):
     out = tmp_path / "s"
-    assert main(["search", "repvgg_acb", "--budget", "2", "--epochs", "1", "--limit", "128", "--latency-runs", "2",
-                 "--latency-batch", "4", "--quiet", "--out", str(out)]) == 0
+    assert main(["search", "repvgg_acb", "--data", "digits", "--budget", "2", "--epochs", "1", "--limit", "128",
+                 "--latency-runs", "2", "--latency-batch", "4", "--reevaluate", "0", "--quiet", "--out", str(out)]) == 0
     import json
 
     board = json.loads((out / "leaderboard.json").read_text())
@@ -161,8 +191,8 @@ def test_net_templates_are_searched_too(tmp_path):
     assert space.sample_net(3) == net
     rz.build_model(net, 10, block=space.sample(3))
     out = tmp_path / "s"
-    assert main(["search", "tiny_nets", "--budget", "2", "--epochs", "1", "--limit", "128", "--latency-runs", "2",
-                 "--latency-batch", "4", "--quiet", "--out", str(out)]) == 0
+    assert main(["search", "tiny_nets", "--data", "digits", "--budget", "2", "--epochs", "1", "--limit", "128",
+                 "--latency-runs", "2", "--latency-batch", "4", "--reevaluate", "0", "--quiet", "--out", str(out)]) == 0
     import json
 
     rows = json.loads((out / "leaderboard.json").read_text())["rows"]
@@ -171,13 +201,15 @@ def test_net_templates_are_searched_too(tmp_path):
 
 def test_supernet_search_cli_derives_an_exactly_folding_spec(tmp_path, capsys):
     out = tmp_path / "sn"
-    assert main(["search", "repvgg_acb", "--supernet", "--top-k", "2", "--epochs", "1", "--limit", "128",
-                 "--latency-runs", "2", "--latency-batch", "4", "--quiet", "--out", str(out)]) == 0
+    assert main(["search", "repvgg_acb", "--supernet", "--scheme", "group-lasso", "--top-k", "2", "--epochs", "3",
+                 "--data", "digits", "--limit", "128", "--reevaluate", "0", "--quiet", "--out", str(out)]) == 0
     import json
 
     result = json.loads((out / "supernet.json").read_text())
     assert len(result["gate_ranking"]) == 5
     derived = rz.load_spec((out / "best.yaml").read_text())
     assert len(derived.branches) == 3 and all(b.gate == "none" for b in derived.branches)
-    assert result["derived_val_acc_without_retraining"] == result["derived_folded_val_acc"]
+    # progressive elimination: at the end the supernet IS the derived net (exact zeros), so cutting costs nothing
+    assert sum(v == 0 for _, v in result["gate_ranking"]) == 3
+    assert result["derived_val_acc_without_retraining"] == result["supernet_val_acc"] == result["derived_folded_val_acc"]
     assert result["derived_max_logit_diff"] < 1e-4

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,10 +119,15 @@ def storage_url(storage: str | None, out: Path) -> str:
 def _storage(url: str):
     optuna = _optuna()
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as exc:  # noqa: BLE001 - any driver/URL error is the user's --storage
-        raise SpecError(f"--storage {url}: {str(exc).splitlines()[0][:200]}") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except Exception as exc:  # noqa: BLE001 - any driver/URL error is the user's --storage
+            # two processes creating the same new database race on its tables: the loser retries
+            if any(m in str(exc) for m in ("UNIQUE constraint", "already exists", "locked")) and attempt < 4:
+                time.sleep(0.5 + attempt)
+                continue
+            raise SpecError(f"--storage {url}: {str(exc).splitlines()[0][:200]}") from None
 
 
 def _sampler(sc: SearchConfig, n_existing: int, grid_size: int):
@@ -134,7 +140,11 @@ def _sampler(sc: SearchConfig, n_existing: int, grid_size: int):
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True,
                                           constant_liar=True)
     if sc.sampler == "grid":
-        return optuna.samplers.GridSampler({"candidate": list(range(grid_size))}, seed=seed)
+        class Grid(optuna.samplers.GridSampler):
+            def after_trial(self, study, trial, state, values):  # it calls study.stop(), for optimize() only:
+                pass  # here the loop ends when the study holds every candidate (budget = grid size)
+
+        return Grid({"candidate": list(range(grid_size))}, seed=seed)
     if sc.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, sc.budget // 3)))
     raise SpecError(f"Expected a sampler in {SAMPLERS} but got {sc.sampler!r}", "sampler")

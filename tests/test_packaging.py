@@ -26,3 +26,8 @@ def test_wheel_ships_the_specs_and_works_outside_the_checkout(tmp_path):
                          check=True).stdout
     assert str(target) in out.splitlines()[0]
     assert "'dbb'" in out and "Conv2d" in out
+    # every command module is in the wheel: the command line starts from it, search's help included
+    for command in ("compare", "convert", "expand", "search", "space"):
+        r = subprocess.run([sys.executable, "-m", "reparam_zoo", command, "--help"], capture_output=True, text=True,
+                           cwd=tmp_path, env=env)
+        assert r.returncode == 0 and "usage:" in r.stdout, r.stderr

@@ -1,0 +1,189 @@
+"""Search with Optuna underneath: choice points as distributions, the grid, no candidate trained
+twice, two real `reparam-zoo search` processes on one SQLite study, and a killed search resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+import reparam_zoo as rz  # noqa: E402
+from reparam_zoo.cli import main  # noqa: E402
+from reparam_zoo.search import SearchSpace  # noqa: E402
+from reparam_zoo.study import grid_candidates, storage_url, suggest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# 8 distinct candidates: a kxk branch and three optional ones
+SPACE_YAML = """\
+name: small
+geometry: {in_channels: 16, out_channels: 16}
+block:
+  kernel: 3
+  branches:
+    - type: kxk
+    - {choice: [null, {type: conv, kernel: 1}]}
+    - {choice: [null, {type: identity, optional: true}]}
+    - {choice: [null, {type: 1xk}]}
+"""
+
+
+@pytest.fixture()
+def space_file(tmp_path):
+    p = tmp_path / "small.yaml"
+    p.write_text(SPACE_YAML)
+    return p
+
+
+def _study(out: Path, name: str = "small"):
+    return optuna.load_study(study_name=name, storage=storage_url(None, out))
+
+
+def _trained_hashes(study) -> Counter:
+    """How often each candidate was trained (trials that started training, in any state)."""
+    return Counter(t.user_attrs["hash"] for t in study.get_trials() if t.user_attrs.get("training"))
+
+
+def test_choice_points_become_named_categorical_parameters():
+    space = SearchSpace.load("repvgg_acb")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    data = suggest(trial, space.template, "block")
+    assert set(trial.params) == {"block.kernel", "block.act", "block.branches.0.count", "block.branches.1",
+                                 "block.branches.2", "block.branches.3", "block.branches.4", "block.branches.5"}
+    assert data["kernel"] == [3, 5][trial.params["block.kernel"]]
+    assert len(data["branches"]) == 1 + sum(trial.params[f"block.branches.{i}"] for i in range(1, 6))
+    assert space._candidate(data) is not None
+
+
+def test_grid_covers_every_valid_candidate_once(space_file):
+    space = SearchSpace.load(space_file)
+    grid = grid_candidates(space)
+    assert len(grid) == 8 and all(net is None for _, net in grid)
+    assert len({rz.search.spec_hash(s) for s, _ in grid}) == 8
+    nets = grid_candidates(SearchSpace.load("tiny_nets"))
+    assert len(nets) == 8 * 2 * 4 * 4 and all(n is not None for _, n in nets)
+
+
+def _args(space_file, out, *extra):
+    return ["search", str(space_file), "--data", "digits", "--limit", "96", "--holdout", "40", "--epochs", "1",
+            "--latency-runs", "1", "--latency-batch", "2", "--reevaluate", "0", "--quiet", "--out", str(out), *extra]
+
+
+def test_duplicates_are_reused_not_retrained_and_the_grid_ends(space_file, tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(_args(space_file, out, "--sampler", "grid", "--budget", "20")) == 0
+    study = _study(out)
+    trained = _trained_hashes(study)
+    assert len(trained) == 8 and set(trained.values()) == {1}  # the whole grid, each candidate once
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["summary"]["complete"] == 8 and len(board["rows"]) == 8
+    # the same study again with a random sampler: every draw is a known candidate, reused, never retrained
+    assert main(_args(space_file, out, "--sampler", "grid", "--budget", "8")) == 0
+    assert _trained_hashes(_study(out)) == trained
+
+
+def test_a_study_started_with_other_settings_is_refused(space_file, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(_args(space_file, out, "--sampler", "random", "--budget", "1")) == 0
+    capsys.readouterr()
+    assert main(_args(space_file, out, "--sampler", "random", "--budget", "1", "--epochs", "2")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other settings" in err[0] and "epochs 1 (now 2)" in err[0]
+
+
+def test_nsga2_needs_a_cost_and_finds_a_front(space_file, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(_args(space_file, out, "--sampler", "nsga2", "--budget", "1")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--cost" in err[0]
+    assert main(_args(space_file, out, "--sampler", "nsga2", "--cost", "train_macs", "--budget", "3")) == 0
+    study = _study(out)
+    assert len(study.directions) == 2 and study.best_trials
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["cost"] == "train_macs" and all(r["train_macs"] > 0 for r in board["rows"])
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "reparam_zoo", *map(str, args)]
+
+
+def _env():
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_two_processes_share_one_study_and_never_train_a_candidate_twice(space_file, tmp_path):
+    out = tmp_path / "shared"
+    cmd = _cli(*_args(space_file, out, "--sampler", "random", "--budget", "6", "--epochs", "2"))
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    study = _study(out)
+    trained = _trained_hashes(study)
+    assert sum(trained.values()) == len(trained) >= 6  # no candidate trained twice
+    owners = Counter(t.user_attrs["owner"] for t in study.get_trials() if t.user_attrs.get("training"))
+    assert len(owners) == 2, owners  # both processes trained candidates of the one study
+    done = [t for t in study.get_trials() if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                          optuna.trial.TrialState.PRUNED)
+            and "duplicate_of" not in t.user_attrs]
+    assert len(done) >= 6  # the budget: trained to the end or pruned (median pruner, after epoch 1)
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert len(board["summary"]["processes"]) == 2
+
+
+def test_a_killed_search_resumes_where_it_stopped(space_file, tmp_path):
+    out = tmp_path / "resume"
+    # trials of a few seconds (500 images, 4 epochs), so that the kill lands inside one
+    cmd = _cli(*_args(space_file, out, "--sampler", "tpe", "--budget", "5", "--epochs", "4", "--limit", "500",
+                      "--pruner", "none"))
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    deadline = time.monotonic() + 300
+    first = []
+    while time.monotonic() < deadline:  # kill it during its third training, after two finished
+        time.sleep(0.3)
+        if not (out / "study.db").exists():
+            continue
+        try:
+            trials = _study(out).get_trials()
+        except Exception:  # noqa: BLE001 - the study is being created right now
+            continue
+        first = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(first) >= 2 and any(t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("training")
+                                   for t in trials):
+            break
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=60)
+    assert len(first) >= 2, "the search did not get to its third trial"
+    study = _study(out)
+    left = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
+    assert left, "SIGKILL leaves the trial it was training marked running"
+    kept = {t.number: t.user_attrs["hash"] for t in study.get_trials()
+            if t.state == optuna.trial.TrialState.COMPLETE}
+
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "left running by a process that is gone" in r.stderr
+    study = _study(out)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert all(states[t.number] == optuna.trial.TrialState.FAIL for t in left)  # the killed trial
+    assert all(states[n] == optuna.trial.TrialState.COMPLETE for n in kept)  # kept, not redone
+    done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE
+            and "duplicate_of" not in t.user_attrs]
+    assert len(done) == 5
+    finished = Counter(t.user_attrs["hash"] for t in done)
+    assert set(finished.values()) == {1}
+    # the resumed process trained only what was missing
+    assert sum(1 for t in done if t.number not in kept) == 5 - len(kept)

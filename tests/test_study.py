@@ -187,3 +187,25 @@ def test_a_killed_search_resumes_where_it_stopped(space_file, tmp_path):
     assert set(finished.values()) == {1}
     # the resumed process trained only what was missing
     assert sum(1 for t in done if t.number not in kept) == 5 - len(kept)
+
+
+def test_hyperband_pruning_and_an_explicit_storage_file(space_file, tmp_path):
+    db = tmp_path / "elsewhere" / "my.db"
+    db.parent.mkdir()
+    out = tmp_path / "hb"
+    assert main(_args(space_file, out, "--sampler", "random", "--pruner", "hyperband", "--budget", "3", "--epochs",
+                      "3", "--storage", str(db), "--study", "hb")) == 0
+    study = optuna.load_study(study_name="hb", storage=f"sqlite:///{db}")
+    assert sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+               for t in study.get_trials()) == 3
+    assert all(t.intermediate_values for t in study.get_trials()
+               if t.state == optuna.trial.TrialState.COMPLETE)  # epochs 1 and 2 reported to the pruner
+    assert not (out / "study.db").exists()
+
+
+@pytest.mark.parametrize("storage", ["nosuchdriver://x/y", "{tmp}/no/such/folder/s.db"])
+def test_a_bad_storage_is_one_line(space_file, tmp_path, capsys, storage):
+    out = tmp_path / "bad"
+    assert main(_args(space_file, out, "--budget", "1", "--storage", storage.format(tmp=tmp_path))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("reparam-zoo: error: --storage"), err

@@ -42,3 +42,15 @@ def positive_float(text: str) -> float:
 
 def nonneg_float(text: str) -> float:
     return _float(text, False)
+
+
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after each option's help, except where there is nothing to say (no value,
+    a switch) or the help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or isinstance(action.default, bool) or "default" in text \
+                or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..spec import list_specs
-from .argtypes import positive_float, positive_int
+from .argtypes import DefaultsHelp, positive_float, positive_int
 from . import fail
 
 CONTROL = "plain"
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
                     "results.md (starting with the conclusion in words) and plot.png into --out. Under "
                     "`torchrun --nproc_per_node N -m reparam_zoo compare ...` it trains with DistributedDataParallel "
                     "(and SyncBatchNorm on CUDA).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelp)
     pm.add_argument("blocks", nargs="*", metavar="BLOCK", help="block specs (shipped names or YAML paths); "
                                                                "default: every shipped block that fits")
     pm.add_argument("--net", default="tiny_vgg", help="net spec: shipped name or YAML path")

@@ -11,7 +11,7 @@ import torch
 
 from ..checkpoints import CheckpointError, read_state
 from ..outputs import OutputError, check_writable, save_torch
-from .argtypes import positive_int
+from .argtypes import DefaultsHelp, positive_int
 from ..errors import SpecError
 from ..expand import expand
 from ..fold import fold_model
@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
                     "header records the model, the block and the options. Fine-tune it with your code "
                     "(rz.expand with the same arguments rebuilds the module), then `reparam-zoo convert` it "
                     "back into the original model's classes and keys.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelp)
     p.add_argument("output", metavar="OUT.pth", help="where to write the expanded checkpoint")
     p.add_argument("--model", required=True, help="torchvision:NAME, timm:NAME or FILE.py:FACTORY")
     p.add_argument("--block", required=True, help="block spec: shipped name or YAML path")

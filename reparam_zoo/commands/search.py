@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,10 +17,11 @@ import torch
 
 from ..errors import SpecError
 from ..outputs import OutputError, RunLock, check_out_dir, publish
-from .argtypes import nonneg_float, nonneg_int, positive_int
+from .argtypes import DefaultsHelp, nonneg_float, nonneg_int, positive_int
 from . import fail
 
 CONTROL = "plain"
+DEFAULT_LAM = {"group-lasso": 0.03, "gate-l1": 0.01, "scale-lasso": 0.1}  # measured in docs/search.md
 
 
 def add_parsers(sub) -> None:
@@ -27,7 +29,7 @@ def add_parsers(sub) -> None:
                         description="Load a search space (shipped name under specs/spaces/ or a YAML path), draw "
                                     "valid candidates and print their train/deploy parameters and MACs, training "
                                     "activation memory and deployed latency on this device.",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=DefaultsHelp)
     pa.add_argument("space", help="search space: shipped name or YAML path")
     pa.add_argument("--sample", type=positive_int, default=10, help="candidates to draw")
     pa.add_argument("--seed", type=nonneg_int, default=0, help="sampling seed")
@@ -50,7 +52,7 @@ def add_parsers(sub) -> None:
                     "and compared on the test set (compare's paired statistics, in OUT/reevaluate/). Writes "
                     "leaderboard.json/.md, pareto.png, best.yaml (and best_net.yaml for net spaces). With "
                     "--supernet: one supernet with every optional branch, a gating scheme, the derived block.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelp)
     ps.add_argument("space", help="search space: shipped name or YAML path")
     ps.add_argument("--net", default="tiny_vgg", help="net spec (shipped name or YAML path)")
     ps.add_argument("--data", default="auto", help="auto (Fashion-MNIST when installed, else the embedded digits), "
@@ -80,10 +82,11 @@ def add_parsers(sub) -> None:
     ps.add_argument("--out", default="runs/search", help="output folder")
     ps.add_argument("--supernet", action="store_true",
                     help="train one gated supernet instead of sampling, then derive the top-k branches")
-    ps.add_argument("--scheme", choices=sorted(SCHEMES), default="gate-l1", help="supernet gating scheme "
-                                                                                   "(docs/search.md compares them)")
-    ps.add_argument("--lam", "--gate-l1", dest="lam", type=nonneg_float, default=0.01,
-                    help="supernet: strength of the gate penalty (L1, or group lasso)")
+    ps.add_argument("--scheme", choices=sorted(SCHEMES), default="group-lasso",
+                    help="supernet gating scheme (docs/search.md compares them)")
+    ps.add_argument("--lam", "--gate-l1", dest="lam", type=nonneg_float,
+                    help="supernet: strength of the gate penalty (default: " + ", ".join(
+                        f"{k} {v}" for k, v in DEFAULT_LAM.items()) + ")")
     ps.add_argument("--top-k", type=positive_int, default=2, help="supernet: optional branches to keep")
     ps.add_argument("--no-elimination", dest="eliminate", action="store_false",
                     help="supernet: keep every branch until the end (no progressive elimination)")
@@ -140,6 +143,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ..nets import load_net
     from ..search import SearchSpace
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return fail("search trains one candidate per process: start several `reparam-zoo search` processes on "
+                    "one --storage instead of torchrun")
     space = SearchSpace.load(args.space)
     net = load_net(args.net)
     out = Path(args.out)
@@ -335,6 +341,8 @@ def _supernet_search(space, cfg, test_data, args) -> int:
     from .. import supernet as snm
 
     sn = snm.supernet_spec(space, args.scheme)
+    if args.lam is None:
+        args.lam = DEFAULT_LAM[args.scheme]
     if args.top_k > len(sn.optional):
         raise SpecError(f"--top-k {args.top_k} but the space has {len(sn.optional)} optional branches")
     cfg = dataclasses.replace(cfg, mode=sn.mode, penalty=snm.penalty(sn, args.lam),

@@ -2,7 +2,7 @@
 # The docs/search.md measurements: TPE vs random at equal budget (16 candidates each, 3 epochs,
 # Fashion-MNIST: 6,000 training images + 2,000 held out to score the trials), 2 sampler seeds each;
 # then 3 supernet runs per gating scheme; then benchmarks/search_study.py for the tables.
-#   bash benchmarks/search_study.sh [RUNS_DIR]     (about 17 minutes on 2 CPU cores)
+#   bash benchmarks/search_study.sh [RUNS_DIR]     (about 13 minutes on 2 CPU cores)
 set -euo pipefail
 RUNS=${1:-runs/search_study}
 HERE=$(cd "$(dirname "$0")" && pwd)

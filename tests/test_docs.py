@@ -1,6 +1,7 @@
 """The docs say what the code does: examples run, every spec key is documented."""
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,21 @@ def test_readme_starts_with_the_two_commands():
     assert setup.endswith("reparam-zoo compare --out runs/compare")
     test_cmd = re.search(r"^(python -m pytest.*)$", ci, flags=re.M).group(1)
     assert tests.endswith("&& " + test_cmd), "the README must give the test command that .ci/run runs"
+
+
+def test_search_md_commands_use_real_flags_and_its_python_runs():
+    """Every `reparam-zoo search/space` command line in docs/search.md parses (flags and values
+    that exist), and its Python example runs."""
+    from reparam_zoo.cli import build_parser
+
+    text = (DOCS / "search.md").read_text()
+    lines = [ln.strip() for b in _blocks(DOCS / "search.md", "sh") for ln in b.splitlines()
+             if ln.strip().startswith("reparam-zoo s")]
+    assert len(lines) >= 4
+    parser = build_parser()
+    for line in lines:
+        argv = shlex.split(line.split("#")[0])[1:]
+        parser.parse_args([a for a in argv if not a.startswith("[") and a != "&"])
+    code = "\n".join(_blocks(DOCS / "search.md", "python"))
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300, cwd=ROOT)
+    assert "group-lasso" in text and "TPE" in text

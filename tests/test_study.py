@@ -79,7 +79,7 @@ def _args(space_file, out, *extra):
             "--latency-runs", "1", "--latency-batch", "2", "--reevaluate", "0", "--quiet", "--out", str(out), *extra]
 
 
-def test_duplicates_are_reused_not_retrained_and_the_grid_ends(space_file, tmp_path, capsys):
+def test_the_grid_trains_every_candidate_once_and_ends(space_file, tmp_path, capsys):
     out = tmp_path / "grid"
     assert main(_args(space_file, out, "--sampler", "grid", "--budget", "20")) == 0
     study = _study(out)
@@ -87,9 +87,22 @@ def test_duplicates_are_reused_not_retrained_and_the_grid_ends(space_file, tmp_p
     assert len(trained) == 8 and set(trained.values()) == {1}  # the whole grid, each candidate once
     board = json.loads((out / "leaderboard.json").read_text())
     assert board["summary"]["complete"] == 8 and len(board["rows"]) == 8
-    # the same study again with a random sampler: every draw is a known candidate, reused, never retrained
-    assert main(_args(space_file, out, "--sampler", "grid", "--budget", "8")) == 0
+    assert main(_args(space_file, out, "--sampler", "grid", "--budget", "8")) == 0  # done: nothing retrained
     assert _trained_hashes(_study(out)) == trained
+
+
+def test_duplicate_draws_reuse_the_result_instead_of_training(space_file, tmp_path, capsys):
+    out = tmp_path / "random"
+    # random draws from 8 candidates until all 8 are trained: the coupon collector draws some twice
+    assert main(_args(space_file, out, "--sampler", "random", "--pruner", "none", "--budget", "8")) == 0
+    study = _study(out)
+    trained = _trained_hashes(study)
+    assert len(trained) == 8 and set(trained.values()) == {1}
+    reused = [t for t in study.get_trials() if "duplicate_of" in t.user_attrs]
+    assert reused and all(t.state == optuna.trial.TrialState.COMPLETE for t in reused)
+    first = {t.number: t for t in study.get_trials()}
+    assert all(t.values == first[t.user_attrs["duplicate_of"]].values for t in reused)
+    assert "duplicates reused" in capsys.readouterr().err
 
 
 def test_a_study_started_with_other_settings_is_refused(space_file, tmp_path, capsys):
@@ -209,3 +222,18 @@ def test_a_bad_storage_is_one_line(space_file, tmp_path, capsys, storage):
     assert main(_args(space_file, out, "--budget", "1", "--storage", storage.format(tmp=tmp_path))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("reparam-zoo: error: --storage"), err
+
+
+def test_top_candidates_are_reevaluated_with_seeds_against_plain_on_the_test_set(space_file, tmp_path):
+    out = tmp_path / "re"
+    args = _args(space_file, out, "--sampler", "random", "--budget", "2", "--epochs", "2")
+    args[args.index("--reevaluate") + 1] = "1"
+    assert main(args + ["--reeval-seeds", "2"]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    re = {s["block"]: s for s in board["reevaluation"]}
+    best = f"small-{board['rows'][0]['hash']}"
+    assert set(re) == {"plain", best} and re[best]["seeds"] == 2 and re["plain"]["seeds"] == 2
+    results = json.loads((out / "reevaluate" / "results.json").read_text())
+    assert results["config"]["val_images"] == 359  # the digits' test split, not the held-out training images
+    assert "vs_control" in re[best] or re["plain"]["failed_seeds"]
+    assert "re-evaluated" in (out / "leaderboard.md").read_text()

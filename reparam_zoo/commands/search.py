@@ -293,7 +293,8 @@ def _leaderboard_files(space, cfg, rows, args, sc, summary, reeval) -> dict:
     if space.net_template is not None:
         files["best_net.yaml"] = rows[0]["net"]
     png = io.BytesIO()
-    _plot_pareto(rows, front, png, f"{space.name}: {len(rows)} candidates, {args.epochs} epochs ({args.sampler})", cost)
+    _plot_pareto(rows, front, png, f"{space.name}: {len(rows)} candidates, {args.epochs} epochs ({args.sampler})", cost,
+                 args.latency_batch)
     files["pareto.png"] = png.getvalue()
     return files
 
@@ -307,7 +308,7 @@ def _vs(s: dict) -> str:
     return f" ({v['mean']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]; {v['verdict']})"
 
 
-def _plot_pareto(rows, front, path, title, cost):
+def _plot_pareto(rows, front, path, title, cost, latency_batch):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -322,7 +323,7 @@ def _plot_pareto(rows, front, path, title, cost):
     for r in fr:
         ax.annotate(r["hash"][:6], (r[cost], 100 * r["val_acc"]), fontsize=7, xytext=(4, 4),
                     textcoords="offset points")
-    ax.set_xlabel({"deploy_ms": "deployed latency (ms)", "train_macs": "training MACs per image",
+    ax.set_xlabel({"deploy_ms": f"deployed latency, batch {latency_batch} (ms)", "train_macs": "training MACs per image",
                    "deploy_macs": "deployed MACs per image", "deploy_params": "deployed parameters",
                    "train_step_ms": "training step (ms)"}.get(cost, cost))
     ax.set_ylabel("held-out accuracy (%)")

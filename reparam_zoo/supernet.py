@@ -1,8 +1,12 @@
 """Block-level supernets: every optional branch of a search space in one block, trained with a
 gating scheme, then cut down to the branches the gates kept.
 
-A *gate* is the part of a branch that can switch it off exactly. Three schemes (measured against
-each other in ``docs/search.md``; ``group-lasso`` is the one that separates):
+A *gate* is the part of a branch that can switch it off exactly. Three schemes, measured against
+each other in ``docs/search.md``. On their own none separates: the optional branches of a block
+are redundant in function with its kxk branch, so the gates shrink together. With progressive
+elimination (:func:`eliminator`) the gates end exactly zero or clearly alive, the derived block
+needs no retraining, and ``group-lasso`` derives the same block in every seed measured — it is
+the default:
 
 ``gate-l1``
     a scalar gate after each optional branch (``gate: learnable``, the engine's ``gate`` step)

@@ -326,13 +326,13 @@ class RepBlock(nn.Module):
         """A NEW deploy module: ``nn.Conv2d`` (plus the activation, if any). The block is untouched."""
         if self.mode == "deployed":
             return copy.deepcopy(self.deployed)
-        with torch.no_grad():
-            weight, bias = self.equivalent_kernel()
-            module = deploy_module(self.geometry, self.padding_mode, copy.deepcopy(self.act),
-                                   device=weight.device, dtype=weight.dtype)
-            conv = module if isinstance(module, nn.Conv2d) else module.conv
-            conv.weight.copy_(weight)
-            conv.bias.copy_(bias)
+        from .fastfold import fold_weights
+
+        weight, bias = fold_weights(self)  # = equivalent_kernel(), without its float64 copies
+        module = deploy_module(self.geometry, self.padding_mode, copy.deepcopy(self.act),
+                               device=weight.device, dtype=weight.dtype)
+        conv = module if isinstance(module, nn.Conv2d) else module.conv
+        conv.weight, conv.bias = nn.Parameter(weight), nn.Parameter(bias)  # the fresh tensors, not copies
         module.train(self.training)
         return module
 

@@ -73,11 +73,14 @@ def block_geometry(spec: BlockSpec, in_channels: int, out_channels: int, *, stri
 def deploy_module(g: BlockGeometry, padding_mode: str, act: nn.Module, *, device=None, dtype=None,
                   bias: bool = True) -> nn.Module:
     """The deployed form of a block: ``nn.Conv2d`` with bias (+ the activation), uninitialised.
-    ``bias=False``: the conv alone, for a layout that puts the bias elsewhere (a norm after it)."""
+    ``bias=False``: the conv alone, for a layout that puts the bias elsewhere (a norm after it).
+    ``device="meta"``: a conv without storage, whose caller assigns its parameters (the fold)."""
     conv = nn.utils.skip_init(
         nn.Conv2d, g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
         dilation=g.dilation, groups=g.groups, bias=bias, padding_mode=padding_mode,
-        device=torch.device("cpu") if device is None else device, dtype=dtype)
+        device=torch.device("cpu") if device is None else device, dtype=dtype) if device != "meta" else nn.Conv2d(
+        g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding, dilation=g.dilation,
+        groups=g.groups, bias=bias, padding_mode=padding_mode, device="meta", dtype=dtype)
     if isinstance(act, nn.Identity):
         return conv
     return nn.Sequential(OrderedDict(conv=conv, act=act))
@@ -271,6 +274,16 @@ class RepBlock(nn.Module):
     def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
         """The dtype and device to fold into: the block's first floating parameter or buffer (they can be
         replaced, e.g. by ``load_state_dict(..., assign=True)``), else the anchor that follows ``.to()``."""
+        for branch in self.branches:  # the same first parameter, without a walk over every module
+            for step in branch.children():
+                if step._modules:
+                    break
+                for t in step._parameters.values():
+                    if t is not None and t.is_floating_point():
+                        return t.dtype, t.device
+            else:
+                continue
+            break
         for name, t in (*self.named_parameters(), *self.named_buffers()):
             if t.is_floating_point() and name != "_anchor":
                 return t.dtype, t.device
@@ -322,6 +335,15 @@ class RepBlock(nn.Module):
             weight, bias = K.scale_channels(weight, bias, sk.scale, sk.shift)
         return weight.to(dtype), bias.to(dtype)
 
+    def _act_copy(self) -> nn.Module:
+        """A copy of the activation: built afresh from the spec when it is the spec's own stateless one
+        (a deepcopy costs more than the fold of a small block), else deep-copied."""
+        fresh = ACTIVATIONS.get(self.spec.act)()
+        if type(fresh) is type(self.act) and repr(fresh) == repr(self.act) and not any(
+                True for _ in self.act.parameters()) and not any(True for _ in self.act.buffers()):
+            return fresh.train(self.act.training)
+        return copy.deepcopy(self.act)
+
     def fold(self) -> nn.Module:
         """A NEW deploy module: ``nn.Conv2d`` (plus the activation, if any). The block is untouched."""
         if self.mode == "deployed":
@@ -329,8 +351,7 @@ class RepBlock(nn.Module):
         from .fastfold import fold_weights
 
         weight, bias = fold_weights(self)  # = equivalent_kernel(), without its float64 copies
-        module = deploy_module(self.geometry, self.padding_mode, copy.deepcopy(self.act),
-                               device=weight.device, dtype=weight.dtype)
+        module = deploy_module(self.geometry, self.padding_mode, self._act_copy(), device="meta", dtype=weight.dtype)
         conv = module if isinstance(module, nn.Conv2d) else module.conv
         conv.weight, conv.bias = nn.Parameter(weight), nn.Parameter(bias)  # the fresh tensors, not copies
         module.train(self.training)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import kernels as K
 from .spec import chain_converter
@@ -37,11 +38,15 @@ CHUNK = 1 << 18
 
 @dataclass
 class _Lazy:
-    """``scale[o] * W[o]`` placed at ``offset`` (undilated coordinates); ``shift`` goes to the bias."""
+    """``scale[o] * W[o]`` placed at ``offset`` (undilated coordinates); ``shift`` goes to the bias.
+    ``bn``: the branch's single BatchNorm, whose scale and shift are computed with the block's
+    other such BatchNorms in one batch (then ``scale``/``shift`` are filled in)."""
     weight: Tensor
-    scale: Tensor
-    shift: Tensor
+    scale: Tensor | None
+    shift: Tensor | None
     offset: tuple[int, int]
+    bn: nn.Module | None = None
+    conv_bias: Tensor | None = None
 
 
 @dataclass
@@ -65,11 +70,16 @@ def _lazy(module: nn.Module, info, g, offset) -> _Lazy | None:
         return None  # the reference refuses it, with its message
     if conv.weight.shape[1] * conv.groups != g.in_channels or conv.out_channels != g.out_channels:
         return None
-    device = conv.weight.device
+    weight, conv_bias = conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
+    rest = list(module)[1:]
+    if (len(rest) == 1 and isinstance(rest[0], _BatchNorm) and rest[0].affine and rest[0].track_running_stats
+            and rest[0].running_mean is not None):
+        return _Lazy(weight, None, None, offset, bn=rest[0], conv_bias=conv_bias)
+    device = weight.device
     scale = torch.ones(g.out_channels, dtype=torch.float64, device=device)
-    shift = (conv.bias.detach().to(torch.float64) if conv.bias is not None
+    shift = (conv_bias.to(torch.float64) if conv_bias is not None
              else torch.zeros(g.out_channels, dtype=torch.float64, device=device))
-    for m in list(module)[1:]:
+    for m in rest:
         sk = step_kernel(m, g.out_channels, device)
         if sk.weight is not None:
             return None
@@ -78,7 +88,24 @@ def _lazy(module: nn.Module, info, g, offset) -> _Lazy | None:
         shift = shift * s
         if sk.shift is not None:
             shift = shift + sk.shift.detach().to(torch.float64)
-    return _Lazy(conv.weight.detach(), scale, shift, offset)
+    return _Lazy(weight, scale, shift, offset)
+
+
+def _batch_bn(parts: list[_Lazy]) -> None:
+    """Eval-mode scale and shift of every conv -> BatchNorm branch of a block at once (the same
+    float64 operations, in the same order, as ``kernels.bn_scale_shift`` then ``scale_channels``)."""
+    f64 = torch.float64
+    bns = [p.bn for p in parts]
+    mean = torch.stack([m.running_mean.detach() for m in bns]).to(f64)
+    var = torch.stack([m.running_var.detach() for m in bns]).to(f64)
+    eps = torch.tensor([float(m.eps) for m in bns], dtype=f64, device=mean.device).view(-1, 1)
+    gamma = torch.stack([m.weight.detach() for m in bns]).to(f64)
+    beta = torch.stack([m.bias.detach() for m in bns]).to(f64)
+    scale = torch.rsqrt(var + eps) * gamma
+    shift = -mean * scale + beta
+    for i, p in enumerate(parts):
+        p.scale = scale[i]
+        p.shift = shift[i] if p.conv_bias is None else p.conv_bias.to(f64) * scale[i] + shift[i]
 
 
 def _dense(module: nn.Module, info, g) -> _Dense:
@@ -96,8 +123,9 @@ def _dense(module: nn.Module, info, g) -> _Dense:
     return _Dense(w, bias, offset, diagonal)
 
 
-def fold_weights(block) -> tuple[Tensor, Tensor]:
-    """``(weight, bias)`` of the conv equal to ``block`` in eval mode, in the block's dtype."""
+def fold_weights(block, *, norm_after: bool = True) -> tuple[Tensor, Tensor]:
+    """``(weight, bias)`` of the conv equal to ``block`` in eval mode, in the block's dtype
+    (``norm_after=False``: the sum of the branches alone, for a layout that keeps that norm)."""
     g = block.geometry
     dtype, device = block._dtype_device()
     dh, dw = g.dilation
@@ -115,11 +143,18 @@ def fold_weights(block) -> tuple[Tensor, Tensor]:
                 part = _dense(module, info, g)
                 if part.bias is not None:
                     bias += part.bias
-            else:
-                bias += part.shift
             parts.append(part)
+        batched = [p for p in parts if isinstance(p, _Lazy) and p.bn is not None]
+        if len({p.bn.num_features for p in batched}) == 1:
+            _batch_bn(batched)
+        else:
+            for p in batched:
+                _batch_bn([p])
+        for p in parts:
+            if isinstance(p, _Lazy):
+                bias += p.shift
         after = None
-        if block.norm_after is not None:
+        if block.norm_after is not None and norm_after:
             sk = step_kernel(block.norm_after, g.out_channels, device)
             after = sk.scale.detach()
             bias = bias * after + (sk.shift.detach() if sk.shift is not None else 0)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .block import RepBlock, deploy_module
+from .fastfold import fold_weights
 
 log = logging.getLogger("reparam_zoo")
 
@@ -109,11 +110,10 @@ def _upstream_deployed(block: RepBlock, origin) -> nn.Module:
     with torch.no_grad():
         norm = None
         if origin.norm is not None and block.norm_after is not None:  # QARepVGG keeps its BN when deployed
-            dtype, device = block._dtype_device()
-            weight, bias = (t.to(dtype) for t in block._branch_kernel(torch.float64, device))
+            weight, bias = fold_weights(block, norm_after=False)
             norm = copy.deepcopy(block.norm_after)
         else:
-            weight, bias = block.equivalent_kernel()
+            weight, bias = fold_weights(block)  # the same numbers as layout="plain"
         conv = _conv(block, weight, bias)
     post = tuple((name, copy.deepcopy(m)) for name, m in origin.post)
     module = UpstreamDeployed(origin.deploy, conv, origin.norm if norm is not None else None, norm, post)
@@ -145,7 +145,7 @@ def _fold_original(model: nn.Module) -> dict[int, nn.Module]:
                 raise ValueError(f"an expanded block's norm slot {origin.norm!r} holds a {type(slot).__name__}, "
                                  "not the AbsorbedNorm that expand() left there")
             with torch.no_grad():
-                weight, bias = child.equivalent_kernel()
+                weight, bias = fold_weights(child)
                 conv = _conv(child, weight, None)
             norm = slot.restore(bias)
             conv.train(child.training)

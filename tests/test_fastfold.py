@@ -1,0 +1,64 @@
+"""The fast fold (fastfold.fold_weights, what RepBlock.fold uses) computes what the differentiable
+reference (RepBlock.equivalent_kernel) computes: the float64 fold, rounded once to the block's dtype."""
+
+import pytest
+import torch
+
+import reparam_zoo as rz
+from reparam_zoo.fastfold import CHUNK, fold_weights
+
+GEOMETRIES = [(16, 16, 1, 1), (16, 32, 2, 1), (16, 16, 1, 4), (16, 16, 2, 16), (8, 8, 1, 8)]
+EXTRA = {  # what the shipped specs do not cover: block dilation, norm_after, copies, padding modes
+    "dilated": {"name": "dilated", "kernel": 3, "dilation": 2, "branches": [
+        {"type": "kxk"}, {"type": "conv", "kernel": 1}, {"type": "identity", "optional": True}]},
+    "norm_after": {"name": "na", "kernel": 3, "norm_after": {"type": "bn"}, "branches": [
+        {"type": "kxk", "count": 2}, {"type": "1xk"}, {"type": "avgpool"}]},
+    "reflect": {"name": "rf", "kernel": [3, 5], "padding_mode": "reflect", "branches": [
+        {"type": "kxk"}, {"type": "kx1"}, {"type": "identity", "optional": True}]},
+}
+
+
+def _close(w, ref, dtype):
+    if dtype == torch.float64:  # the same float64 operations; only the order of additions may differ
+        return (w - ref).abs().max().item() <= 1e-14 * ref.abs().max().item() + 1e-300
+    # both the float64 fold rounded once: equal, or one unit apart where float64 order tipped a tie
+    ulp = torch.finfo(dtype).eps * ref.abs()
+    return bool(((w - ref).abs() <= ulp).all())
+
+
+@pytest.mark.parametrize("name", [*rz.list_specs(), *EXTRA])
+def test_fast_fold_equals_the_reference_on_every_spec(name):
+    checked = 0
+    for ci, co, stride, groups in GEOMETRIES:
+        for mode in ("offline", "online"):
+            try:
+                block = rz.build_block(EXTRA.get(name, name), ci, co, stride=stride, groups=groups, mode=mode)
+            except rz.SpecError:
+                continue
+            torch.manual_seed(ci + co + stride + groups)
+            rz.randomize_norms(block)
+            for dtype in (torch.float64, torch.float32):
+                b = block.to(dtype).eval()
+                w_ref, bias_ref = b.equivalent_kernel()
+                w, bias = fold_weights(b)
+                assert w.dtype == dtype and w.shape == w_ref.shape and not w.requires_grad
+                assert _close(w, w_ref.detach(), dtype) and _close(bias, bias_ref.detach(), dtype), (name, mode)
+                checked += 1
+    assert checked
+
+
+def test_chunks_cover_every_output_channel_and_fold_returns_fresh_parameters(monkeypatch):
+    import reparam_zoo.fastfold as ff
+
+    monkeypatch.setattr(ff, "CHUNK", 7 * 9)  # 7 rows of 1 x 3 x 3 per chunk: a ragged last chunk
+    block = rz.randomize_norms(rz.build_block("repvgg", 8, 50, groups=1)).eval().float()
+    w, b = ff.fold_weights(block)
+    w_ref, b_ref = block.equivalent_kernel()
+    assert _close(w, w_ref.detach(), torch.float32) and _close(b, b_ref.detach(), torch.float32)
+    folded = block.fold()
+    conv = folded.conv
+    assert conv.weight.device.type == "cpu" and conv.weight.requires_grad and CHUNK > 0
+    before = [p.clone() for p in block.parameters()]
+    with torch.no_grad():
+        conv.weight.add_(1.0)  # the fold owns its tensors: the block is untouched
+    assert all(torch.equal(p, q) for p, q in zip(before, block.parameters()))

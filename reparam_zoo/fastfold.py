@@ -22,6 +22,7 @@ the order of the float64 additions (docs/math.md §13).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,20 @@ from .steps import Chain, step_kernel
 #: float64 elements of one chunk's scratch buffer (2 MiB: inside a core's L2 on common CPUs)
 CHUNK = 1 << 18
 
+_local = threading.local()  # per thread: the scratch buffer of each device, reused from block to block
+
+
+def _scratch(numel: int, device: torch.device) -> Tensor:
+    """A float64 buffer of at least ``numel`` elements, kept for the next block: a fresh 2 MiB
+    allocation per block costs more in page faults than folding a small block."""
+    cache = getattr(_local, "buffers", None)
+    if cache is None:
+        cache = _local.buffers = {}
+    buf = cache.get(device)
+    if buf is None or buf.numel() < numel:
+        buf = cache[device] = torch.empty(numel, dtype=torch.float64, device=device)
+    return buf[:numel]
+
 
 @dataclass
 class _Lazy:
@@ -47,6 +62,7 @@ class _Lazy:
     offset: tuple[int, int]
     bn: nn.Module | None = None
     conv_bias: Tensor | None = None
+    diagonal: bool = False  # the identity: weight None, ``scale[o]`` at input o (o mod C_in/groups)
 
 
 @dataclass
@@ -64,6 +80,9 @@ def _lazy(module: nn.Module, info, g, offset) -> _Lazy | None:
     if info.type.converter is not chain_converter or type(module) is not Chain or not len(module):
         return None
     conv = module[0]
+    if (type(conv) is nn.Identity and g.in_channels == g.out_channels and len(module) == 2
+            and _single_bn(list(module)[1:])):  # identity -> BatchNorm: RepVGG's third branch
+        return _Lazy(None, None, None, offset, bn=module[1], diagonal=True)
     if type(conv) is not nn.Conv2d or conv.groups != g.groups or K.as_pair(conv.dilation) != g.dilation:
         return None
     if isinstance(conv.padding, str) or K.as_pair(conv.padding) != (0, 0):
@@ -72,8 +91,7 @@ def _lazy(module: nn.Module, info, g, offset) -> _Lazy | None:
         return None
     weight, conv_bias = conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
     rest = list(module)[1:]
-    if (len(rest) == 1 and isinstance(rest[0], _BatchNorm) and rest[0].affine and rest[0].track_running_stats
-            and rest[0].running_mean is not None):
+    if _single_bn(rest):
         return _Lazy(weight, None, None, offset, bn=rest[0], conv_bias=conv_bias)
     device = weight.device
     scale = torch.ones(g.out_channels, dtype=torch.float64, device=device)
@@ -89,6 +107,11 @@ def _lazy(module: nn.Module, info, g, offset) -> _Lazy | None:
         if sk.shift is not None:
             shift = shift + sk.shift.detach().to(torch.float64)
     return _Lazy(weight, scale, shift, offset)
+
+
+def _single_bn(rest: list) -> bool:
+    return (len(rest) == 1 and isinstance(rest[0], _BatchNorm) and rest[0].affine
+            and rest[0].track_running_stats and rest[0].running_mean is not None)
 
 
 def _batch_bn(parts: list[_Lazy]) -> None:
@@ -159,25 +182,34 @@ def fold_weights(block, *, norm_after: bool = True) -> tuple[Tensor, Tensor]:
             after = sk.scale.detach()
             bias = bias * after + (sk.shift.detach() if sk.shift is not None else 0)
         # the first lazy branch that covers the whole window initialises each chunk (no zero fill)
-        full = next((p for p in parts if isinstance(p, _Lazy) and p.offset == (0, 0)
+        full = next((p for p in parts if isinstance(p, _Lazy) and p.weight is not None and p.offset == (0, 0)
                      and tuple(p.weight.shape[-2:]) == (kh, kw)), None)
         shape = (g.out_channels, cin_g, kh, kw)
         weight = torch.empty(shape, dtype=dtype, device=device)
         per_row = cin_g * kh * kw
         rows = max(1, min(g.out_channels, CHUNK // max(per_row, 1)))
         direct = dtype == torch.float64
-        scratch = None if direct else torch.empty((rows, cin_g, kh, kw), dtype=torch.float64, device=device)
+        # flat positions of the diagonal (output o, input o mod C_in/groups) at each offset used
+        o = torch.arange(g.out_channels, device=device)
+        diag = {p.offset: o * per_row + (o % cin_g) * (kh * kw) + p.offset[0] * kw + p.offset[1]
+                for p in parts if p.diagonal}
+        scratch = None if direct else _scratch(rows * per_row, device).view(rows, cin_g, kh, kw)
         for i in range(0, g.out_channels, rows):
             j = min(i + rows, g.out_channels)
             tmp = weight[i:j] if direct else scratch[: j - i]
             if full is not None:
-                torch.mul(full.weight[i:j], full.scale[i:j].view(-1, 1, 1, 1), out=tmp)
+                tmp.copy_(full.weight[i:j])  # exact widening, then the float64 product in place
+                tmp.mul_(full.scale[i:j].view(-1, 1, 1, 1))
             else:
                 tmp.zero_()
             for p in parts:
                 if p is full:
                     continue
-                if isinstance(p, _Lazy):
+                if p.diagonal and (p.weight is None or p.weight.shape[-2:] == (1, 1)):
+                    flat = diag[(p.offset[0], p.offset[1])][i:j] - i * per_row
+                    values = p.scale[i:j] if p.weight is None else p.weight[i:j].reshape(-1)
+                    tmp.view(-1).index_add_(0, flat, values)
+                elif isinstance(p, _Lazy):
                     ph, pw = p.weight.shape[-2:]
                     tmp[:, :, p.offset[0]: p.offset[0] + ph, p.offset[1]: p.offset[1] + pw].addcmul_(
                         p.weight[i:j], p.scale[i:j].view(-1, 1, 1, 1))

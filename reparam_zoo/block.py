@@ -338,11 +338,13 @@ class RepBlock(nn.Module):
     def _act_copy(self) -> nn.Module:
         """A copy of the activation: built afresh from the spec when it is the spec's own stateless one
         (a deepcopy costs more than the fold of a small block), else deep-copied."""
-        fresh = ACTIVATIONS.get(self.spec.act)()
-        if type(fresh) is type(self.act) and repr(fresh) == repr(self.act) and not any(
-                True for _ in self.act.parameters()) and not any(True for _ in self.act.buffers()):
-            return fresh.train(self.act.training)
-        return copy.deepcopy(self.act)
+        act = self.act
+        if not (act._parameters or act._buffers or act._modules):
+            fresh = ACTIVATIONS.get(self.spec.act)()
+            if type(fresh) is type(act) and repr(fresh) == repr(act):
+                fresh.training = act.training
+                return fresh
+        return copy.deepcopy(act)
 
     def fold(self) -> nn.Module:
         """A NEW deploy module: ``nn.Conv2d`` (plus the activation, if any). The block is untouched."""
@@ -354,7 +356,8 @@ class RepBlock(nn.Module):
         module = deploy_module(self.geometry, self.padding_mode, self._act_copy(), device="meta", dtype=weight.dtype)
         conv = module if isinstance(module, nn.Conv2d) else module.conv
         conv.weight, conv.bias = nn.Parameter(weight), nn.Parameter(bias)  # the fresh tensors, not copies
-        module.train(self.training)
+        if module.training != self.training:
+            module.train(self.training)
         return module
 
     # ------------------------------------------------------------------------- timm / MobileOne protocol

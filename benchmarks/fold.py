@@ -83,7 +83,7 @@ def _floor(model: nn.Module):
 def main():
     args = parser(__doc__).parse_args()
     dev = args.device
-    repeats = 3 if args.quick else 7
+    repeats = 3 if args.quick else 11
     nets = {"repvgg_a0": "repvgg_a0", "repvgg_b1": B1, "mobileone_s0": "mobileone_s0"}
     try:
         import timm
@@ -117,7 +117,7 @@ def main():
         rows.append(row)
     report("fold", args, rows, ["net", "blocks", "fold_model ms", "official ms", "timm ms", "official / ours",
                                 "timm / ours", "floor ms", "ours / floor", "max |diff| vs official"],
-           "Medians of interleaved runs in one process. official: the official RepVGG conversion re-stated from its "
+           "Medians of 11 interleaved runs in one process. official: the official RepVGG conversion re-stated from its "
            "documented algorithm (deep copy, per-branch BN fusion, numpy identity kernel, new nn.Conv2d per block); "
            "timm: timm.utils.model.reparameterize_model on timm's own model of the same name; floor: reading the "
            "blocks' trained weights once and writing deploy-sized float32 tensors once.")

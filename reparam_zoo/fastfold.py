@@ -189,10 +189,6 @@ def fold_weights(block, *, norm_after: bool = True) -> tuple[Tensor, Tensor]:
         per_row = cin_g * kh * kw
         rows = max(1, min(g.out_channels, CHUNK // max(per_row, 1)))
         direct = dtype == torch.float64
-        # flat positions of the diagonal (output o, input o mod C_in/groups) at each offset used
-        o = torch.arange(g.out_channels, device=device)
-        diag = {p.offset: o * per_row + (o % cin_g) * (kh * kw) + p.offset[0] * kw + p.offset[1]
-                for p in parts if p.diagonal}
         scratch = None if direct else _scratch(rows * per_row, device).view(rows, cin_g, kh, kw)
         for i in range(0, g.out_channels, rows):
             j = min(i + rows, g.out_channels)
@@ -206,9 +202,16 @@ def fold_weights(block, *, norm_after: bool = True) -> tuple[Tensor, Tensor]:
                 if p is full:
                     continue
                 if p.diagonal and (p.weight is None or p.weight.shape[-2:] == (1, 1)):
-                    flat = diag[(p.offset[0], p.offset[1])][i:j] - i * per_row
                     values = p.scale[i:j] if p.weight is None else p.weight[i:j].reshape(-1)
-                    tmp.view(-1).index_add_(0, flat, values)
+                    at = p.offset[0] * kw + p.offset[1]
+                    if cin_g == g.out_channels:  # one group: (r, i + r) is a strided line of the chunk
+                        tmp.view(-1)[i * kh * kw + at::per_row + kh * kw][: j - i].add_(values)
+                    elif cin_g == 1:  # depthwise: (r, 0)
+                        tmp.view(-1)[at::per_row][: j - i].add_(values)
+                    else:
+                        o = torch.arange(i, j, device=device)
+                        flat = (o - i) * per_row + (o % cin_g) * (kh * kw) + at
+                        tmp.view(-1).index_add_(0, flat, values)
                 elif isinstance(p, _Lazy):
                     ph, pw = p.weight.shape[-2:]
                     tmp[:, :, p.offset[0]: p.offset[0] + ph, p.offset[1]: p.offset[1] + pw].addcmul_(

@@ -339,11 +339,12 @@ class RepBlock(nn.Module):
         """A copy of the activation: built afresh from the spec when it is the spec's own stateless one
         (a deepcopy costs more than the fold of a small block), else deep-copied."""
         act = self.act
-        if not (act._parameters or act._buffers or act._modules):
-            fresh = ACTIVATIONS.get(self.spec.act)()
-            if type(fresh) is type(act) and repr(fresh) == repr(act):
-                fresh.training = act.training
-                return fresh
+        fresh = ACTIVATIONS.get(self.spec.act)()
+        if type(fresh) is type(act) and vars(fresh).keys() == vars(act).keys() and repr(fresh) == repr(act) and \
+                not any(v for k, v in vars(act).items() if k.startswith("_") and isinstance(v, dict)):
+            # same class, same attributes, no parameters, buffers, submodules or hooks: nothing to copy
+            fresh.training = act.training
+            return fresh
         return copy.deepcopy(act)
 
     def fold(self) -> nn.Module:

@@ -45,9 +45,11 @@ def _scratch(numel: int, device: torch.device) -> Tensor:
     cache = getattr(_local, "buffers", None)
     if cache is None:
         cache = _local.buffers = {}
-    buf = cache.get(device)
+    # on CUDA one buffer per stream: work queued on another stream may still be reading the previous one
+    key = (device, torch.cuda.current_stream(device).stream_id if device.type == "cuda" else None)
+    buf = cache.get(key)
     if buf is None or buf.numel() < numel:
-        buf = cache[device] = torch.empty(numel, dtype=torch.float64, device=device)
+        buf = cache[key] = torch.empty(numel, dtype=torch.float64, device=device)
     return buf[:numel]
 
 
@@ -149,6 +151,9 @@ def _dense(module: nn.Module, info, g) -> _Dense:
 def fold_weights(block, *, norm_after: bool = True) -> tuple[Tensor, Tensor]:
     """``(weight, bias)`` of the conv equal to ``block`` in eval mode, in the block's dtype
     (``norm_after=False``: the sum of the branches alone, for a layout that keeps that norm)."""
+    if block.mode == "deployed":  # already re-parameterized in place: its conv is the fold
+        conv = block.deployed if isinstance(block.deployed, nn.Conv2d) else block.deployed.conv
+        return conv.weight.detach().clone(), conv.bias.detach().clone()
     g = block.geometry
     dtype, device = block._dtype_device()
     dh, dw = g.dilation

@@ -235,8 +235,21 @@ def progress_counts(study) -> tuple[int, int]:
     optuna = _optuna()
     S = optuna.trial.TrialState
     done = sum(1 for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED)) if _counted(t))
-    running = sum(1 for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)) if _counted(t) and not _stale(t))
+    # a running trial counts until it turns out a duplicate or invalid (also before it has drawn its
+    # candidate), so that processes finishing together do not each start one more than the budget
+    running = sum(1 for t in study.get_trials(deepcopy=False, states=(S.RUNNING,))
+                  if "owner" in t.user_attrs and "duplicate_of" not in t.user_attrs and "invalid" not in t.user_attrs
+                  and not _stale(t))
     return done, running
+
+
+def _holder(study, trial, h: str, S, running_rule):
+    """The lowest-numbered other trial that keeps candidate ``h``: finished (complete or pruned), or
+    running, alive and accepted by ``running_rule``; None if there is none."""
+    same = [t for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.RUNNING))
+            if t.number != trial.number and t.user_attrs.get("hash") == h and _counted(t)
+            and (t.state != S.RUNNING or (not _stale(t) and running_rule(t)))]
+    return min(same, key=lambda t: t.number) if same else None
 
 
 def _values(sc: SearchConfig, row: dict) -> list[float]:
@@ -300,21 +313,23 @@ def run_study(sc: SearchConfig, log=print) -> tuple[Any, dict]:
         h = candidate_hash(spec, net_yaml if sc.space.net_template is not None else None)
         trial.set_user_attr("hash", h)
         # the same candidate in another trial? Each trial writes its hash, then looks: one that finished, one
-        # already training, or a lower-numbered one that has not decided yet, keeps the candidate
-        same = [t for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.RUNNING))
-                if t.number != trial.number and t.user_attrs.get("hash") == h and _counted(t) and not _stale(t)
-                and (t.state != S.RUNNING or t.user_attrs.get("training") or t.number < trial.number)]
-        first = min(same, key=lambda t: t.number) if same else None
+        # already training, or a lower-numbered one that has not decided yet, keeps the candidate. A trial that
+        # finds none marks itself training and looks again, yielding to any lower-numbered one still running:
+        # whatever the interleaving, two trials never both train a candidate (at worst neither does, and the
+        # sampler may draw it again).
+        first = _holder(study, trial, h, S, lambda t: t.user_attrs.get("training") or t.number < trial.number)
+        if first is None:
+            trial.set_user_attr("training", True)
+            first = _holder(study, trial, h, S, lambda t: t.number < trial.number)
         if first is not None:
             trial.set_user_attr("duplicate_of", first.number)
             if first.state == S.COMPLETE:
                 counts["reused"] += 1
                 study.tell(trial, first.values)
-            else:  # still being trained by another trial, or pruned there: not trained again
+            else:  # being trained by another trial, or pruned there: not trained again
                 counts["skipped_running"] += 1
                 study.tell(trial, state=S.FAIL)
             continue
-        trial.set_user_attr("training", True)
         row_cfg = dataclasses.replace(cfg, net=net, on_epoch=_reporter(trial, data, sc.cost is None))
         label = f"trial {trial.number} {h}"
         try:

@@ -120,7 +120,8 @@ def _branch_index(name: str) -> int:
 
 
 def gate_groups(block: RepBlock, sn: Supernet) -> dict[str, list[nn.Parameter]]:
-    """``{branch name: the parameters of its gate}`` for the optional branches of one block."""
+    """``{branch name: the parameters of its gate}`` for the optional branches of one block (the
+    copies of a ``count: n`` branch are one gate: ``branches.3``, not ``branches.3#0`` ...)."""
     from .primitives.gate import BranchGate
 
     out = {}
@@ -141,7 +142,7 @@ def gate_groups(block: RepBlock, sn: Supernet) -> dict[str, list[nn.Parameter]]:
             raise SpecError(f"{sn.scheme}: the branch {info.name} ({info.spec.label()}) does not end in the gate "
                             f"this scheme needs (an affine BatchNorm for group-lasso, a scale for scale-lasso)",
                             info.name, block.spec.source)
-        out[info.name] = params
+        out.setdefault(info.name.split("#")[0], []).extend(params)
     return out
 
 
@@ -201,6 +202,10 @@ def eliminator(sn: Supernet, top_k: int, epochs: int, log=None):
     zero and frozen), spread over the epochs so that ``top_k`` remain for the last epoch. The
     network trains on with the branches it keeps, so at the end the supernet IS the derived
     sub-network: cutting it needs no retraining."""
+
+    if epochs < 2:
+        raise SpecError("progressive elimination switches branches off between epochs: it needs --epochs 2 or "
+                        "more (or --no-elimination)", "epochs")
 
     def on_epoch(epoch, model):
         table = {n: sum(v) / len(v) for n, v in gate_table(model, sn).items()}

@@ -62,3 +62,36 @@ def test_chunks_cover_every_output_channel_and_fold_returns_fresh_parameters(mon
     with torch.no_grad():
         conv.weight.add_(1.0)  # the fold owns its tensors: the block is untouched
     assert all(torch.equal(p, q) for p, q in zip(before, block.parameters()))
+
+
+def test_a_block_reparameterized_in_place_folds_to_its_own_conv_in_both_layouts():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False)
+            self.a_bn = torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.a_bn(self.a(x))
+
+    torch.manual_seed(0)
+    expanded, _ = rz.expand(rz.randomize_norms(Net(), seed=1).eval(), "acb")
+    rz.randomize_norms(expanded, seed=2).eval()
+    x = torch.randn(1, 4, 8, 8)
+    want = expanded(x)
+    for b in expanded.modules():
+        if isinstance(b, rz.RepBlock):
+            b.reparameterize()
+    for layout in ("plain", "original"):
+        got = rz.fold_model(expanded, layout=layout)(x)
+        assert torch.allclose(got, want, rtol=0, atol=1e-5 * want.abs().max().item()), layout
+
+
+def test_the_fold_keeps_a_hooked_activation():
+    block = rz.randomize_norms(rz.build_block("repvgg", 4, 4)).eval()
+    block.act.register_forward_hook(lambda m, i, o: o * 0 + 7)
+    x = torch.randn(1, 4, 6, 6)
+    assert torch.equal(block(x), torch.full_like(block(x), 7.0))
+    assert torch.equal(block.fold()(x), torch.full_like(block(x), 7.0))
+    plain = rz.build_block("repvgg", 4, 4)
+    assert type(plain.fold().act) is type(plain.act) and plain.fold().act is not plain.act

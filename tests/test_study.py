@@ -237,3 +237,52 @@ def test_top_candidates_are_reevaluated_with_seeds_against_plain_on_the_test_set
     assert results["config"]["val_images"] == 359  # the digits' test split, not the held-out training images
     assert "vs_control" in re[best] or re["plain"]["failed_seeds"]
     assert "re-evaluated" in (out / "leaderboard.md").read_text()
+
+
+def test_the_duplicate_rule_lets_exactly_one_of_two_racing_trials_train():
+    """The interleaving that beat a check-then-mark rule: B writes its hash and looks (nothing),
+    A (lower-numbered) writes the same hash and looks (B is not training yet), then both mark
+    themselves training and look again: exactly one keeps the candidate."""
+    from reparam_zoo.study import _holder
+
+    S = optuna.trial.TrialState
+    study = optuna.create_study()
+    a, b = study.ask(), study.ask()
+    for t in (a, b):
+        t.set_user_attr("owner", "elsewhere:1")
+    b.set_user_attr("hash", "h")
+    assert _holder(study, b, "h", S, lambda t: t.user_attrs.get("training") or t.number < b.number) is None
+    a.set_user_attr("hash", "h")
+    assert _holder(study, a, "h", S, lambda t: t.user_attrs.get("training") or t.number < a.number) is None
+    a.set_user_attr("training", True)
+    b.set_user_attr("training", True)
+    keeps_a = _holder(study, a, "h", S, lambda t: t.number < a.number) is None
+    keeps_b = _holder(study, b, "h", S, lambda t: t.number < b.number) is None
+    assert (keeps_a, keeps_b) == (True, False)
+
+
+def test_supernet_on_a_net_space_and_its_one_line_refusals(tmp_path, capsys):
+    out = tmp_path / "sn"
+    common = ["--data", "digits", "--limit", "96", "--holdout", "40", "--quiet", "--out", str(out)]
+    assert main(["search", "tiny_nets", "--supernet", "--epochs", "2", "--reevaluate", "1", "--reeval-seeds", "1",
+                 *common]) == 0
+    result = json.loads((out / "supernet.json").read_text())
+    assert {s["block"] for s in result["reevaluation"]} == {"plain", "tiny_nets-derived"}
+    capsys.readouterr()
+    assert main(["search", "tiny_nets", "--supernet", "--epochs", "1", "--reevaluate", "0", *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--epochs 2 or more" in err[0]
+
+
+def test_copies_of_an_optional_branch_are_one_gate():
+    from reparam_zoo import supernet as snm
+
+    space = SearchSpace("copies", {"kernel": 3, "branches": [{"type": "kxk"}, {
+        "choice": [None, {"type": "conv", "kernel": 1, "count": 2}]}, {"choice": [None, {"type": "1xk"}]}]},
+        geometry=rz.search.Geometry(8, 8))
+    sn = snm.supernet_spec(space, "group-lasso")
+    block = snm.build_supernet(space, "group-lasso")
+    groups = snm.gate_groups(block, sn)
+    assert set(groups) == {"branches.1", "branches.2"} and len(groups["branches.1"]) == 4
+    spec, ranking, _ = snm.derive(block, sn, top_k=1)
+    assert len(ranking) == 2 and len(spec.branches) == 2

@@ -130,8 +130,10 @@ def search_data(arg: str, size: int, limit: int, holdout: int):
 
     full = load_data(arg, size, limit + holdout)
     n = len(full.train_x)
-    h = min(holdout, n // 5) if n > limit else max(1, min(holdout, n // 5))
+    h = max(1, min(holdout, n // 5))
     k = min(limit, n - h)
+    if k < 1:
+        raise SpecError(f"{full.name}: {n} training image(s) cannot give both a training set and a held-out split")
     tx, ty = full.train_x[:k], full.train_y[:k]
     hx, hy = full.train_x[n - h:], full.train_y[n - h:]
     return (Dataset(full.name, tx, ty, hx, hy, full.num_classes),
@@ -227,7 +229,7 @@ def _reevaluate(space, cfg, test_data, rows, args) -> list[dict] | None:
         by_net.setdefault(r["net"], []).append(r)
     summaries = []
     for i, (net_yaml, group) in enumerate(by_net.items()):
-        net = load_net(yaml.safe_load(net_yaml)) if space.net_template is not None else cfg.net
+        net = load_net(yaml.safe_load(net_yaml)) if space.net_template is not None and net_yaml else cfg.net
         where = cfg.out / "reevaluate" / (f"net{i}" if len(by_net) > 1 else "")
         specs = [load_spec(r["yaml"]).model_copy(update={"name": f"{space.name}-{r['hash']}"}) for r in group]
         done = where / "results.json"

@@ -40,7 +40,7 @@ def test_supernet_gates_and_search_study_run_small(tmp_path):
     common = ["--data", "digits", "--limit", "96", "--holdout", "40", "--epochs", "1", "--reevaluate", "0", "--quiet",
               "--latency-runs", "1", "--latency-batch", "2"]
     for args in (["--sampler", "random", "--budget", "2", "--out", str(runs / "random-0")],
-                 ["--supernet", "--out", str(runs / "sn-group-lasso-0")]):
+                 ["--supernet", "--epochs", "2", "--out", str(runs / "sn-group-lasso-0")]):
         r = subprocess.run([sys.executable, "-m", "reparam_zoo", "search", "repvgg_acb", *common, *args],
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]

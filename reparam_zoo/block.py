@@ -275,6 +275,8 @@ class RepBlock(nn.Module):
         """The dtype and device to fold into: the block's first floating parameter or buffer (they can be
         replaced, e.g. by ``load_state_dict(..., assign=True)``), else the anchor that follows ``.to()``."""
         for branch in self.branches:  # the same first parameter, without a walk over every module
+            if branch._parameters:  # a custom branch module holding parameters itself: the full walk
+                break
             for step in branch.children():
                 if step._modules:
                     break

@@ -117,17 +117,18 @@ def _single_bn(rest: list) -> bool:
 
 
 def _batch_bn(parts: list[_Lazy]) -> None:
-    """Eval-mode scale and shift of every conv -> BatchNorm branch of a block at once (the same
-    float64 operations, in the same order, as ``kernels.bn_scale_shift`` then ``scale_channels``)."""
+    """Eval-mode scale and shift of every conv -> BatchNorm branch of a block at once:
+    ``kernels.bn_scale_shift`` on the stacked statistics, then the conv bias as ``scale_channels``
+    scales it."""
     f64 = torch.float64
     bns = [p.bn for p in parts]
-    mean = torch.stack([m.running_mean.detach() for m in bns]).to(f64)
-    var = torch.stack([m.running_var.detach() for m in bns]).to(f64)
-    eps = torch.tensor([float(m.eps) for m in bns], dtype=f64, device=mean.device).view(-1, 1)
-    gamma = torch.stack([m.weight.detach() for m in bns]).to(f64)
-    beta = torch.stack([m.bias.detach() for m in bns]).to(f64)
-    scale = torch.rsqrt(var + eps) * gamma
-    shift = -mean * scale + beta
+
+    def stacked(name):
+        return torch.stack([getattr(m, name).detach().to(f64) for m in bns])
+
+    eps = torch.tensor([float(m.eps) for m in bns], dtype=f64, device=bns[0].running_mean.device).view(-1, 1)
+    scale, shift = K.bn_scale_shift(stacked("running_mean"), stacked("running_var"), eps, stacked("weight"),
+                                    stacked("bias"))
     for i, p in enumerate(parts):
         p.scale = scale[i]
         p.shift = shift[i] if p.conv_bias is None else p.conv_bias.to(f64) * scale[i] + shift[i]

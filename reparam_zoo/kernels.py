@@ -71,7 +71,7 @@ def _bias_or_zeros(bias: Tensor | None, weight: Tensor) -> Tensor:
 def bn_scale_shift(
     running_mean: Tensor,
     running_var: Tensor,
-    eps: float,
+    eps: float | Tensor,
     weight: Tensor | None = None,
     bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -79,7 +79,8 @@ def bn_scale_shift(
 
     ``scale = gamma / sqrt(var + eps)`` and ``shift = beta - mean * scale``; ``weight``
     and ``bias`` (gamma, beta) are ``None`` for ``affine=False``. ``eps`` is the BN's
-    own eps: never substitute a constant.
+    own eps: never substitute a constant. Several BatchNorms of the same width at once:
+    statistics stacked as ``(n, C)`` and ``eps`` a ``(n, 1)`` tensor.
     """
     if running_mean is None or running_var is None:
         raise ValueError(
@@ -87,9 +88,9 @@ def bn_scale_shift(
             "(track_running_stats=False); such a BatchNorm normalises with batch statistics "
             "and is not a fixed linear map, so it cannot be folded"
         )
-    if running_mean.shape != running_var.shape or running_mean.dim() != 1:
+    if running_mean.shape != running_var.shape or running_mean.dim() not in (1, 2):
         raise ValueError(
-            f"Expected running_mean and running_var of the same 1-d shape but got "
+            f"Expected running_mean and running_var of the same shape, (C,) or stacked (n, C), but got "
             f"{tuple(running_mean.shape)} and {tuple(running_var.shape)}"
         )
     scale = torch.rsqrt(running_var + eps)

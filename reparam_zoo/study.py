@@ -19,12 +19,14 @@ import json
 import os
 import socket
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
+from .outputs import _alive
 from .search import CHOICE, SearchSpace, _is_choice, spec_hash
 
 SAMPLERS = ("random", "tpe", "grid", "nsga2")
@@ -37,11 +39,7 @@ def _optuna():
         import optuna
     except ImportError:
         raise SpecError("search needs Optuna: pip install 'reparam_zoo[search]'") from None
-    import warnings
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # TPE's multivariate/group options are marked experimental; they are what conditional spaces need
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
 
@@ -137,8 +135,10 @@ def _sampler(sc: SearchConfig, n_existing: int, grid_size: int):
         return optuna.samplers.RandomSampler(seed=seed)
     if sc.sampler == "tpe":
         startup = sc.startup if sc.startup is not None else min(10, max(4, sc.budget // 4))
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True,
-                                          constant_liar=True)
+        with warnings.catch_warnings():  # multivariate/group are marked experimental; conditional spaces need them
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True,
+                                              constant_liar=True)
     if sc.sampler == "grid":
         class Grid(optuna.samplers.GridSampler):
             def after_trial(self, study, trial, state, values):  # it calls study.stop(), for optimize() only:
@@ -196,16 +196,6 @@ def open_study(sc: SearchConfig, grid_size: int = 0):
 
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _stale(t) -> bool:

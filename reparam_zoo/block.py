@@ -355,10 +355,13 @@ class RepBlock(nn.Module):
             return copy.deepcopy(self.deployed)
         from .fastfold import fold_weights
 
-        weight, bias = fold_weights(self)  # = equivalent_kernel(), without its float64 copies
+        return self._deployed_with(*fold_weights(self))  # = equivalent_kernel(), without its float64 copies
+
+    def _deployed_with(self, weight: Tensor, bias: Tensor) -> nn.Module:
+        """The deploy module holding ``weight`` and ``bias`` (the fold's fresh tensors, not copies)."""
         module = deploy_module(self.geometry, self.padding_mode, self._act_copy(), device="meta", dtype=weight.dtype)
         conv = module if isinstance(module, nn.Conv2d) else module.conv
-        conv.weight, conv.bias = nn.Parameter(weight), nn.Parameter(bias)  # the fresh tensors, not copies
+        conv.weight, conv.bias = nn.Parameter(weight), nn.Parameter(bias)
         if module.training != self.training:
             module.train(self.training)
         return module

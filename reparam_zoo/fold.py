@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .block import RepBlock, deploy_module
-from .fastfold import fold_weights
+from .fastfold import fold_blocks, fold_weights
 
 log = logging.getLogger("reparam_zoo")
 
@@ -73,9 +73,15 @@ def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool =
     folded: dict[int, nn.Module] = {}
     if layout == "original":
         folded.update(_fold_original(model))
-    folded.update({bid: b.fold() for bid, (b, _) in blocks.items() if bid not in folded})
-    report = FoldReport([(names, b.spec.name, _params(b), _params(folded[bid]))
-                         for bid, (b, names) in blocks.items()])
+    rest = [b for bid, (b, _) in blocks.items() if bid not in folded]
+    live = [b for b in rest if b.mode != "deployed"]  # deployed-mode blocks: a copy of their conv
+    folded.update({id(b): b.fold() for b in rest if b.mode == "deployed"})
+    # the whole network in one batch (all its BatchNorms at once): the same numbers as block by block
+    folded.update({id(b): b._deployed_with(w, bias) for b, (w, bias) in zip(live, fold_blocks(live))})
+    report = None
+    if return_report or log.isEnabledFor(logging.INFO):  # counting every parameter costs a walk per block
+        report = FoldReport([(names, b.spec.name, _params(b), _params(folded[bid]))
+                             for bid, (b, names) in blocks.items()])
     if isinstance(model, RepBlock):
         result: nn.Module = folded[id(model)]
     elif inplace:
@@ -88,7 +94,8 @@ def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool =
         # deepcopy with the blocks pre-seeded in the memo: they are replaced, never copied
         memo = {bid: f for bid, f in folded.items()}
         result = copy.deepcopy(model, memo)
-    log.info("%s", report)
+    if report is not None:
+        log.info("%s", report)
     return (result, report) if return_report else result
 
 

@@ -95,3 +95,26 @@ def test_the_fold_keeps_a_hooked_activation():
     assert torch.equal(block.fold()(x), torch.full_like(block(x), 7.0))
     plain = rz.build_block("repvgg", 4, 4)
     assert type(plain.fold().act) is type(plain.act) and plain.fold().act is not plain.act
+
+
+def test_a_whole_network_folds_in_one_batch_to_the_same_numbers_without_shared_storage():
+    """fold_model folds every block in one batch (all BatchNorm statistics concatenated): the same
+    numbers as folding block by block, and every folded tensor owns its storage (a bias must not be a
+    view of the batch, or safetensors refuses to save the model and one tensor drags in all)."""
+    from reparam_zoo.fastfold import fold_blocks
+
+    torch.manual_seed(0)
+    for dtype, block in [(d, b) for d in (torch.float64, torch.float32) for b in ("repvgg", "plain", "dbb")]:
+        # plain: one conv -> BN branch, whose bias is that BatchNorm's shift alone
+        model = rz.randomize_norms(rz.build_model("tiny_vgg", 10, block=block)).to(dtype).eval()
+        blocks = [m for m in model.modules() if isinstance(m, rz.RepBlock)]
+        assert len(blocks) >= 3
+        together = fold_blocks(blocks)
+        for b, (w, bias) in zip(blocks, together):
+            w1, bias1 = fold_weights(b)
+            assert torch.equal(w, w1) and torch.equal(bias, bias1)
+        folded = rz.fold_model(model)
+        ptrs = [p.untyped_storage().data_ptr() for p in folded.parameters()]
+        assert len(ptrs) == len(set(ptrs))
+        for p in folded.parameters():
+            assert p.untyped_storage().nbytes() == p.numel() * p.element_size()

@@ -41,7 +41,7 @@ def naive_fold(model: nn.Module) -> nn.Module:
                 value = np.zeros((g.in_channels, input_dim, 3, 3), dtype=np.float32)
                 for i in range(g.in_channels):
                     value[i, i % input_dim, 1, 1] = 1
-                kid, bid = _fuse_bn_tensor(torch.from_numpy(value), child.branches[2][1])
+                kid, bid = _fuse_bn_tensor(torch.from_numpy(value).to(k3.device), child.branches[2][1])
             conv = nn.Conv2d(g.in_channels, g.out_channels, 3, g.stride, 1, groups=g.groups)
             conv.weight.data = (k3 + k1 + kid).detach()
             conv.bias.data = (b3 + b1 + bid).detach()
@@ -88,7 +88,8 @@ def main():
     try:
         import timm
         from timm.utils.model import reparameterize_model
-    except ImportError:
+    except Exception as e:  # not installed, or a torchvision that does not match torch
+        print(f"timm not available ({type(e).__name__}): its column stays empty")
         timm = None
     rows = []
     for name, net in nets.items():

@@ -243,7 +243,7 @@ class RepBlock(nn.Module):
         g = self.geometry
         ph, pw = g.padding
         if self.mode == "online":  # one conv with the branches' kernel, composed every forward
-            weight, bias = self._branch_kernel(x.dtype, x.device)
+            weight, bias = self._online_kernel(x.dtype, x.device)
             if self.padding_mode == "zeros":
                 out = F.conv2d(x, weight, bias, g.stride, g.padding, g.dilation, g.groups)
             else:
@@ -318,6 +318,19 @@ class RepBlock(nn.Module):
             w = K.undilate(K.place(w, g.window, info.placement.offset), g.dilation)
             parts.append((w, bk.bias))
         return K.sum_kernels(parts)
+
+    def _online_kernel(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``_branch_kernel`` for the online forward: the same sum, accumulated with ``kernels.sum_placed``
+        (no branch padded to the window, no depthwise identity or pooling expanded to a dense kernel)."""
+        g = self.geometry
+        if g.dilation != (1, 1):
+            return self._branch_kernel(dtype, device)
+        parts = []
+        for module, info in zip(self.branches, self.branch_info):
+            bk = info.type.converter(module, g) if dtype == torch.float64 else chain_kernel(
+                list(module), g.in_channels, device, dtype)  # as _branch_kernel composes each branch
+            parts.append((bk.weight, bk.bias, bk.groups, info.placement.offset))
+        return K.sum_placed(parts, g.window, g.in_channels, g.groups)
 
     def equivalent_kernel(self) -> tuple[Tensor, Tensor]:
         """``(weight, bias)`` of the one conv equal to the block (before the activation).

@@ -12,7 +12,8 @@ convolutions (derived in ``docs/math.md``):
   (:func:`identity_kernel`, :func:`avgpool_kernel`);
 * two convolutions in sequence, without padding in between, are one convolution
   whose kernel is the full convolution of the two kernels (:func:`compose`);
-* convolution is linear, so parallel branches sum (:func:`sum_kernels`).
+* convolution is linear, so parallel branches sum (:func:`sum_kernels`; :func:`sum_placed` sums
+  kernels of different extents and groupings without padding or expanding each one).
 
 Conventions: weights are ``(C_out, C_in // groups, kh, kw)`` as in ``F.conv2d``;
 a bias of ``None`` means zero. Functions that build or combine kernels work in the
@@ -46,6 +47,7 @@ __all__ = [
     "regroup",
     "compose",
     "sum_kernels",
+    "sum_placed",
 ]
 
 
@@ -370,3 +372,60 @@ def sum_kernels(kernels: Sequence[tuple[Tensor, Tensor | None]]) -> tuple[Tensor
     weight = torch.stack([w for w, _ in kernels]).sum(0)
     bias = torch.stack([_bias_or_zeros(b, w) for w, b in kernels]).sum(0)
     return weight, bias
+
+
+def sum_placed(
+    parts: Sequence[tuple[Tensor, Tensor | None, int, Pair]],
+    window: int | Sequence[int],
+    in_channels: int,
+    groups: int = 1,
+) -> tuple[Tensor, Tensor]:
+    """The sum of parallel branches ``(weight, bias, groups, offset)`` of different extents and
+    groupings as one ``(C_out, in_channels // groups, *window)`` kernel (undilated), differentiable —
+    what ``sum_kernels`` of every part regrouped and placed in the window gives, with less work:
+    whole-window kernels are added, a smaller one goes into its slice, and a depthwise kernel
+    (``groups == C_out == in_channels``: identity, pooling) on a block with fewer groups is added
+    on the diagonal ``o -> o mod (in_channels / groups)`` instead of being expanded to a dense one.
+    The parts' tensors are never written to."""
+    wh, ww = as_pair(window, "window")
+    if not parts:
+        raise ValueError("Expected at least one kernel to sum but got none")
+    c_out = parts[0][0].shape[0]
+    cin_g = in_channels // groups
+    full, placed = [], []
+    for w, _, g, offset in parts:
+        kh, kw = w.shape[-2:]
+        diagonal = g != groups and g == c_out == in_channels and w.shape[1] == 1
+        if not diagonal:
+            w = regroup(w, g, groups)
+        if w.shape[0] != c_out or (not diagonal and w.shape[1] != cin_g):
+            raise ValueError(f"Expected kernels of {c_out} x {cin_g} channels but got {tuple(w.shape[:2])}")
+        if not diagonal and (kh, kw) == (wh, ww):
+            full.append(w)
+        else:
+            placed.append((w, diagonal, as_pair(offset, "offset")))
+    if len(full) >= 2:
+        out = full[0] + full[1]
+        for w in full[2:]:
+            out += w  # into the fresh sum, never into a part
+    elif full and not placed:
+        out = full[0]
+    elif full:
+        out = full[0].clone()
+    else:
+        ref = parts[0][0]
+        out = torch.zeros(c_out, cin_g, wh, ww, dtype=ref.dtype, device=ref.device)
+    for w, diagonal, (oh, ow) in placed:
+        kh, kw = w.shape[-2:]
+        if oh < 0 or ow < 0 or oh + kh > wh or ow + kw > ww:
+            raise ValueError(f"A {kh}x{kw} kernel at offset {(oh, ow)} does not fit in a {wh}x{ww} window")
+        if diagonal:  # out[t*cin_g + j, j] for each group t: a diagonal view, (G, kh, kw, cin_g)
+            view = out.view(groups, cin_g, cin_g, wh, ww)[..., oh: oh + kh, ow: ow + kw].diagonal(0, 1, 2)
+            view += w.reshape(groups, cin_g, kh, kw).permute(0, 2, 3, 1)
+        else:
+            out[:, :, oh: oh + kh, ow: ow + kw] += w
+    biases = [b for _, b, _, _ in parts if b is not None]
+    bias = biases[0] if biases else torch.zeros(c_out, dtype=out.dtype, device=out.device)
+    for b in biases[1:]:
+        bias = bias + b
+    return out, bias

@@ -99,3 +99,69 @@ def test_torch_compile_of_an_online_block_on_cpu():
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         assert_close(block(x), compiled(x), rel=1e-5)
+    # a training step through the compiled block (sum_placed's in-place slice and diagonal adds under
+    # autograd): the same gradients as eager
+    torch.manual_seed(0)
+    block = rz.build_block("repvgg", 4, 4, mode="online").train()
+    compiled = torch.compile(block)
+    grads = []
+    for m in (block, compiled):
+        block.zero_grad(set_to_none=True)
+        m(x).square().mean().backward()
+        grads.append([p.grad.clone() for p in block.parameters()])
+    for a, b in zip(*grads):
+        assert_close(a, b, rel=1e-4)
+
+
+GEOMS = [(8, 8, 1, 1), (8, 16, 2, 1), (8, 8, 1, 2), (8, 8, 1, 8)]
+
+
+@pytest.mark.parametrize("name", rz.list_specs())
+def test_online_forward_kernel_is_the_reference_sum_and_has_its_gradients(name):
+    """The online forward accumulates the branches (kernels.sum_placed: slices, diagonals) instead of
+    padding and stacking each one: the same kernel and the same gradients as the reference sum."""
+    checked = 0
+    for ci, co, stride, groups in GEOMS:
+        try:
+            block = rz.build_block(name, ci, co, stride=stride, groups=groups, mode="online").double()
+        except rz.SpecError:
+            continue
+        torch.manual_seed(ci + co + groups)
+        with torch.no_grad():
+            for p in block.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        params = [p for p in block.parameters() if p.requires_grad]
+        dev = torch.device("cpu")
+        fast, ref = block._online_kernel(torch.float64, dev), block._branch_kernel(torch.float64, dev)
+        probe = [torch.randn_like(t) for t in ref]
+        g_fast = torch.autograd.grad(sum((t * u).sum() for t, u in zip(fast, probe)), params, allow_unused=True)
+        g_ref = torch.autograd.grad(sum((t * u).sum() for t, u in zip(ref, probe)), params, allow_unused=True)
+        for a, b in zip(fast, ref):
+            assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-13, atol=1e-13), (name, ci, co, groups)
+        for a, b in zip(g_fast, g_ref):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert torch.allclose(a, b, rtol=1e-12, atol=1e-12), (name, ci, co, groups)
+        checked += 1
+    assert checked
+
+
+def test_sum_placed_adds_slices_and_diagonals_and_never_writes_into_its_parts():
+    from reparam_zoo import kernels as K
+
+    torch.manual_seed(0)
+    c = 6
+    w3 = torch.randn(c, c // 2, 3, 3, dtype=torch.float64)  # groups 2
+    w1 = torch.randn(c, c // 2, 1, 3, dtype=torch.float64)
+    dw = torch.randn(c, 1, 1, 1, dtype=torch.float64)  # depthwise: onto the diagonal
+    b = torch.randn(c, dtype=torch.float64)
+    copies = [t.clone() for t in (w3, w1, dw)]
+    parts = [(w3, None, 2, (0, 0)), (w1, b, 2, (2, 0)), (dw, None, c, (1, 1))]
+    out, bias = K.sum_placed(parts, 3, c, 2)
+    ref, ref_b = K.sum_kernels([(K.place(K.regroup(w, g, 2), 3, off), bb) for w, bb, g, off in parts])
+    assert torch.equal(out, ref) and torch.equal(bias, ref_b)
+    assert all(torch.equal(t, u) for t, u in zip((w3, w1, dw), copies))
+    with pytest.raises(ValueError, match="does not fit"):
+        K.sum_placed([(w3, None, 2, (0, 0)), (w1, None, 2, (2, 1))], 3, c, 2)
+    with pytest.raises(ValueError, match="at least one"):
+        K.sum_placed([], 3, c, 2)

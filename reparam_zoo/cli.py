@@ -14,7 +14,7 @@ from .commands import compare as compare_cmd
 from .commands import fail
 from .commands import convert as convert_cmd
 from .commands import search as search_cmd
-from .commands.argtypes import nonneg_int, positive_float, positive_int
+from .commands.argtypes import DATA_HELP, add_int8_args, nonneg_int, positive_float, positive_int
 from .block import RepBlock, build_block
 from .errors import SpecError
 from .fold import fold_model
@@ -237,10 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     pe = sub.add_parser("export", help="fold and export to ONNX, checked by onnxruntime",
                         description="Fold NET (with CKPT's weights: deployed or train-time), export to ONNX, "
                                     "check that every folded block is one Conv and that onnxruntime matches "
-                                    "PyTorch. Needs: pip install 'reparam_zoo[onnx]'.")
+                                    "PyTorch; with --int8 also an INT8 model quantized by ONNX Runtime. "
+                                    "Needs: pip install 'reparam_zoo[onnx]'.")
     model_args(pe)
     pe.add_argument("checkpoint", nargs="?", metavar="CKPT", help="checkpoint (default: random weights)")
-    pe.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the ONNX file")
+    pe.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the (FP32) ONNX file")
+    add_int8_args(pe, "writes OUT.int8.onnx, checks the quantized graph and reports INT8 vs FP32 agreement on "
+                      "--check-images test images of --data")
+    pe.add_argument("--check-images", type=positive_int, default=1000, metavar="M",
+                    help="with --int8: held-out (test) images for the INT8 vs FP32 agreement (default 1000)")
+    pe.add_argument("--data", default="auto", help=f"with --int8: {DATA_HELP} (default auto)")
     pe.set_defaults(func=convert_cmd.cmd_export)
 
     search_cmd.add_parsers(sub)

@@ -59,6 +59,8 @@ class CompareConfig:
     control: str | None = None  # the block every other is compared with (paired over seeds), e.g. "plain"
     time_budget: float | None = None  # seconds: no new round of seeds starts that would not fit
     run_latency: bool = True  # per-run latencies (search); compare measures each distinct deployed net once
+    int8: bool = False  # also quantize every deployed net with ONNX Runtime and measure it (compare --int8)
+    int8_calibration: int = 256  # calibration images (the first of the training set)
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -237,12 +239,36 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
         "peak_cuda_mb": peak_mb,
         "saved_activations_mb": saved_mb,
     }
+    if cfg.int8:
+        result.update(measure_int8(deployed, data, cfg.int8_calibration, deploy_acc))
     if cfg.run_latency:
         for b in (1, cfg.latency_batch):
             shape = (b, *shape1[1:])
             result[f"train_form_ms_b{b}"] = latency_ms(model, shape, device, cfg.latency_runs)
             result[f"deploy_ms_b{b}"] = latency_ms(deployed, shape, device, cfg.latency_runs)
     return result
+
+
+def measure_int8(deployed: nn.Module, data: Dataset, calibration: int, deploy_acc: float) -> dict:
+    """The deployed net quantized by ONNX Runtime (``quantize.quantize_onnx``: QDQ, int8 weights per channel,
+    activations calibrated on the first ``calibration`` training images) and run on the validation set:
+    INT8 accuracy, its drop from the deployed FP32 accuracy, INT8 vs FP32 agreement, and the folded
+    kernels' statistics per layer."""
+    import tempfile
+
+    from .quantize import quantize_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = quantize_onnx(deployed, data.train_x[:calibration], Path(tmp) / "int8.onnx", check=data.val_x,
+                            labels=data.val_y)
+    layers = rep.layers
+    return {"int8_val_acc": rep.int8_accuracy, "onnx_fp32_val_acc": rep.fp32_accuracy,
+            "int8_drop": deploy_acc - rep.int8_accuracy, "int8_agreement": rep.top1_agreement,
+            "int8_max_logit_diff": rep.max_logit_diff, "int8_calibration_images": rep.calibration_images,
+            "int8_quantized_convs": rep.quantized_convs,
+            "kernel_range_ratio_max": max(r["range_ratio"] for r in layers),
+            "kernel_kurtosis_max": max(r["kurtosis_max"] for r in layers),
+            "kernel_layers": layers}
 
 
 def chance_level(num_classes: int, n_val: int) -> float:
@@ -309,7 +335,8 @@ def _config(cfg: CompareConfig, seconds: float) -> dict:
             "batch_size": cfg.batch_size, "lr": cfg.lr, "mode": cfg.mode, "world_size": dist_env()[1],
             "torch": torch.__version__, "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
             "finished": datetime.datetime.now().isoformat(timespec="seconds"), "control": cfg.control,
-            "time_budget": cfg.time_budget, **cfg.extra}
+            "time_budget": cfg.time_budget, **({"int8_calibration": cfg.int8_calibration} if cfg.int8 else {}),
+            **cfg.extra}
 
 
 def write_partial(cfg: CompareConfig, runs: list[dict], seconds: float) -> None:
@@ -332,10 +359,14 @@ def write_outputs(cfg: CompareConfig, runs: list[dict], seconds: float, groups: 
     config.update(seeds_done=min(r["seeds"] for r in rows), stopped_early=stopped_early)
     words = report.conclusion(rows, cfg.control, config)
     csv_text = io.StringIO()
-    w = csv.DictWriter(csv_text, fieldnames=list(dict.fromkeys(k for r in runs for k in r)))
+    # per-layer lists (kernel_layers) stay in results.json: one CSV row per run keeps scalars only
+    scalar = [{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in runs]
+    w = csv.DictWriter(csv_text, fieldnames=list(dict.fromkeys(k for r in scalar for k in r)))
     w.writeheader()
-    w.writerows(runs)
+    w.writerows(scalar)
     table = report.markdown(rows, groups or {}, cfg.control, cfg.latency_batch)
+    if cfg.int8:
+        table += "\n\n" + report.int8_markdown(rows, cfg.control, cfg.int8_calibration)
     md = (f"# reparam-zoo compare: {cfg.net.name} on {cfg.data.name} ({cfg.mode} training)\n\n{words}\n\n"
           f"{config['train_images']:,} training / {config['val_images']:,} validation images, {cfg.epochs} epochs, "
           f"{config['seeds_done']} seed(s), {cfg.device}, {config['threads']} threads, torch {torch.__version__}; "

@@ -49,6 +49,8 @@ def summarize(runs: list[dict], control: str | None = None, groups: dict | None 
                                       [100 * ctrl[s]["val_acc"] for s in seeds],
                                       resolution=100 / n_val if n_val else 0.0)
                 row["vs_control"] = p.as_dict()
+        if all("int8_val_acc" in r for r in rs):
+            row.update(_int8_summary(rs, block, control, by_block, ctrl))
         if groups and row["deploy_signature"] in groups:
             g = groups[row["deploy_signature"]]
             row["deploy_group"] = g["group"]
@@ -57,6 +59,78 @@ def summarize(runs: list[dict], control: str | None = None, groups: dict | None 
                     row[key] = value
         out.append(row)
     return out
+
+
+def _int8_summary(rs: list[dict], block: str, control: str | None, by_block: dict, ctrl: dict | None) -> dict:
+    """INT8 accuracy and its drop from the deployed FP32 accuracy (means and sds over seeds, in points), the
+    paired differences to the control's INT8 accuracy and to its drop, and the kernel statistics."""
+    def pts(key, r):
+        return 100 * r[key]
+
+    drops = [pts("int8_drop", r) for r in rs]
+    row = {"int8_val_acc": statistics.fmean(r["int8_val_acc"] for r in rs),
+           "int8_drop_points": statistics.fmean(drops),
+           "int8_drop_sd": statistics.stdev(drops) if len(drops) > 1 else 0.0,
+           "int8_agreement": statistics.fmean(r["int8_agreement"] for r in rs),
+           "kernel_range_ratio_max": max(r["kernel_range_ratio_max"] for r in rs),
+           "kernel_kurtosis_max": max(r["kernel_kurtosis_max"] for r in rs)}
+    if ctrl is not None and block != control:
+        seeds = sorted(s for s in set(by_block[block]) & set(ctrl) if "int8_val_acc" in ctrl[s]
+                       and not by_block[block][s].get("failed") and by_block[block][s].get("finite_outputs", True))
+        if seeds:
+            n_val = by_block[block][seeds[0]].get("val_images") or 0
+            res = 100 / n_val if n_val else 0.0
+            mine, theirs = by_block[block], ctrl
+            row["int8_vs_control"] = paired_difference([pts("int8_val_acc", mine[s]) for s in seeds],
+                                                       [pts("int8_val_acc", theirs[s]) for s in seeds],
+                                                       resolution=res).as_dict()
+            row["int8_drop_vs_control"] = paired_difference([pts("int8_drop", mine[s]) for s in seeds],
+                                                            [pts("int8_drop", theirs[s]) for s in seeds],
+                                                            resolution=res).as_dict()
+    return row
+
+
+def int8_markdown(rows: list[dict], control: str | None, calibration: int) -> str:
+    """The INT8 table of ``compare --int8``."""
+    def interval(v, words=None):
+        if v is None:
+            return "—"
+        if math.isnan(v["low"]):
+            return f"{v['mean']:+.2f}"
+        return f"{v['mean']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}] {(words or {}).get(v['verdict'], v['verdict'])}"
+
+    drop_words = {"better": "larger drop", "worse": "smaller drop"}  # a positive difference of drops is a loss
+
+    ok = [r for r in rows if "int8_val_acc" in r and not r["failed_seeds"] and r["all_finite"]]
+    words = ""
+    if ok:
+        worst = max(ok, key=lambda r: r["int8_drop_points"])
+        differ = [f"{r['block']} ({r['int8_drop_vs_control']['mean']:+.2f} points)" for r in ok
+                  if r.get("int8_drop_vs_control", {}).get("verdict") in ("better", "worse")]
+        words = (f"Under INT8 the largest mean drop is {worst['int8_drop_points']:+.2f} points ({worst['block']}); "
+                 + (f"drops that differ detectably from {control}'s: {', '.join(differ)}."
+                    if differ else f"no block's drop differs detectably from {control or 'the control'}'s.") + " ")
+    lines = [words + f"INT8: each deployed net quantized by ONNX Runtime (QDQ, int8 weights per output channel, int8 "
+             f"activations per tensor, min/max calibration on the first {calibration} training images), run on "
+             "the validation images. Drop = deployed FP32 accuracy − INT8 accuracy (points); Δ columns: paired "
+             f"over seeds with {control or 'the control'} quantized the same way (95% interval). Kernel columns: "
+             "over the folded convs, the largest ratio of max to median output-channel range (max|W_c|) and the "
+             "largest per-channel kurtosis (3 = Gaussian).", "",
+             f"| block | FP32 acc % | INT8 acc % | drop (points, mean ± sd) | Δ INT8 acc vs {control or 'control'} | "
+             f"Δ drop vs {control or 'control'} | INT8 = FP32 top-1 | channel range max/median | kurtosis max |",
+             "|" + "---|" * 9]
+    for r in rows:
+        if "int8_val_acc" not in r:
+            continue
+        ctl = r["block"] == control
+        lines.append(
+            f"| {r['block']} | {100 * r['deploy_val_acc']:.2f} | {100 * r['int8_val_acc']:.2f} | "
+            f"{r['int8_drop_points']:+.2f} ± {r['int8_drop_sd']:.2f} | "
+            f"{'control' if ctl else interval(r.get('int8_vs_control'))} | "
+            f"{'control' if ctl else interval(r.get('int8_drop_vs_control'), drop_words)} | "
+            f"{100 * r['int8_agreement']:.2f}% | "
+            f"{r['kernel_range_ratio_max']:.1f} | {r['kernel_kurtosis_max']:.1f} |")
+    return "\n".join(lines)
 
 
 def _points(x: float) -> str:

@@ -96,3 +96,17 @@ def test_search_md_commands_use_real_flags_and_its_python_runs():
     code = "\n".join(_blocks(DOCS / "search.md", "python"))
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300, cwd=ROOT)
     assert "group-lasso" in text and "TPE" in text
+
+
+def test_deploy_md_int8_command_parses_and_its_api_names_exist():
+    """docs/deploy.md's `export --int8` command line uses flags that exist, and the Python names and
+    report fields it shows are the real ones."""
+    from reparam_zoo.cli import build_parser
+    from reparam_zoo.quantize import Int8Report, kernel_stats, quantize_onnx  # noqa: F401
+
+    text = (DOCS / "deploy.md").read_text()
+    cmd = text[text.index("reparam-zoo export --net tiny_vgg"):].split("```")[0].replace("\\\n", " ")
+    args = build_parser().parse_args(shlex.split(cmd)[1:])
+    assert args.int8 and args.calibration == 256 and args.data == "fashion-mnist"
+    for name in ("int8_accuracy", "fp32_accuracy", "top1_agreement", "layers"):
+        assert f"report.{name}" in text and name in Int8Report.__dataclass_fields__

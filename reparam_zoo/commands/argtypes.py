@@ -54,3 +54,17 @@ class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
                 or action.default is argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
+
+
+DATA_HELP = ("auto (Fashion-MNIST when installed, else the embedded digits), fashion-mnist[:DIR], mnist:DIR, digits, "
+             "cifar10:DIR (python-pickle batches) or imagefolder:DIR")
+
+
+def add_int8_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--int8`` (what it does: ``what``) and ``--calibration N``, shared by export and compare."""
+    parser.add_argument("--int8", action="store_true",
+                        help="also quantize with ONNX Runtime (QDQ, int8 weights per output channel, int8 "
+                             f"activations calibrated on --calibration training images): {what}; needs "
+                             "reparam_zoo[onnx]")
+    parser.add_argument("--calibration", type=positive_int, default=256, metavar="N",
+                        help="with --int8: calibration images, the first N of the training set (default 256)")

@@ -4,13 +4,14 @@ every block against a plain conv+BN control on the same seeds, folded, verified 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
 import torch
 
 from ..spec import list_specs
-from .argtypes import DefaultsHelp, positive_float, positive_int
+from .argtypes import DATA_HELP, DefaultsHelp, add_int8_args, positive_float, positive_int
 from . import fail
 
 CONTROL = "plain"
@@ -37,9 +38,7 @@ def add_parser(sub) -> None:
     pm.add_argument("--weights", metavar="FILE", help="with --model: its pretrained checkpoint; the blocks then "
                                                       "start from it (init=preserve) and the model keeps its head")
     pm.add_argument("--size", type=positive_int, default=32, help="with --model: input size the data is resized to")
-    pm.add_argument("--data", default="auto",
-                    help="auto (Fashion-MNIST when installed, else the embedded digits), fashion-mnist[:DIR], "
-                         "mnist:DIR, digits, cifar10:DIR (python-pickle batches) or imagefolder:DIR")
+    pm.add_argument("--data", default="auto", help=DATA_HELP)
     pm.add_argument("--train-limit", "--limit", dest="limit", type=positive_int, default=6000,
                     help="train on the first N training images (Fashion-MNIST has 60,000; validation always uses "
                          "the whole test set); a value above the data's size uses all of it")
@@ -59,6 +58,8 @@ def add_parser(sub) -> None:
     pm.add_argument("--mode", choices=["offline", "online"], default="offline",
                     help="offline: branches on the features (as the papers); online: branch BNs become scales, "
                          "one BN after the sum, one conv per block per step (OREPA)")
+    add_int8_args(pm, "every deployed net, reporting its INT8 accuracy, the drop from FP32 (paired with the "
+                      "control) and the folded kernels' statistics")
     pm.add_argument("--quiet", action="store_true", help="no progress bars")
     pm.set_defaults(func=cmd_compare)
 
@@ -72,6 +73,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         return fail("--device cuda but no CUDA device is available")
     check_out_dir(args.out)  # before any work: an unwritable --out is found now, not after training
+    if args.int8 and any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
+        from ..quantize import INSTALL_HINT  # before any training: a missing quantizer is found now
+
+        return fail(INSTALL_HINT)
     if args.model:
         return _compare_model(args)
     net = load_net(args.net)
@@ -118,7 +123,8 @@ def _run_compare(args: argparse.Namespace, net, data, blocks) -> int:
                         device=args.device, out=Path(args.out), batch_size=args.batch_size, lr=args.lr,
                         latency_batch=args.latency_batch, latency_runs=args.latency_runs,
                         progress=not args.quiet, mode=args.mode, control=CONTROL if args.control else None,
-                        time_budget=args.time_budget, run_latency=False)
+                        time_budget=args.time_budget, run_latency=False, int8=args.int8,
+                        int8_calibration=args.calibration)
     summary = run_compare(cfg)
     if summary is None:  # a non-zero rank under torchrun
         return 0

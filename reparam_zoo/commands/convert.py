@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from pathlib import Path
 
 import torch
 
@@ -100,15 +101,41 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def int8_path(onnx_path: str) -> Path:
+    """Where ``export --int8`` writes the INT8 model: ``OUT.onnx`` -> ``OUT.int8.onnx``."""
+    p = Path(onnx_path)
+    return p.with_name(p.stem + ".int8.onnx")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..data import DataError, load_data
     from ..export import ExportError, export_onnx
 
     try:
         check_writable(args.onnx, "--onnx")
+        if args.int8:
+            check_writable(str(int8_path(args.onnx)), "the INT8 model")
         net, model, _ = model_from_checkpoint(args, deployed_ok=True)
+        data = None
+        if args.int8:  # before any file is written: bad data is a one-line error, not a half export
+            data = load_data(args.data, net.input_size, limit=args.calibration)
+            if data.in_channels != args.in_channels:
+                raise ExportError(f"--data {args.data} has {data.in_channels} channel(s) but the net takes "
+                                  f"--in-channels {args.in_channels}")
         report = export_onnx(model, (1, args.in_channels, net.input_size, net.input_size), args.onnx)
-    except (CheckpointError, ExportError, OutputError, SpecError) as exc:
+        print(report)
+        if data is not None:
+            from ..quantize import quantize_onnx
+
+            calibration, check = data.train_x[: args.calibration], data.val_x[: args.check_images]
+            report8 = quantize_onnx(model, calibration, int8_path(args.onnx), check=check,
+                                    fp32_path=Path(args.onnx))
+            print(report8)
+            worst = max(report8.layers, key=lambda r: r["range_ratio"])
+            print(f"folded kernels: worst max/median channel range {worst['range_ratio']:.1f} ({worst['layer']}), "
+                  f"max channel kurtosis {max(r['kurtosis_max'] for r in report8.layers):.1f} "
+                  "(per-channel weight scales absorb the first; docs/deploy.md)")
+    except (CheckpointError, DataError, ExportError, OutputError, SpecError) as exc:
         return fail(exc)
-    print(report)
     return 0
 

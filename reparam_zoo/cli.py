@@ -265,13 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoints import CheckpointError
     from .data import DataError
+    from .export import ExportError
     from .outputs import OutputError
     from .user_models import ModelError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecError, CheckpointError, ModelError, OutputError, DataError) as exc:
+    except (SpecError, CheckpointError, ModelError, OutputError, DataError, ExportError) as exc:
         return fail(exc)
     except KeyboardInterrupt:  # what was kept has been said where it was kept
         print("reparam-zoo: interrupted (Ctrl-C)", file=sys.stderr)

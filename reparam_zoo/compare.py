@@ -239,7 +239,7 @@ def train_and_measure(cfg: CompareConfig, block, seed: int, label: str | None = 
         "peak_cuda_mb": peak_mb,
         "saved_activations_mb": saved_mb,
     }
-    if cfg.int8:
+    if cfg.int8 and finite:  # a diverged net has no INT8 ranges to calibrate; it is reported as non-finite
         result.update(measure_int8(deployed, data, cfg.int8_calibration, deploy_acc))
     if cfg.run_latency:
         for b in (1, cfg.latency_batch):

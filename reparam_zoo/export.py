@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -66,6 +67,6 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     max_abs = (got - want).abs().max().item()
     max_rel = max_abs / max(want.abs().max().item(), 1e-30)
     report = ExportReport(str(path), dict(ops), max_abs, max_rel)
-    if max_rel > tolerance:
-        raise ExportError(f"onnxruntime differs from PyTorch: {report}")
+    if not math.isfinite(max_rel) or max_rel > tolerance:  # NaN compares False: a NaN model must not pass
+        raise ExportError(f"onnxruntime differs from PyTorch (or either is not finite): {report}")
     return report

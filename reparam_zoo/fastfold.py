@@ -131,7 +131,7 @@ def _batch_bn(parts: list[_Lazy]) -> None:
         groups.setdefault((p.bn.running_mean.device, p.bn.running_mean.dtype), []).append(p)
     for (device, _), group in groups.items():
         bns = [p.bn for p in group]
-        counts = [m.num_features for m in bns]
+        counts = [m.running_mean.numel() for m in bns]  # what is concatenated, whatever num_features says
 
         def cat(name):  # under no_grad: no detach needed
             return torch.cat([getattr(m, name) for m in bns]).to(f64)

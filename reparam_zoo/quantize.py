@@ -67,8 +67,7 @@ def kernel_stats(weight: Tensor) -> dict:
     and its kurtosis ``E[(w - mean)^4] / var^2`` (3 for a Gaussian; large when a few weights are
     far out — they take the range, the rest get few levels). Returned: the max and median channel
     range and their ratio (what one per-tensor scale would have to cover), the mean and max
-    channel kurtosis, and the fraction of the int8 levels the median channel uses under one
-    per-tensor scale."""
+    channel kurtosis."""
     w = weight.detach().to(torch.float64).reshape(weight.shape[0], -1)
     ranges = w.abs().amax(1)
     centred = w - w.mean(1, keepdim=True)
@@ -91,17 +90,18 @@ def layer_stats(model: nn.Module) -> list[dict]:
 # ----------------------------------------------------------------------------- graph check
 
 
-def check_int8_graph(graph, per_channel: bool = True) -> tuple[dict, int, int]:
+def check_int8_graph(graph, per_channel: bool = True, batchnorms: int = 0) -> tuple[dict, int, int]:
     """``(op counts, Conv nodes, quantized Conv nodes)`` of a QDQ graph; raises ExportError unless
-    every Conv reads its input and its weight through DequantizeLinear of int8 values (the weight
-    an int8 initializer with one scale per output channel when ``per_channel``) and no
-    BatchNormalization is left."""
+    every Conv reads its input through DequantizeLinear of 8-bit values and its weight through
+    DequantizeLinear of an int8 initializer (one scale per output channel, axis 0, when
+    ``per_channel``), and the graph has exactly ``batchnorms`` BatchNormalization nodes (those the
+    folded model keeps outside its blocks; none for a network of blocks)."""
     import onnx
 
     ops = Counter(n.op_type for n in graph.node)
-    if ops.get("BatchNormalization", 0):
-        raise ExportError(f"the INT8 graph has {ops['BatchNormalization']} BatchNormalization node(s); "
-                          "a folded network has none")
+    if ops.get("BatchNormalization", 0) != batchnorms:
+        raise ExportError(f"the INT8 graph has {ops.get('BatchNormalization', 0)} BatchNormalization node(s), "
+                          f"the folded model {batchnorms}")
     producer = {out: n for n in graph.node for out in n.output}
     inits = {t.name: t for t in graph.initializer}
     convs = [n for n in graph.node if n.op_type == "Conv"]
@@ -129,14 +129,18 @@ def check_int8_graph(graph, per_channel: bool = True) -> tuple[dict, int, int]:
             raise ExportError(f"Conv node {n.name!r} is not quantized: its "
                               f"{'input' if x_dq is None else 'weight'} does not come through DequantizeLinear "
                               "of int8 values")
-        w_init = inits[w_dq.input[0]]
-        if w_init.data_type != onnx.TensorProto.INT8:
-            raise ExportError(f"Conv node {n.name!r}: expected int8 weights but got ONNX type {w_init.data_type}")
+        w_init = inits.get(w_dq.input[0])
+        if w_init is None or w_init.data_type != onnx.TensorProto.INT8:
+            raise ExportError(f"Conv node {n.name!r}: expected its weight stored as an int8 initializer but it is "
+                              f"{'computed in the graph' if w_init is None else f'ONNX type {w_init.data_type}'}")
         scale = inits.get(w_dq.input[1])
-        n_scales = int(np.prod(scale.dims)) if scale is not None and len(scale.dims) else 1
-        if per_channel and n_scales != w_init.dims[0]:
+        if scale is None:
+            raise ExportError(f"Conv node {n.name!r}: its weight scale is not a constant of the graph")
+        n_scales = int(np.prod(scale.dims)) if len(scale.dims) else 1
+        axis = next((a.i for a in w_dq.attribute if a.name == "axis"), 1)
+        if per_channel and (n_scales != w_init.dims[0] or (n_scales > 1 and axis != 0)):
             raise ExportError(f"Conv node {n.name!r}: expected one weight scale per output channel "
-                              f"({w_init.dims[0]}) but got {n_scales}")
+                              f"({w_init.dims[0]}, axis 0) but got {n_scales} (axis {axis})")
         quantized += 1
     return dict(ops), len(convs), quantized
 
@@ -180,6 +184,9 @@ def quantize_onnx(model: nn.Module, calibration: Tensor, path: str | Path, *, ch
     folded = fold_model(model).eval().float().cpu()
     calibration = calibration.float().cpu()
     check = calibration if check is None else check.float().cpu()
+    if labels is not None and len(labels) != len(check):
+        raise ExportError(f"Expected {len(check)} labels for the check images but got {len(labels)}")
+    batchnorms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
 
     class _Reader(CalibrationDataReader):
         def __init__(self):
@@ -192,17 +199,19 @@ def quantize_onnx(model: nn.Module, calibration: Tensor, path: str | Path, *, ch
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         fp32_tmp, pre, int8_tmp = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         export_onnx(folded, (1, *calibration.shape[1:]), fp32_tmp, opset=opset)
-        quant_pre_process(str(fp32_tmp), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(int8_tmp), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
-        ops, convs, quantized = check_int8_graph(onnx.load(str(int8_tmp)).graph, per_channel)
+        try:  # ONNX Runtime's own failures (a NaN range: "scale issue", an unsupported op) are one line too
+            quant_pre_process(str(fp32_tmp), str(pre), skip_symbolic_shape=True)
+            quantize_static(str(pre), str(int8_tmp), _Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+        except Exception as exc:
+            raise ExportError(f"ONNX Runtime could not quantize the model: {type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}") from exc
+        ops, convs, quantized = check_int8_graph(onnx.load(str(int8_tmp)).graph, per_channel, batchnorms)
         want, got = onnx_logits(fp32_tmp, check), onnx_logits(int8_tmp, check)
         os.replace(fp32_tmp, fp32_path)
         os.replace(int8_tmp, path)
     finite = bool(torch.isfinite(got).all()) and bool(torch.isfinite(want).all())
-    if labels is not None and len(labels) != len(check):
-        raise ExportError(f"Expected {len(check)} labels for the check images but got {len(labels)}")
     accuracy = {} if labels is None else {
         "fp32_accuracy": (want.argmax(1) == labels.cpu()).double().mean().item(),
         "int8_accuracy": (got.argmax(1) == labels.cpu()).double().mean().item() if finite else 0.0}

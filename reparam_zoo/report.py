@@ -49,8 +49,9 @@ def summarize(runs: list[dict], control: str | None = None, groups: dict | None 
                                       [100 * ctrl[s]["val_acc"] for s in seeds],
                                       resolution=100 / n_val if n_val else 0.0)
                 row["vs_control"] = p.as_dict()
-        if all("int8_val_acc" in r for r in rs):
-            row.update(_int8_summary(rs, block, control, by_block, ctrl))
+        measured = [r for r in rs if "int8_val_acc" in r]  # diverged runs are not quantized
+        if measured:
+            row.update(_int8_summary(measured, block, control, by_block, ctrl))
         if groups and row["deploy_signature"] in groups:
             g = groups[row["deploy_signature"]]
             row["deploy_group"] = g["group"]
@@ -68,7 +69,7 @@ def _int8_summary(rs: list[dict], block: str, control: str | None, by_block: dic
         return 100 * r[key]
 
     drops = [pts("int8_drop", r) for r in rs]
-    row = {"int8_val_acc": statistics.fmean(r["int8_val_acc"] for r in rs),
+    row = {"int8_seeds": len(rs), "int8_val_acc": statistics.fmean(r["int8_val_acc"] for r in rs),
            "int8_drop_points": statistics.fmean(drops),
            "int8_drop_sd": statistics.stdev(drops) if len(drops) > 1 else 0.0,
            "int8_agreement": statistics.fmean(r["int8_agreement"] for r in rs),
@@ -76,7 +77,7 @@ def _int8_summary(rs: list[dict], block: str, control: str | None, by_block: dic
            "kernel_kurtosis_max": max(r["kernel_kurtosis_max"] for r in rs)}
     if ctrl is not None and block != control:
         seeds = sorted(s for s in set(by_block[block]) & set(ctrl) if "int8_val_acc" in ctrl[s]
-                       and not by_block[block][s].get("failed") and by_block[block][s].get("finite_outputs", True))
+                       and "int8_val_acc" in by_block[block][s] and not by_block[block][s].get("failed"))
         if seeds:
             n_val = by_block[block][seeds[0]].get("val_images") or 0
             res = 100 / n_val if n_val else 0.0
@@ -123,9 +124,11 @@ def int8_markdown(rows: list[dict], control: str | None, calibration: int) -> st
         if "int8_val_acc" not in r:
             continue
         ctl = r["block"] == control
+        drop = f"{r['int8_drop_points']:+.2f} ± {r['int8_drop_sd']:.2f}"
+        if r["failed_seeds"]:
+            drop += f" (failed to train: seed {', '.join(map(str, r['failed_seeds']))})"
         lines.append(
-            f"| {r['block']} | {100 * r['deploy_val_acc']:.2f} | {100 * r['int8_val_acc']:.2f} | "
-            f"{r['int8_drop_points']:+.2f} ± {r['int8_drop_sd']:.2f} | "
+            f"| {r['block']} | {100 * r['deploy_val_acc']:.2f} | {100 * r['int8_val_acc']:.2f} | {drop} | "
             f"{'control' if ctl else interval(r.get('int8_vs_control'))} | "
             f"{'control' if ctl else interval(r.get('int8_drop_vs_control'), drop_words)} | "
             f"{100 * r['int8_agreement']:.2f}% | "

@@ -118,3 +118,21 @@ def test_a_whole_network_folds_in_one_batch_to_the_same_numbers_without_shared_s
         assert len(ptrs) == len(set(ptrs))
         for p in folded.parameters():
             assert p.untyped_storage().nbytes() == p.numel() * p.element_size()
+
+
+def test_one_batch_over_blocks_of_different_dtypes_eps_and_widths():
+    """fold_blocks groups BatchNorm statistics by device and dtype and gives each channel its own BN's
+    eps: blocks of float32 and float64, BNs with other eps, other widths, folded together."""
+    from reparam_zoo.fastfold import fold_blocks
+
+    torch.manual_seed(1)
+    blocks = [rz.randomize_norms(rz.build_block("repvgg", 8, 8)).float().eval(),
+              rz.randomize_norms(rz.build_block("dbb", 8, 16)).double().eval(),
+              rz.randomize_norms(rz.build_block("plain", 4, 12)).float().eval()]
+    bns = [m for m in blocks[0].modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    bns[1].eps = 0.1
+    [m for m in blocks[1].modules() if isinstance(m, torch.nn.BatchNorm2d)][0].eps = 1e-3
+    for b, (w, bias) in zip(blocks, fold_blocks(blocks)):
+        w_ref, b_ref = b.equivalent_kernel()
+        assert w.dtype == w_ref.dtype
+        assert _close(w, w_ref.detach(), w.dtype) and _close(bias, b_ref.detach(), w.dtype)

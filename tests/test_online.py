@@ -161,6 +161,12 @@ def test_sum_placed_adds_slices_and_diagonals_and_never_writes_into_its_parts():
     ref, ref_b = K.sum_kernels([(K.place(K.regroup(w, g, 2), 3, off), bb) for w, bb, g, off in parts])
     assert torch.equal(out, ref) and torch.equal(bias, ref_b)
     assert all(torch.equal(t, u) for t, u in zip((w3, w1, dw), copies))
+    # any order of the parts (the whole-window kernel last, two of them, none at all)
+    for order in (parts[::-1], [parts[1], parts[0], (w3, None, 2, (0, 0))], parts[1:]):
+        out, bias = K.sum_placed(order, 3, c, 2)
+        ref, ref_b = K.sum_kernels([(K.place(K.regroup(w, g, 2), 3, off), bb) for w, bb, g, off in order])
+        assert torch.allclose(out, ref, rtol=0, atol=1e-14) and torch.allclose(bias, ref_b, rtol=0, atol=1e-14)
+    assert all(torch.equal(t, u) for t, u in zip((w3, w1, dw), copies))
     with pytest.raises(ValueError, match="does not fit"):
         K.sum_placed([(w3, None, 2, (0, 0)), (w1, None, 2, (2, 1))], 3, c, 2)
     with pytest.raises(ValueError, match="at least one"):

@@ -119,6 +119,16 @@ def test_compare_int8_reports_int8_accuracy_drop_and_kernel_statistics(tmp_path,
     assert "| block | FP32 acc % | INT8 acc % |" in md and "| repvgg |" in md.split("INT8 acc %")[1]
     assert "Under INT8 the largest mean drop is" in md
     assert "kernel_layers" not in (out / "results.csv").read_text().splitlines()[0]
+    # a diverged run is not quantized (no ranges to calibrate): the summary uses the runs that were
+    from reparam_zoo import report
+
+    runs = [dict(r) for r in res["runs"]]
+    for k in [k for k in runs[-1] if k.startswith(("int8_", "kernel_", "onnx_"))]:
+        del runs[-1][k]
+    runs[-1]["finite_outputs"] = False
+    rows = {r["block"]: r for r in report.summarize(runs, "plain")}
+    assert rows[runs[-1]["block"]]["int8_seeds"] == 1
+    assert "INT8 acc %" in report.int8_markdown(list(rows.values()), "plain", 32)
 
 
 def test_the_int8_study_net_and_script_are_valid():
@@ -135,3 +145,36 @@ def test_the_int8_study_net_and_script_are_valid():
     assert len(lines) == 2
     for line in lines:
         assert build_parser().parse_args(line.split()).int8
+
+
+def test_int8_errors_are_one_line_export_errors_and_kept_batchnorms_are_allowed(tmp_path):
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    model, data = _digits_net()
+    # NaN weights: refused by the FP32 check before ONNX Runtime sees them (NaN used to compare as "close")
+    bad, _ = _digits_net()
+    with torch.no_grad():
+        next(bad.parameters()).fill_(float("nan"))
+    with pytest.raises(ExportError, match="not finite"):
+        quantize_onnx(bad, data.train_x[:16], tmp_path / "nan.onnx")
+    assert not (tmp_path / "nan.onnx").exists()
+    with pytest.raises(ExportError, match="labels"):
+        quantize_onnx(model, data.train_x[:16], tmp_path / "l.onnx", labels=data.train_y[:3])
+    # a weight quantized in the graph (DequantizeLinear of QuantizeLinear of a float constant) is not stored int8
+    export_onnx(model, (1, 1, 16, 16), tmp_path / "f.onnx")
+
+    class Reader:
+        def __init__(self):
+            self.left = [{"input": data.train_x[:8].numpy()}]
+
+        def get_next(self):
+            return self.left.pop() if self.left else None
+
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, extra_options={"AddQDQPairToWeight": True})
+    with pytest.raises(ExportError, match="computed in the graph"):
+        check_int8_graph(onnx.load(str(tmp_path / "qdq.onnx")).graph)
+    # a BatchNorm the folded model keeps (outside any block) is allowed, as export_onnx allows it
+    kept = torch.nn.Sequential(torch.nn.BatchNorm2d(1), model).eval()
+    rep = quantize_onnx(kept, data.train_x[:16], tmp_path / "bn.onnx")
+    assert rep.ops["BatchNormalization"] == 1 and rep.quantized_convs == rep.convs == 5

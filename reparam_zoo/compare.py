@@ -256,7 +256,7 @@ def measure_int8(deployed: nn.Module, data: Dataset, calibration: int, deploy_ac
     kernels' statistics per layer."""
     import tempfile
 
-    from .quantize import quantize_onnx
+    from .quantize import quantize_onnx, worst
 
     with tempfile.TemporaryDirectory() as tmp:
         rep = quantize_onnx(deployed, data.train_x[:calibration], Path(tmp) / "int8.onnx", check=data.val_x,
@@ -266,8 +266,8 @@ def measure_int8(deployed: nn.Module, data: Dataset, calibration: int, deploy_ac
             "int8_drop": deploy_acc - rep.int8_accuracy, "int8_agreement": rep.top1_agreement,
             "int8_max_logit_diff": rep.max_logit_diff, "int8_calibration_images": rep.calibration_images,
             "int8_quantized_convs": rep.quantized_convs,
-            "kernel_range_ratio_max": max(r["range_ratio"] for r in layers),
-            "kernel_kurtosis_max": max(r["kurtosis_max"] for r in layers),
+            "kernel_range_ratio_max": worst(layers, "range_ratio"),
+            "kernel_kurtosis_max": worst(layers, "kurtosis_max"),
             "kernel_layers": layers}
 
 

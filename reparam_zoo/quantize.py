@@ -81,6 +81,11 @@ def kernel_stats(weight: Tensor) -> dict:
             "kurtosis_max": kurt.max().item() if len(kurt) else math.nan}
 
 
+def worst(layers: list[dict], key: str) -> float:
+    """The largest ``key`` over :func:`layer_stats` rows, NaN (a layer of constant channels) ignored."""
+    return max((r[key] for r in layers if not math.isnan(r[key])), default=math.nan)
+
+
 def layer_stats(model: nn.Module) -> list[dict]:
     """:func:`kernel_stats` of every ``nn.Conv2d`` of a (folded) model, with its module name."""
     return [{"layer": name, **kernel_stats(m.weight)} for name, m in model.named_modules()
@@ -168,8 +173,10 @@ def quantize_onnx(model: nn.Module, calibration: Tensor, path: str | Path, *, ch
     int8 activations calibrated (min/max) on ``calibration`` images ``(N, C, H, W)`` — into ``path``,
     check the quantized graph (:func:`check_int8_graph`) and measure INT8 against FP32 on ``check``
     images (default: the calibration images; pass held-out ones): top-1 agreement and max logit
-    difference, and with their ``labels`` the FP32 and INT8 accuracies. The FP32 model is written to ``fp32_path`` (default ``<path stem>.fp32.onnx``).
-    Both files are written whole or not at all."""
+    difference, and with their ``labels`` the FP32 and INT8 accuracies. The FP32 model is written to
+    ``fp32_path`` (default ``<path stem>.fp32.onnx``). Both files are written whole or not at all; a
+    quantization ONNX Runtime refuses, a graph that fails the check and non-finite outputs raise
+    :class:`~reparam_zoo.export.ExportError` and write nothing."""
     try:
         import onnx
         from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
@@ -209,18 +216,20 @@ def quantize_onnx(model: nn.Module, calibration: Tensor, path: str | Path, *, ch
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}") from exc
         ops, convs, quantized = check_int8_graph(onnx.load(str(int8_tmp)).graph, per_channel, batchnorms)
         want, got = onnx_logits(fp32_tmp, check), onnx_logits(int8_tmp, check)
+        for name, out in (("FP32", want), ("INT8", got)):
+            if not bool(torch.isfinite(out).all()):  # NaN "agrees" in argmax: never a number from it
+                raise ExportError(f"the {name} model's outputs on the check images are not finite; nothing written")
         os.replace(fp32_tmp, fp32_path)
         os.replace(int8_tmp, path)
-    finite = bool(torch.isfinite(got).all()) and bool(torch.isfinite(want).all())
     accuracy = {} if labels is None else {
         "fp32_accuracy": (want.argmax(1) == labels.cpu()).double().mean().item(),
-        "int8_accuracy": (got.argmax(1) == labels.cpu()).double().mean().item() if finite else 0.0}
+        "int8_accuracy": (got.argmax(1) == labels.cpu()).double().mean().item()}
     return Int8Report(
         path=str(path), fp32_path=str(fp32_path), ops=ops, convs=convs, quantized_convs=quantized,
         per_channel=per_channel, calibration_images=len(calibration), check_images=len(check),
-        top1_agreement=(got.argmax(1) == want.argmax(1)).double().mean().item() if finite else 0.0,
-        max_logit_diff=(got - want).abs().max().item() if finite else math.inf,
-        max_logit=want.abs().max().item(), layers=layer_stats(folded), **accuracy)
+        top1_agreement=(got.argmax(1) == want.argmax(1)).double().mean().item(),
+        max_logit_diff=(got - want).abs().max().item(), max_logit=want.abs().max().item(),
+        layers=layer_stats(folded), **accuracy)
 
 
-__all__ = ["Int8Report", "check_int8_graph", "kernel_stats", "layer_stats", "onnx_logits", "quantize_onnx"]
+__all__ = ["Int8Report", "check_int8_graph", "kernel_stats", "layer_stats", "onnx_logits", "quantize_onnx", "worst"]

@@ -158,6 +158,11 @@ def test_int8_errors_are_one_line_export_errors_and_kept_batchnorms_are_allowed(
     with pytest.raises(ExportError, match="not finite"):
         quantize_onnx(bad, data.train_x[:16], tmp_path / "nan.onnx")
     assert not (tmp_path / "nan.onnx").exists()
+    nan_images = data.val_x[:8].clone()
+    nan_images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ExportError, match="not finite; nothing written"):
+        quantize_onnx(model, data.train_x[:16], tmp_path / "n.onnx", check=nan_images)
+    assert not (tmp_path / "n.onnx").exists() and not (tmp_path / "n.fp32.onnx").exists()
     with pytest.raises(ExportError, match="labels"):
         quantize_onnx(model, data.train_x[:16], tmp_path / "l.onnx", labels=data.train_y[:3])
     # a weight quantized in the graph (DequantizeLinear of QuantizeLinear of a float constant) is not stored int8

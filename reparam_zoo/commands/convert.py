@@ -125,15 +125,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         report = export_onnx(model, (1, args.in_channels, net.input_size, net.input_size), args.onnx)
         print(report)
         if data is not None:
-            from ..quantize import quantize_onnx
+            from ..quantize import quantize_onnx, worst
 
             calibration, check = data.train_x[: args.calibration], data.val_x[: args.check_images]
             report8 = quantize_onnx(model, calibration, int8_path(args.onnx), check=check,
                                     fp32_path=Path(args.onnx))
             print(report8)
-            worst = max(report8.layers, key=lambda r: r["range_ratio"])
-            print(f"folded kernels: worst max/median channel range {worst['range_ratio']:.1f} ({worst['layer']}), "
-                  f"max channel kurtosis {max(r['kurtosis_max'] for r in report8.layers):.1f} "
+            widest = max(report8.layers, key=lambda r: r["range_ratio"])
+            print(f"folded kernels: worst max/median channel range {widest['range_ratio']:.1f} ({widest['layer']}), "
+                  f"max channel kurtosis {worst(report8.layers, 'kurtosis_max'):.1f} "
                   "(per-channel weight scales absorb the first; docs/deploy.md)")
     except (CheckpointError, DataError, ExportError, OutputError, SpecError) as exc:
         return fail(exc)

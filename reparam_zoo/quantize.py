@@ -41,6 +41,7 @@ class Int8Report:
     top1_agreement: float  # fraction of check images where INT8 and FP32 predict the same class
     max_logit_diff: float  # max |INT8 - FP32| logit over the check images
     max_logit: float  # max |FP32| logit (the scale of the difference)
+    fp32_export: object = None  # the FP32 export's ExportReport (graph ops, onnxruntime vs PyTorch)
     fp32_accuracy: float | None = None  # on the check images, when their labels were given
     int8_accuracy: float | None = None
     layers: list = field(default_factory=list)  # kernel_stats of every folded conv, by module name
@@ -205,7 +206,7 @@ def quantize_onnx(model: nn.Module, calibration: Tensor, path: str | Path, *, ch
 
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         fp32_tmp, pre, int8_tmp = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        export_onnx(folded, (1, *calibration.shape[1:]), fp32_tmp, opset=opset)
+        fp32_export = export_onnx(folded, (1, *calibration.shape[1:]), fp32_tmp, opset=opset)
         try:  # ONNX Runtime's own failures (a NaN range: "scale issue", an unsupported op) are one line too
             quant_pre_process(str(fp32_tmp), str(pre), skip_symbolic_shape=True)
             quantize_static(str(pre), str(int8_tmp), _Reader(), quant_format=QuantFormat.QDQ,
@@ -221,6 +222,7 @@ def quantize_onnx(model: nn.Module, calibration: Tensor, path: str | Path, *, ch
                 raise ExportError(f"the {name} model's outputs on the check images are not finite; nothing written")
         os.replace(fp32_tmp, fp32_path)
         os.replace(int8_tmp, path)
+    fp32_export.path = str(fp32_path)
     accuracy = {} if labels is None else {
         "fp32_accuracy": (want.argmax(1) == labels.cpu()).double().mean().item(),
         "int8_accuracy": (got.argmax(1) == labels.cpu()).double().mean().item()}
@@ -229,7 +231,7 @@ def quantize_onnx(model: nn.Module, calibration: Tensor, path: str | Path, *, ch
         per_channel=per_channel, calibration_images=len(calibration), check_images=len(check),
         top1_agreement=(got.argmax(1) == want.argmax(1)).double().mean().item(),
         max_logit_diff=(got - want).abs().max().item(), max_logit=want.abs().max().item(),
-        layers=layer_stats(folded), **accuracy)
+        layers=layer_stats(folded), fp32_export=fp32_export, **accuracy)
 
 
 __all__ = ["Int8Report", "check_int8_graph", "kernel_stats", "layer_stats", "onnx_logits", "quantize_onnx", "worst"]

@@ -91,6 +91,7 @@ def test_export_int8_cli_writes_both_models_and_reports_agreement(tmp_path, caps
     text = capsys.readouterr().out
     assert out.is_file() and (tmp_path / "m.int8.onnx").is_file()
     assert "5/5 Conv quantized" in text and "top-1 agreement" in text and "100 held-out images" in text
+    assert f"wrote {out}: Conv x5" in text and "onnxruntime vs PyTorch" in text  # the FP32 export's own report
     assert "max/median channel range" in text
     # data with other channels than the net: one line, nothing written
     bad = tmp_path / "bad.onnx"

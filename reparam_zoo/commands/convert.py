@@ -122,14 +122,15 @@ def cmd_export(args: argparse.Namespace) -> int:
             if data.in_channels != args.in_channels:
                 raise ExportError(f"--data {args.data} has {data.in_channels} channel(s) but the net takes "
                                   f"--in-channels {args.in_channels}")
-        report = export_onnx(model, (1, args.in_channels, net.input_size, net.input_size), args.onnx)
-        print(report)
-        if data is not None:
+        if data is None:
+            print(export_onnx(model, (1, args.in_channels, net.input_size, net.input_size), args.onnx))
+        else:  # quantize_onnx exports (and checks) the FP32 model itself, into --onnx
             from ..quantize import quantize_onnx, worst
 
             calibration, check = data.train_x[: args.calibration], data.val_x[: args.check_images]
             report8 = quantize_onnx(model, calibration, int8_path(args.onnx), check=check,
                                     fp32_path=Path(args.onnx))
+            print(report8.fp32_export)
             print(report8)
             widest = max(report8.layers, key=lambda r: r["range_ratio"])
             print(f"folded kernels: worst max/median channel range {widest['range_ratio']:.1f} ({widest['layer']}), "

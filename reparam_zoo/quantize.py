@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .export import ExportError, export_onnx
 from .fold import fold_model
+from .stats import nan_max
 
 INSTALL_HINT = "INT8 export needs onnx and onnxruntime: pip install 'reparam_zoo[onnx]'"
 
@@ -84,7 +85,7 @@ def kernel_stats(weight: Tensor) -> dict:
 
 def worst(layers: list[dict], key: str) -> float:
     """The largest ``key`` over :func:`layer_stats` rows, NaN (a layer of constant channels) ignored."""
-    return max((r[key] for r in layers if not math.isnan(r[key])), default=math.nan)
+    return nan_max(r[key] for r in layers)
 
 
 def layer_stats(model: nn.Module) -> list[dict]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from .stats import paired_difference
+from .stats import nan_max, paired_difference
 
 CONTROL_LABEL = "plain conv+BN"
 
@@ -62,11 +62,6 @@ def summarize(runs: list[dict], control: str | None = None, groups: dict | None 
     return out
 
 
-def _nan_max(values) -> float:
-    """The largest value, NaN (or None, as JSON stores NaN) ignored; NaN when nothing is left."""
-    return max((v for v in values if v is not None and not math.isnan(v)), default=math.nan)
-
-
 def _int8_summary(rs: list[dict], block: str, control: str | None, by_block: dict, ctrl: dict | None) -> dict:
     """INT8 accuracy and its drop from the deployed FP32 accuracy (means and sds over seeds, in points), the
     paired differences to the control's INT8 accuracy and to its drop, and the kernel statistics."""
@@ -78,8 +73,8 @@ def _int8_summary(rs: list[dict], block: str, control: str | None, by_block: dic
            "int8_drop_points": statistics.fmean(drops),
            "int8_drop_sd": statistics.stdev(drops) if len(drops) > 1 else 0.0,
            "int8_agreement": statistics.fmean(r["int8_agreement"] for r in rs),
-           "kernel_range_ratio_max": _nan_max(r["kernel_range_ratio_max"] for r in rs),
-           "kernel_kurtosis_max": _nan_max(r["kernel_kurtosis_max"] for r in rs)}
+           "kernel_range_ratio_max": nan_max(r["kernel_range_ratio_max"] for r in rs),
+           "kernel_kurtosis_max": nan_max(r["kernel_kurtosis_max"] for r in rs)}
     if ctrl is not None and block != control:
         seeds = sorted(s for s in set(by_block[block]) & set(ctrl) if "int8_val_acc" in ctrl[s]
                        and "int8_val_acc" in by_block[block][s] and not by_block[block][s].get("failed"))

@@ -60,3 +60,8 @@ def spread(values: list[float]) -> dict:
         return {"median": values[0], "q1": values[0], "q3": values[0], "n": 1}
     q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return {"median": med, "q1": q1, "q3": q3, "n": len(values)}
+
+
+def nan_max(values) -> float:
+    """The largest of ``values``, NaN and None (how JSON stores NaN) ignored; NaN when none is left."""
+    return max((v for v in values if v is not None and not math.isnan(v)), default=math.nan)

@@ -94,3 +94,12 @@ def test_a_failed_control_is_no_baseline():
     rows = report.summarize(runs, "plain")
     assert "vs_control" not in next(r for r in rows if r["block"] == "acb")
     assert "the control (plain conv+BN) failed to train" in report.conclusion(rows, "plain", CONFIG)
+
+
+def test_nan_max_ignores_nan_and_none():
+    import math
+
+    from reparam_zoo.stats import nan_max
+
+    assert nan_max([1.0, float("nan"), None, 3.0]) == 3.0
+    assert math.isnan(nan_max([float("nan"), None])) and math.isnan(nan_max([]))

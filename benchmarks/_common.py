@@ -69,7 +69,7 @@ def train_memory_mb(step, device) -> float:
         step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    from reparam_zoo.profile import saved_tensor_mb
+    from reparam_zoo.engine.cost import saved_tensor_mb
 
     return saved_tensor_mb(step)
 

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from _common import ROOT  # noqa: F401  (puts the repo on sys.path)
 
-from reparam_zoo.commands.search import search_data
-from reparam_zoo.compare import CompareConfig, run_compare, train_and_measure
-from reparam_zoo.nets import load_net
-from reparam_zoo.search import spec_hash
-from reparam_zoo.spec import load_spec
+from reparam_zoo.cli.search import search_data
+from reparam_zoo.bench.compare import CompareConfig, run_compare, train_and_measure
+from reparam_zoo.engine.nets import load_net
+from reparam_zoo.search.space import spec_hash
+from reparam_zoo.spec.schema import load_spec
 
 
 def study_rows(folder: Path) -> list[dict]:

@@ -11,7 +11,7 @@ import torch
 from _common import parser, report
 
 import reparam_zoo as rz
-from reparam_zoo.search import SearchSpace
+from reparam_zoo.search.space import SearchSpace
 
 
 def main():

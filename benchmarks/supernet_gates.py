@@ -21,12 +21,12 @@ from _common import ROOT, parser  # noqa: F401  (puts the repo on sys.path)
 
 import torch
 
-from reparam_zoo.compare import CompareConfig, evaluate, train_and_measure
-from reparam_zoo.data import load_data
-from reparam_zoo.fold import fold_model
-from reparam_zoo.nets import load_net
-from reparam_zoo.search import SearchSpace
-from reparam_zoo import supernet as snm
+from reparam_zoo.bench.compare import CompareConfig, evaluate, train_and_measure
+from reparam_zoo.bench.data import load_data
+from reparam_zoo.engine.fold import fold_model
+from reparam_zoo.engine.nets import load_net
+from reparam_zoo.search.space import SearchSpace
+from reparam_zoo.search import supernet as snm
 
 
 def run(space, net, data, scheme, lam, seed, epochs, top_k, eliminate):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import reparam_zoo as rz
-from reparam_zoo.data import load_digits
+from reparam_zoo.bench.data import load_digits
 
 
 def evaluate(model, x, y, batch=256):
@@ -62,7 +62,7 @@ def train(model, data, epochs, lr, seed, label):
 
 def new_branch_share(model) -> float:
     """Median over expanded layers of |K - K_carrier| / |K|: how much the new branches changed each kernel."""
-    from reparam_zoo.steps import chain_kernel
+    from reparam_zoo.engine.steps import chain_kernel
 
     shares = []
     with torch.no_grad():

@@ -1,15 +1,15 @@
 """reparam_zoo: structural re-parameterization of CNN blocks, declared in YAML, folded exactly."""
 
-from . import branches as _branches  # noqa: F401  (registers the built-in branch types)
-from . import primitives as _primitives  # noqa: F401  (registers the parameterised convs)
-from .adopt import AdoptReport, adopt
-from .block import RepBlock, build_block
-from .checkpoints import CheckpointError, load_checkpoint
-from .errors import NotApplicable, SpecError
-from .expand import ExpandReport, expand
-from .fold import FoldReport, fold_model
-from .nets import NetSpec, build_model, list_nets, load_net
-from .spec import (
+from reparam_zoo.engine import branches as _branches  # noqa: F401  (registers the built-in branch types)
+from reparam_zoo.engine import primitives as _primitives  # noqa: F401  (registers the parameterised convs)
+from reparam_zoo.interop.adopt import AdoptReport, adopt
+from reparam_zoo.engine.block import RepBlock, build_block
+from reparam_zoo.interop.checkpoints import CheckpointError, load_checkpoint
+from reparam_zoo.errors import NotApplicable, SpecError
+from reparam_zoo.interop.expand import ExpandReport, expand
+from reparam_zoo.engine.fold import FoldReport, fold_model
+from reparam_zoo.engine.nets import NetSpec, build_model, list_nets, load_net
+from reparam_zoo.spec.schema import (
     BRANCHES,
     BlockSpec,
     BranchSpec,
@@ -21,7 +21,7 @@ from .spec import (
     load_spec,
     register_branch,
 )
-from .verify import VerifyResult, randomize_norms, verify
+from reparam_zoo.engine.verify import VerifyResult, randomize_norms, verify
 
 __version__ = "0.1.0"
 

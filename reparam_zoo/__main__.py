@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from reparam_zoo.cli.app import main
 
 sys.exit(main())

@@ -1,4 +1,8 @@
-"""A small name -> object registry that refuses duplicates and suggests close names."""
+"""The one registry every extension point uses: name -> object, duplicates refused, close names suggested.
+
+Step types, step converters, conv parameterisations, branch types, activations, adopters, checkpoint
+formats and CLI commands are each a :class:`Registry`; ``REGISTRY.register("name")`` decorates.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import difflib
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from .errors import SpecError
+from reparam_zoo.errors import SpecError
 
 T = TypeVar("T")
 
@@ -25,7 +29,14 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self.version = 0  # bumped on every registration (caches key on it)
 
-    def register(self, name: str, obj: T) -> T:
+    def register(self, name: str, obj: T | None = None):
+        """``register(name, obj)`` returns ``obj``; ``register(name)`` is a decorator that registers
+        what it decorates (as fvcore's ``Registry``). A name registered twice raises ``ValueError``."""
+        if obj is None:
+            def wrap(o: T) -> T:
+                return self.register(name, o)
+
+            return wrap
         if not isinstance(name, str) or not name:
             raise ValueError(f"Expected a non-empty string {self.what} name but got {name!r}")
         if name in self._items:

@@ -33,7 +33,7 @@ def fashion_mnist_dir():
     missing dataset is a failure, not a skip."""
     import os
 
-    from reparam_zoo.data import DataError, idx_dir
+    from reparam_zoo.bench.data import DataError, idx_dir
 
     try:
         return idx_dir("fashion-mnist")

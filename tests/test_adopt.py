@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import reparam_zoo as rz
-from reparam_zoo.adopt import ADOPTERS, adopt, register_adopter
+from reparam_zoo.interop.adopt import ADOPTERS, adopt, register_adopter
 
 from .conftest import assert_close
 from .reference import upstream_blocks as up
@@ -121,7 +121,7 @@ def test_unknown_reparameterizable_module_is_reported():
 
 
 def test_a_wrong_adoption_is_refused_by_the_numeric_check(monkeypatch):
-    from reparam_zoo.adopt import _build
+    from reparam_zoo.interop.adopt import _build
 
     block, _ = _upstream("repvgg")
     real = _build._load

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import reparam_zoo as rz
-from reparam_zoo.cli import main
+from reparam_zoo.cli.app import main
 
 BAD = sorted((Path(__file__).parent / "bad_specs").glob("*.yaml"))
 

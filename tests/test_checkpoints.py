@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import reparam_zoo as rz
-from reparam_zoo.checkpoints import CheckpointError, load_checkpoint
+from reparam_zoo.interop.checkpoints import CheckpointError, load_checkpoint
 
 from .conftest import assert_close
 from .reference.acb import RefACB
@@ -95,7 +95,7 @@ def test_deployed_model_is_built_directly_and_loads_a_fold_strictly():
 
 def test_convert_then_export_from_an_official_checkpoint(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    from reparam_zoo.cli import main
+    from reparam_zoo.cli.app import main
 
     ref = _official().float()
     src, dst, onnx_path = tmp_path / "official.pth", tmp_path / "deployed.pth", tmp_path / "net.onnx"

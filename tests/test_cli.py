@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import reparam_zoo as rz
-from reparam_zoo.cli import main
+from reparam_zoo.cli.app import main
 
 
 def test_list_prints_every_shipped_spec(capsys):

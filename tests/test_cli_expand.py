@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import reparam_zoo as rz
-from reparam_zoo.cli import main
-from reparam_zoo.commands.expand import rebuild
+from reparam_zoo.cli.app import main
+from reparam_zoo.cli.expand import rebuild
 
 from .conftest import assert_close
 

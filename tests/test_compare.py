@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reparam_zoo.cli import main
-from reparam_zoo.data import load_data
+from reparam_zoo.cli.app import main
+from reparam_zoo.bench.data import load_data
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["--net", "tiny_vgg", "--data", "digits", "--epochs", "4", "--seeds", "1", "--limit", "512",

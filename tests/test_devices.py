@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import reparam_zoo as rz
-from reparam_zoo.fastfold import fold_blocks
+from reparam_zoo.engine.fastfold import fold_blocks
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -83,7 +83,7 @@ def test_compiled_online_block_on_cuda_trains_like_eager():
 @needs_cuda
 def test_int8_export_of_a_model_on_cuda(tmp_path):
     pytest.importorskip("onnxruntime")
-    from reparam_zoo.quantize import quantize_onnx
+    from reparam_zoo.interop.quantize import quantize_onnx
 
     torch.manual_seed(0)
     model = rz.randomize_norms(rz.build_model("tiny_vgg", 10, in_channels=1)).cuda().eval()

@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 
 import reparam_zoo as rz
-from reparam_zoo.branches.seq import STEP_TYPES
-from reparam_zoo.spec import BlockSpec, NormSpec
+from reparam_zoo.engine.branches.seq import STEP_TYPES
+from reparam_zoo.spec.schema import BlockSpec, NormSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -52,7 +52,7 @@ def test_spec_md_yaml_examples_build_and_fold():
 
 
 def test_compare_md_net_example_builds():
-    from reparam_zoo.nets import build_model
+    from reparam_zoo.engine.nets import build_model
 
     (snippet,) = [b for b in _blocks(DOCS / "compare.md", "yaml") if "stages:" in b]
     model = build_model(yaml.safe_load(snippet), 10)
@@ -83,7 +83,7 @@ def test_readme_starts_with_the_two_commands():
 def test_search_md_commands_use_real_flags_and_its_python_runs():
     """Every `reparam-zoo search/space` command line in docs/search.md parses (flags and values
     that exist), and its Python example runs."""
-    from reparam_zoo.cli import build_parser
+    from reparam_zoo.cli.app import build_parser
 
     text = (DOCS / "search.md").read_text()
     lines = [ln.strip() for b in _blocks(DOCS / "search.md", "sh") for ln in b.splitlines()
@@ -101,8 +101,8 @@ def test_search_md_commands_use_real_flags_and_its_python_runs():
 def test_deploy_md_int8_command_parses_and_its_api_names_exist():
     """docs/deploy.md's `export --int8` command line uses flags that exist, and the Python names and
     report fields it shows are the real ones."""
-    from reparam_zoo.cli import build_parser
-    from reparam_zoo.quantize import Int8Report, kernel_stats, quantize_onnx  # noqa: F401
+    from reparam_zoo.cli.app import build_parser
+    from reparam_zoo.interop.quantize import Int8Report, kernel_stats, quantize_onnx  # noqa: F401
 
     text = (DOCS / "deploy.md").read_text()
     cmd = text[text.index("reparam-zoo export --net tiny_vgg"):].split("```")[0].replace("\\\n", " ")

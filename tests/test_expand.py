@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import reparam_zoo as rz
-from reparam_zoo.expand import AbsorbedNorm
+from reparam_zoo.interop.expand import AbsorbedNorm
 
 from .conftest import assert_close
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import reparam_zoo as rz
-from reparam_zoo.export import export_onnx
+from reparam_zoo.interop.export import export_onnx
 
 pytest.importorskip("onnxruntime")
 

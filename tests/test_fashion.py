@@ -10,9 +10,9 @@ import struct
 import numpy as np
 import pytest
 
-from reparam_zoo import data as data_mod
-from reparam_zoo.cli import main
-from reparam_zoo.data import DataError, load_data, read_idx
+from reparam_zoo.bench import data as data_mod
+from reparam_zoo.cli.app import main
+from reparam_zoo.bench.data import DataError, load_data, read_idx
 
 
 def _idx(array: np.ndarray, code: int = 0x08) -> bytes:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import reparam_zoo as rz
-from reparam_zoo.fastfold import CHUNK, fold_weights
+from reparam_zoo.engine.fastfold import CHUNK, fold_weights
 
 GEOMETRIES = [(16, 16, 1, 1), (16, 32, 2, 1), (16, 16, 1, 4), (16, 16, 2, 16), (8, 8, 1, 8)]
 EXTRA = {  # what the shipped specs do not cover: block dilation, norm_after, copies, padding modes
@@ -48,7 +48,7 @@ def test_fast_fold_equals_the_reference_on_every_spec(name):
 
 
 def test_chunks_cover_every_output_channel_and_fold_returns_fresh_parameters(monkeypatch):
-    import reparam_zoo.fastfold as ff
+    import reparam_zoo.engine.fastfold as ff
 
     monkeypatch.setattr(ff, "CHUNK", 7 * 9)  # 7 rows of 1 x 3 x 3 per chunk: a ragged last chunk
     block = rz.randomize_norms(rz.build_block("repvgg", 8, 50, groups=1)).eval().float()
@@ -101,7 +101,7 @@ def test_a_whole_network_folds_in_one_batch_to_the_same_numbers_without_shared_s
     """fold_model folds every block in one batch (all BatchNorm statistics concatenated): the same
     numbers as folding block by block, and every folded tensor owns its storage (a bias must not be a
     view of the batch, or safetensors refuses to save the model and one tensor drags in all)."""
-    from reparam_zoo.fastfold import fold_blocks
+    from reparam_zoo.engine.fastfold import fold_blocks
 
     torch.manual_seed(0)
     for dtype, block in [(d, b) for d in (torch.float64, torch.float32) for b in ("repvgg", "plain", "dbb")]:
@@ -123,7 +123,7 @@ def test_a_whole_network_folds_in_one_batch_to_the_same_numbers_without_shared_s
 def test_one_batch_over_blocks_of_different_dtypes_eps_and_widths():
     """fold_blocks groups BatchNorm statistics by device and dtype and gives each channel its own BN's
     eps: blocks of float32 and float64, BNs with other eps, other widths, folded together."""
-    from reparam_zoo.fastfold import fold_blocks
+    from reparam_zoo.engine.fastfold import fold_blocks
 
     torch.manual_seed(1)
     blocks = [rz.randomize_norms(rz.build_block("repvgg", 8, 8)).float().eval(),

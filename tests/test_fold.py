@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import reparam_zoo as rz
-from reparam_zoo.profile import count_macs
+from reparam_zoo.engine.cost import count_macs
 
 from .conftest import assert_close
 

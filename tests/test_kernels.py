@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reparam_zoo import kernels as K
+from reparam_zoo.engine import kernels as K
 
 from .conftest import assert_close, rand
 

@@ -55,7 +55,7 @@ def test_aliases_within_the_limits_still_work():
 
 
 def test_yaml_scalars_mean_what_they_look_like():
-    from reparam_zoo.spec import _parse_yaml
+    from reparam_zoo.spec.schema import _parse_yaml
 
     data = _parse_yaml("a: no\nb: off\nc: true\nd: 1:00\ne: 0o17\nf: 0x1F\ng: 1_000\nh: 1e-5\ni: 2001-12-14\n"
                        "j: 017\nk: 3", None)
@@ -126,7 +126,7 @@ def test_fold_dtype_follows_parameters_replaced_by_assign():
 
 
 def test_checkpoints_with_ambiguous_or_non_dense_entries_are_refused():
-    from reparam_zoo.checkpoints import CheckpointError, load_checkpoint
+    from reparam_zoo.interop.checkpoints import CheckpointError, load_checkpoint
 
     lin = torch.nn.Linear(2, 2)
     with pytest.raises(CheckpointError, match="both mean 'weight'"):

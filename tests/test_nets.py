@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import reparam_zoo as rz
-from reparam_zoo.nets import block_fits, build_model, list_nets, load_net
+from reparam_zoo.engine.nets import block_fits, build_model, list_nets, load_net
 
 
 def test_shipped_nets_load_and_build():

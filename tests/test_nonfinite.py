@@ -5,7 +5,7 @@ import json
 import torch
 
 import reparam_zoo as rz
-from reparam_zoo.cli import main
+from reparam_zoo.cli.app import main
 
 
 def test_nan_weight_fails_verify():

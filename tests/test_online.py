@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import reparam_zoo as rz
-from reparam_zoo.modules import ChannelScale
+from reparam_zoo.engine.modules import ChannelScale
 
 from .conftest import assert_close
 
@@ -147,7 +147,7 @@ def test_online_forward_kernel_is_the_reference_sum_and_has_its_gradients(name):
 
 
 def test_sum_placed_adds_slices_and_diagonals_and_never_writes_into_its_parts():
-    from reparam_zoo import kernels as K
+    from reparam_zoo.engine import kernels as K
 
     torch.manual_seed(0)
     c = 6

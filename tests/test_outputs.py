@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reparam_zoo.cli import main
+from reparam_zoo.cli.app import main
 from reparam_zoo.outputs import (LOCK_NAME, OutputError, RunLock, atomic_write, check_writable, deferred_interrupt,
                                  publish)
 

@@ -5,11 +5,11 @@ import torch
 import torch.nn.functional as F
 
 import reparam_zoo as rz
-from reparam_zoo import kernels as K
-from reparam_zoo.primitives.basis_residual import BasisResidualConv2d
-from reparam_zoo.primitives.identity_residual import IdentityResidualConv2d
-from reparam_zoo.primitives.weight_norm import NormalizedConv2d
-from reparam_zoo.steps import CONV_PARAMS, ConvStep, step_kernel
+from reparam_zoo.engine import kernels as K
+from reparam_zoo.engine.primitives.basis_residual import BasisResidualConv2d
+from reparam_zoo.engine.primitives.identity_residual import IdentityResidualConv2d
+from reparam_zoo.engine.primitives.weight_norm import NormalizedConv2d
+from reparam_zoo.engine.steps import CONV_PARAMS, ConvStep, step_kernel
 
 from .conftest import assert_close, rand
 

@@ -8,17 +8,17 @@ import pytest
 import torch
 
 import reparam_zoo as rz
-from reparam_zoo.cli import main
-from reparam_zoo.export import ExportError, export_onnx
+from reparam_zoo.cli.app import main
+from reparam_zoo.interop.export import ExportError, export_onnx
 
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from reparam_zoo.quantize import check_int8_graph, kernel_stats, onnx_logits, quantize_onnx  # noqa: E402
+from reparam_zoo.interop.quantize import check_int8_graph, kernel_stats, onnx_logits, quantize_onnx  # noqa: E402
 
 
 def _digits_net(block="repvgg"):
-    from reparam_zoo.data import load_data
+    from reparam_zoo.bench.data import load_data
 
     data = load_data("digits", 16)
     torch.manual_seed(0)
@@ -121,7 +121,7 @@ def test_compare_int8_reports_int8_accuracy_drop_and_kernel_statistics(tmp_path,
     assert "Under INT8 the largest mean drop is" in md
     assert "kernel_layers" not in (out / "results.csv").read_text().splitlines()[0]
     # a diverged run is not quantized (no ranges to calibrate): the summary uses the runs that were
-    from reparam_zoo import report
+    from reparam_zoo.bench import report
 
     runs = [dict(r) for r in res["runs"]]
     for k in [k for k in runs[-1] if k.startswith(("int8_", "kernel_", "onnx_"))]:
@@ -136,7 +136,7 @@ def test_the_int8_study_net_and_script_are_valid():
     """benchmarks/int8.sh's deeper net builds, and the script names real flags."""
     from pathlib import Path
 
-    from reparam_zoo.cli import build_parser
+    from reparam_zoo.cli.app import build_parser
 
     root = Path(__file__).resolve().parent.parent
     net = rz.load_net(root / "benchmarks" / "int8_deep_vgg.yaml")

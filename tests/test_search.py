@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reparam_zoo as rz
-from reparam_zoo.cli import main
-from reparam_zoo.search import Geometry, SearchSpace, candidate_cost, spec_hash
+from reparam_zoo.cli.app import main
+from reparam_zoo.search.space import Geometry, SearchSpace, candidate_cost, spec_hash
 
 SPACE = SearchSpace.load("repvgg_acb")
 
@@ -82,7 +82,7 @@ def test_space_cli(capsys):
 def test_supernet_with_zero_gates_equals_the_sub_spec(scheme):
     """Any gate state folds exactly, and a branch whose gate is zero is removed exactly: the pruned
     supernet equals the derived spec's block carrying the same weights (eval mode, float64)."""
-    from reparam_zoo import supernet as snm
+    from reparam_zoo.search import supernet as snm
 
     torch.manual_seed(0)
     sn = snm.supernet_spec(SPACE, scheme)
@@ -125,7 +125,7 @@ def test_supernet_with_zero_gates_equals_the_sub_spec(scheme):
 
 
 def test_threshold_zero_keeps_exactly_the_branches_whose_gate_is_not_zero():
-    from reparam_zoo import supernet as snm
+    from reparam_zoo.search import supernet as snm
 
     sn = snm.supernet_spec(SPACE, "group-lasso")
     block = snm.build_supernet(SPACE, "group-lasso", in_channels=16, out_channels=16)
@@ -141,7 +141,7 @@ def test_threshold_zero_keeps_exactly_the_branches_whose_gate_is_not_zero():
 
 
 def test_proximal_step_reaches_exact_zero_and_elimination_freezes_it():
-    from reparam_zoo import supernet as snm
+    from reparam_zoo.search import supernet as snm
 
     sn = snm.supernet_spec(SPACE, "group-lasso")
     block = snm.build_supernet(SPACE, "group-lasso", in_channels=8, out_channels=8)
@@ -162,7 +162,7 @@ def test_proximal_step_reaches_exact_zero_and_elimination_freezes_it():
 
 
 def test_pareto_front():
-    from reparam_zoo.search import pareto_front
+    from reparam_zoo.search.space import pareto_front
 
     rows = [{"h": 1, "val_acc": 0.9, "deploy_ms": 1.0}, {"h": 2, "val_acc": 0.95, "deploy_ms": 2.0},
             {"h": 3, "val_acc": 0.9, "deploy_ms": 1.5}, {"h": 4, "val_acc": 0.97, "deploy_ms": 2.0}]

@@ -8,7 +8,7 @@ import torch
 
 import reparam_zoo as rz
 from reparam_zoo.registry import Registry
-from reparam_zoo.steps import ConvStep
+from reparam_zoo.engine.steps import ConvStep
 
 FULL = """
 name: everything
@@ -148,10 +148,10 @@ def test_custom_step_plan_is_validated():
         def plan(self, block):
             return [ConvStep(block.in_channels, block.out_channels, (7, 7), groups=block.groups, loc="kernel")]
 
-    from reparam_zoo.spec import BRANCHES, BranchType, chain_converter, chain_module
+    from reparam_zoo.spec.schema import BRANCHES, BranchType, chain_converter, chain_module
 
     # validated without registering it globally: plan + analyze through RepBlock's rules
-    from reparam_zoo.steps import BlockGeometry, analyze
+    from reparam_zoo.engine.steps import BlockGeometry, analyze
     with pytest.raises(rz.SpecError, match="does not fit"):
         analyze(Wide().plan(BlockGeometry(2, 2, (3, 3))), BlockGeometry(2, 2, (3, 3)))
     assert "wide_test" not in BRANCHES

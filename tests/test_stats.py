@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from reparam_zoo import report
+from reparam_zoo.bench import report
 from reparam_zoo.stats import paired_difference, spread
 
 

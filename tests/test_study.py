@@ -17,9 +17,9 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 import reparam_zoo as rz  # noqa: E402
-from reparam_zoo.cli import main  # noqa: E402
-from reparam_zoo.search import SearchSpace  # noqa: E402
-from reparam_zoo.study import grid_candidates, storage_url, suggest  # noqa: E402
+from reparam_zoo.cli.app import main  # noqa: E402
+from reparam_zoo.search.space import SearchSpace  # noqa: E402
+from reparam_zoo.search.study import grid_candidates, storage_url, suggest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -243,7 +243,7 @@ def test_the_duplicate_rule_lets_exactly_one_of_two_racing_trials_train():
     """The interleaving that beat a check-then-mark rule: B writes its hash and looks (nothing),
     A (lower-numbered) writes the same hash and looks (B is not training yet), then both mark
     themselves training and look again: exactly one keeps the candidate."""
-    from reparam_zoo.study import _holder
+    from reparam_zoo.search.study import _holder
 
     S = optuna.trial.TrialState
     study = optuna.create_study()
@@ -275,7 +275,7 @@ def test_supernet_on_a_net_space_and_its_one_line_refusals(tmp_path, capsys):
 
 
 def test_copies_of_an_optional_branch_are_one_gate():
-    from reparam_zoo import supernet as snm
+    from reparam_zoo.search import supernet as snm
 
     space = SearchSpace("copies", {"kernel": 3, "branches": [{"type": "kxk"}, {
         "choice": [None, {"type": "conv", "kernel": 1, "count": 2}]}, {"choice": [None, {"type": "1xk"}]}]},

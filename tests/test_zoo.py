@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from reparam_zoo.cli import main
-from reparam_zoo.spec import list_specs
-from reparam_zoo.zoo import format_row, zoo_markdown, zoo_rows
+from reparam_zoo.cli.app import main
+from reparam_zoo.spec.schema import list_specs
+from reparam_zoo.bench.zoo import format_row, zoo_markdown, zoo_rows
 
 ZOO = Path(__file__).resolve().parent.parent / "docs" / "zoo.md"
 
@@ -30,7 +30,7 @@ def test_zoo_table_is_current(tmp_path):
 
 
 def test_zoo_cli_writes_the_table(tmp_path, capsys, monkeypatch):
-    import reparam_zoo.zoo as zoo
+    import reparam_zoo.bench.zoo as zoo
 
     fake = [{"spec": "x", "paper": "P", "branches": "kxk", "groups": 1, "train_params": 2, "deploy_params": 1,
              "train_macs": 3e6, "deploy_macs": 1e6, "err64": 1e-16, "err32": 1e-8}]

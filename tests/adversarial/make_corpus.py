@@ -390,7 +390,7 @@ def main() -> None:
     import torch
 
     import reparam_zoo as rz
-    from reparam_zoo.nets import build_model, load_net
+    from reparam_zoo.engine.nets import build_model, load_net
 
     torch.manual_seed(0)
     if ROOT.exists():

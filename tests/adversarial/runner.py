@@ -67,10 +67,10 @@ def _api(entry: dict, path: Path) -> tuple[str, str]:
     import torch
 
     import reparam_zoo as rz
-    from reparam_zoo.checkpoints import CheckpointError, load_checkpoint
-    from reparam_zoo.nets import build_model, load_net
-    from reparam_zoo.search import SearchSpace
-    from reparam_zoo.verify import check_size
+    from reparam_zoo.interop.checkpoints import CheckpointError, load_checkpoint
+    from reparam_zoo.engine.nets import build_model, load_net
+    from reparam_zoo.search.space import SearchSpace
+    from reparam_zoo.engine.verify import check_size
 
     kind, name = entry["kind"], path.name
     try:
@@ -108,7 +108,7 @@ def _api(entry: dict, path: Path) -> tuple[str, str]:
 
 def _cli(argv: list[str]) -> tuple[str, str]:
     """Run one CLI call in this process, stdout discarded, stderr captured: (outcome, detail)."""
-    from reparam_zoo.cli import main
+    from reparam_zoo.cli.app import main
 
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
@@ -223,15 +223,15 @@ def warm_up() -> None:
 
     torch.set_num_threads(1)
     import reparam_zoo as rz
-    from reparam_zoo.cli import main
-    from reparam_zoo.nets import build_model, load_net
+    from reparam_zoo.cli.app import main
+    from reparam_zoo.engine.nets import build_model, load_net
 
     rz.verify(rz.build_block("repvgg", 8, 8), (2, 8, 9, 11), dtype=torch.float64, randomize=True)
     build_model(load_net("tiny_vgg"), 10)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         main(["list"])
         main(["check", "repvgg", "--dtype", "float64"])
-    import reparam_zoo.commands.convert  # noqa: F401
+    import reparam_zoo.cli.convert  # noqa: F401
     import safetensors.torch  # noqa: F401
 
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import reparam_zoo as rz
-from reparam_zoo.verify import check_size
+from reparam_zoo.engine.verify import check_size
 
 from .randspec import has_nonfinite, random_case
 

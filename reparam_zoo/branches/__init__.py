@@ -1,3 +1,0 @@
-"""Built-in branch types, one file each; importing this package registers them."""
-
-from . import avgpool, conv, identity, k_by_one, kxk, one_by_k, one_kxk, seq  # noqa: F401

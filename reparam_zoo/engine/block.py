@@ -1,0 +1,443 @@
+"""``RepBlock``: the one module that knows branches; trains as a sum, folds to one conv."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reparam_zoo.engine import kernels as K
+from reparam_zoo.errors import NotApplicable, SpecError
+from reparam_zoo.engine.modules import ACTIVATIONS
+from reparam_zoo.spec.limits import LIMITS
+from reparam_zoo.spec.schema import BRANCHES, BlockSpec, BranchSpec, BranchType, NormSpec, resolve_spec
+from reparam_zoo.engine.steps import (
+    BlockGeometry,
+    Chain,
+    ConvStep,
+    ComposedChain,
+    NormStep,
+    Placement,
+    analyze,
+    chain_kernel,
+    finalize,
+    step_kernel,
+)
+
+_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    """A planned, validated branch: where it came from and where it sits."""
+
+    name: str  # e.g. "branches.2" or "branches.2#1" for the second copy of a count: 2 branch
+    type: BranchType
+    spec: BranchSpec
+    placement: Placement
+
+
+def block_geometry(spec: BlockSpec, in_channels: int, out_channels: int, *, stride=1, groups: int = 1
+                   ) -> BlockGeometry:
+    """The one conv a spec folds into, for these channels, stride and groups (checked)."""
+    try:
+        for value, name in ((in_channels, "in_channels"), (out_channels, "out_channels")):
+            _check_int(value, name)
+            if value > LIMITS["channels"]:
+                raise SpecError(f"{name}={value} is above the limit {LIMITS['channels']:,}", name)
+        _check_int(groups, "groups")
+        if not (isinstance(stride, int) or isinstance(stride, (tuple, list)) and len(stride) == 2):
+            raise SpecError(f"Expected stride to be an int or a pair of ints but got {stride!r}"[:200], "stride")
+        stride = K.as_pair(stride, "stride")
+        for s in stride:
+            _check_int(s, "stride")
+        if in_channels % groups or out_channels % groups:
+            raise SpecError(f"in_channels={in_channels} and out_channels={out_channels} must both be "
+                            f"divisible by groups={groups}", "groups")
+    except (SpecError, ValueError) as exc:
+        raise (exc if isinstance(exc, SpecError) else SpecError(str(exc))).located("", spec.source) from None
+    kernel, dilation = K.as_pair(spec.kernel), K.as_pair(spec.dilation)
+    if spec.padding == "same":
+        padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
+    else:
+        padding = K.as_pair(spec.padding)
+    return BlockGeometry(in_channels, out_channels, kernel, stride, dilation, groups, padding)
+
+
+def deploy_module(g: BlockGeometry, padding_mode: str, act: nn.Module, *, device=None, dtype=None,
+                  bias: bool = True) -> nn.Module:
+    """The deployed form of a block: ``nn.Conv2d`` with bias (+ the activation), uninitialised.
+    ``bias=False``: the conv alone, for a layout that puts the bias elsewhere (a norm after it).
+    ``device="meta"``: a conv without storage, whose caller assigns its parameters (the fold)."""
+    conv = nn.utils.skip_init(
+        nn.Conv2d, g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
+        dilation=g.dilation, groups=g.groups, bias=bias, padding_mode=padding_mode,
+        device=torch.device("cpu") if device is None else device, dtype=dtype) if device != "meta" else nn.Conv2d(
+        g.in_channels, g.out_channels, g.kernel, stride=g.stride, padding=g.padding, dilation=g.dilation,
+        groups=g.groups, bias=bias, padding_mode=padding_mode, device="meta", dtype=dtype)
+    if isinstance(act, nn.Identity):
+        return conv
+    return nn.Sequential(OrderedDict(conv=conv, act=act))
+
+
+def deployed_block(spec: BlockSpec | str | Path | Mapping, in_channels: int, out_channels: int, *,
+                   stride=1, groups: int = 1) -> nn.Module:
+    """The deployed module of ``spec`` built directly — no training branches ever exist. Its
+    keys match ``RepBlock(...).fold()``, so a deployed checkpoint loads with ``strict=True``."""
+    spec = resolve_spec(spec)
+    g = block_geometry(spec, in_channels, out_channels, stride=stride, groups=groups)
+    module = deploy_module(g, spec.padding_mode, ACTIVATIONS.get(spec.act)())
+    conv = module if isinstance(module, nn.Conv2d) else module.conv
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return module
+
+
+def _check_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"Expected {name} to be an int >= {minimum} but got {value!r}", name)
+    return value
+
+
+def _check_cost(planned: list, g: BlockGeometry, source: str | None) -> None:
+    """Refuse, before anything is allocated, a block whose weights (every conv of every branch copy,
+    plus the folded kernel) would exceed ``LIMITS["block_weights"]`` values; the error gives the estimate."""
+    total = g.out_channels * (g.in_channels // g.groups) * g.window[0] * g.window[1]  # the folded kernel
+    for _, bspec, _, plan, _ in planned:
+        for step in plan:
+            if isinstance(step, ConvStep):
+                kh, kw = step.kernel
+                total += bspec.count * step.out_channels * (step.in_channels // step.groups) * kh * kw
+    if total > LIMITS["block_weights"]:
+        raise SpecError(f"this block at {g.in_channels} -> {g.out_channels} channels would hold about {total:.2e} "
+                        f"weights ({total * 4 / 2**30:,.1f} GiB in float32, twice that to fold in float64); the "
+                        f"limit is {LIMITS['block_weights']:.2e} (docs/spec.md, Limits)", "branches", source)
+
+
+class RepBlock(nn.Module):
+    """A block trained as parallel linear branches and folded into one conv.
+
+    ``RepBlock(spec, in_channels, out_channels, stride=1, groups=1)`` builds the
+    training form; ``spec`` is a :class:`BlockSpec`, a shipped spec name, a YAML path,
+    YAML text or a mapping. Every cross-field rule is checked here, before any forward,
+    and broken ones raise :class:`SpecError` naming the file, the branch and the rule.
+
+    The pre-activation output is exactly ``conv(x)`` with the block's kernel, stride,
+    dilation, groups, padding and padding mode (see ``docs/math.md``): the block pads its
+    input once and every branch runs unpadded on the window it covers.
+    """
+
+    def __init__(self, spec: BlockSpec | str | Path | Mapping, in_channels: int, out_channels: int,
+                 *, stride: int | tuple[int, int] = 1, groups: int = 1, mode: str = "offline"):
+        super().__init__()
+        spec = resolve_spec(spec)
+        if mode not in ("offline", "online"):
+            raise SpecError(f"Expected mode 'offline' or 'online' but got {mode!r}", "mode", spec.source)
+        self.mode = mode
+        source = spec.source
+        geometry = block_geometry(spec, in_channels, out_channels, stride=stride, groups=groups)
+        stride = geometry.stride
+        self.spec = spec
+        self.geometry = geometry
+        self.padding_mode = spec.padding_mode
+
+        infos: list[BranchInfo] = []
+        modules: list[nn.Module] = []
+        planned: list = []
+        depthwise = groups == out_channels
+        for i, bspec in enumerate(spec.branches):  # plan and check every branch first
+            loc = f"branches.{i}"
+            btype = BRANCHES.get(bspec.type)
+            if bspec.when != "always" and (bspec.when == "depthwise") != depthwise:
+                continue
+            try:
+                plan = finalize(bspec.plan(self.geometry), stride)
+                if bspec.gate != "none":
+                    plan.append(NormStep(out_channels, kind="gate" if bspec.gate == "learnable" else "gate_fixed",
+                                         loc="gate"))
+                if mode == "online":
+                    plan = _online_plan(plan)
+                placement = analyze(plan, self.geometry)
+            except NotApplicable as exc:
+                if bspec.optional:
+                    continue
+                raise SpecError(
+                    exc.rule + "; mark the branch `optional: true` to drop it where it cannot apply",
+                    f"{loc}.{exc.location}".rstrip("."), source) from None
+            except SpecError as exc:
+                raise exc.located(loc, source) from None
+            if bspec.train_as == "kernel":
+                if any(isinstance(s, NormStep) and s.kind == "bn" for s in plan):
+                    raise SpecError("train_as: kernel composes the branch's kernel every step, which a "
+                                    "BatchNorm (it needs the features) does not allow; use norm: scale or none",
+                                    f"{loc}.train_as", source)
+            planned.append((loc, bspec, btype, plan, placement))
+        _check_cost(planned, self.geometry, source)
+        for loc, bspec, btype, plan, placement in planned:  # then build: nothing is allocated before this
+            for copy_index in range(bspec.count):
+                name = loc if bspec.count == 1 else f"{loc}#{copy_index}"
+                module = btype.module(bspec, plan, self.geometry)
+                if mode == "online" and type(module) is not Chain:
+                    raise SpecError(f"online training composes every branch's kernel, but {bspec.type!r} builds "
+                                    f"a {type(module).__name__}, not a chain of linear steps", loc, source)
+                if bspec.train_as == "kernel" and mode == "offline":
+                    if type(module) is not Chain:
+                        raise SpecError(f"train_as: kernel needs a chain branch, {bspec.type!r} builds a "
+                                        f"{type(module).__name__}", f"{loc}.train_as", source)
+                    module = ComposedChain(*module, in_channels=in_channels)
+                infos.append(BranchInfo(name, btype, bspec, placement))
+                modules.append(module)
+        if not modules:
+            raise SpecError(
+                f"no branch applies to in_channels={in_channels}, out_channels={out_channels}, "
+                f"stride={stride}, groups={groups} (every branch was dropped: optional or `when`)",
+                "branches", source)
+        self.branches = nn.ModuleList(modules)
+        self.branch_info: tuple[BranchInfo, ...] = tuple(infos)
+        # margins (top, bottom, left, right) cut from the padded input for each branch: the parts
+        # of the block's window the branch does not cover (the stride remainder is kept, so
+        # a branch's norms see every pixel its first steps see, as in the papers' code)
+        wh, ww = self.geometry.window
+        crops = []
+        for info in infos:
+            (oh, ow), (eh, ew) = info.placement.offset, info.placement.extent
+            crops.append((oh, wh - eh - oh, ow, ww - ew - ow))
+        self._crops = tuple(crops)
+        # zero padding commutes with an unpadded conv: a branch that starts with a plain conv
+        # (or is the identity at the window's centre) can take the unpadded input and pad inside
+        # that first conv, by the block's padding minus its offset — the same numbers, no copy
+        self._direct = tuple(self._direct_padding(m, i) for m, i in zip(modules, infos))
+        norm_after = spec.norm_after
+        if mode == "online" and norm_after.type != "bn":  # OREPA: one BN after the sum
+            norm_after = NormSpec(type="bn")
+        norm_steps = norm_after.steps(out_channels, "norm_after")
+        self.norm_after = norm_steps[0].build() if norm_steps else None
+        self.act = ACTIVATIONS.get(spec.act)()
+        # an empty, non-persistent buffer that follows .to()/.double()/.cuda(): a block without
+        # parameters (identity + pooling, say) still knows the dtype and device to fold into
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
+
+    def _direct_padding(self, module: nn.Module, info: BranchInfo):
+        """``(qh, qw)`` when the branch can run on the unpadded input (see ``__init__``), else None."""
+        if self.padding_mode != "zeros" or self.mode != "offline" or type(module) is not Chain or not len(module):
+            return None
+        (ph, pw), (oh, ow) = self.geometry.padding, info.placement.offset
+        q = (ph - oh, pw - ow)
+        if q[0] < 0 or q[1] < 0:
+            return None
+        first = module[0]
+        if type(first) is nn.Conv2d or hasattr(first, "kernel") or (type(first) is nn.Identity and q == (0, 0)):
+            return q
+        return None
+
+    # ------------------------------------------------------------------------- training form
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "deployed":
+            return self.deployed(x)
+        g = self.geometry
+        ph, pw = g.padding
+        if self.mode == "online":  # one conv with the branches' kernel, composed every forward
+            weight, bias = self._online_kernel(x.dtype, x.device)
+            if self.padding_mode == "zeros":
+                out = F.conv2d(x, weight, bias, g.stride, g.padding, g.dilation, g.groups)
+            else:
+                x = F.pad(x, (pw, pw, ph, ph), mode=_PAD_MODE[self.padding_mode])
+                out = F.conv2d(x, weight, bias, g.stride, 0, g.dilation, g.groups)
+            if self.norm_after is not None:
+                out = self.norm_after(out)
+            return self.act(out)
+        if None not in self._direct:
+            return self._forward_direct(x)
+        x_in = x
+        if ph or pw:
+            x = F.pad(x, (pw, pw, ph, ph), mode=_PAD_MODE[self.padding_mode])
+        (wh, ww), (h, w) = g.window, x.shape[-2:]
+        if h < wh or w < ww:
+            raise ValueError(
+                f"Expected an input of at least {wh - 2 * ph}x{ww - 2 * pw} for the block "
+                f"'{self.spec.name}' but got {h - 2 * ph}x{w - 2 * pw}")
+        out = None
+        for module, (top, bottom, left, right), q in zip(self.branches, self._crops, self._direct):
+            y = module(x[:, :, top: h - bottom, left: w - right]) if q is None else _run_direct(module, x_in, q)
+            out = y if out is None else out + y
+        if self.norm_after is not None:
+            out = self.norm_after(out)
+        return self.act(out)
+
+    # ------------------------------------------------------------------------- folding
+    def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
+        """The dtype and device to fold into: the block's first floating parameter or buffer (they can be
+        replaced, e.g. by ``load_state_dict(..., assign=True)``), else the anchor that follows ``.to()``."""
+        for branch in self.branches:  # the same first parameter, without a walk over every module
+            if branch._parameters:  # a custom branch module holding parameters itself: the full walk
+                break
+            for step in branch.children():
+                if step._modules:
+                    break
+                for t in step._parameters.values():
+                    if t is not None and t.is_floating_point():
+                        return t.dtype, t.device
+            else:
+                continue
+            break
+        for name, t in (*self.named_parameters(), *self.named_buffers()):
+            if t.is_floating_point() and name != "_anchor":
+                return t.dtype, t.device
+        return self._anchor.dtype, self._anchor.device
+
+    def _forward_direct(self, x: Tensor) -> Tensor:
+        """Zero padding, every branch direct: no padded copy of the input at all."""
+        g = self.geometry
+        (wh, ww), (ph, pw) = g.window, g.padding
+        if x.shape[-2] + 2 * ph < wh or x.shape[-1] + 2 * pw < ww:
+            raise ValueError(
+                f"Expected an input of at least {wh - 2 * ph}x{ww - 2 * pw} for the block "
+                f"'{self.spec.name}' but got {x.shape[-2]}x{x.shape[-1]}")
+        out = None
+        for module, q in zip(self.branches, self._direct):
+            y = _run_direct(module, x, q)
+            out = y if out is None else out + y
+        if self.norm_after is not None:
+            out = self.norm_after(out)
+        return self.act(out)
+
+    def _branch_kernel(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The sum of the branches as one conv of the block's geometry (no ``norm_after``)."""
+        g = self.geometry
+        parts = []
+        for module, info in zip(self.branches, self.branch_info):
+            bk = info.type.converter(module, g) if dtype == torch.float64 else chain_kernel(
+                list(module), g.in_channels, device, dtype)
+            w = K.regroup(bk.weight, bk.groups, g.groups)
+            w = K.undilate(K.place(w, g.window, info.placement.offset), g.dilation)
+            parts.append((w, bk.bias))
+        return K.sum_kernels(parts)
+
+    def _online_kernel(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``_branch_kernel`` for the online forward: the same sum, accumulated with ``kernels.sum_placed``
+        (no branch padded to the window, no depthwise identity or pooling expanded to a dense kernel)."""
+        g = self.geometry
+        if g.dilation != (1, 1):
+            return self._branch_kernel(dtype, device)
+        parts = []
+        for module, info in zip(self.branches, self.branch_info):
+            bk = info.type.converter(module, g) if dtype == torch.float64 else chain_kernel(
+                list(module), g.in_channels, device, dtype)  # as _branch_kernel composes each branch
+            parts.append((bk.weight, bk.bias, bk.groups, info.placement.offset))
+        return K.sum_placed(parts, g.window, g.in_channels, g.groups)
+
+    def equivalent_kernel(self) -> tuple[Tensor, Tensor]:
+        """``(weight, bias)`` of the one conv equal to the block (before the activation).
+
+        Eval-mode semantics (BatchNorm running statistics), computed in float64 and cast
+        to the block's dtype at the end. Differentiable with respect to every parameter,
+        so it can drive quantization-aware training or a penalty on the folded kernel.
+        """
+        g = self.geometry
+        if self.mode == "deployed":
+            conv = self.deployed if isinstance(self.deployed, nn.Conv2d) else self.deployed.conv
+            return conv.weight, conv.bias
+        dtype, device = self._dtype_device()
+        weight, bias = self._branch_kernel(torch.float64, device)
+        if self.norm_after is not None:
+            sk = step_kernel(self.norm_after, g.out_channels, device)
+            weight, bias = K.scale_channels(weight, bias, sk.scale, sk.shift)
+        return weight.to(dtype), bias.to(dtype)
+
+    def _act_copy(self) -> nn.Module:
+        """A copy of the activation: built afresh from the spec when it is the spec's own stateless one
+        (a deepcopy costs more than the fold of a small block), else deep-copied."""
+        act = self.act
+        fresh = ACTIVATIONS.get(self.spec.act)()
+        if type(fresh) is type(act) and vars(fresh).keys() == vars(act).keys() and repr(fresh) == repr(act) and \
+                not any(v for k, v in vars(act).items() if k.startswith("_") and isinstance(v, dict)):
+            # same class, same attributes, no parameters, buffers, submodules or hooks: nothing to copy
+            fresh.training = act.training
+            return fresh
+        return copy.deepcopy(act)
+
+    def fold(self) -> nn.Module:
+        """A NEW deploy module: ``nn.Conv2d`` (plus the activation, if any). The block is untouched."""
+        if self.mode == "deployed":
+            return copy.deepcopy(self.deployed)
+        from reparam_zoo.engine.fastfold import fold_weights
+
+        return self._deployed_with(*fold_weights(self))  # = equivalent_kernel(), without its float64 copies
+
+    def _deployed_with(self, weight: Tensor, bias: Tensor) -> nn.Module:
+        """The deploy module holding ``weight`` and ``bias`` (the fold's fresh tensors, not copies)."""
+        module = deploy_module(self.geometry, self.padding_mode, self._act_copy(), device="meta", dtype=weight.dtype)
+        conv = module if isinstance(module, nn.Conv2d) else module.conv
+        conv.weight, conv.bias = nn.Parameter(weight), nn.Parameter(bias)
+        if module.training != self.training:
+            module.train(self.training)
+        return module
+
+    # ------------------------------------------------------------------------- timm / MobileOne protocol
+    def fuse(self) -> nn.Module:
+        """timm's ``reparameterize_model`` protocol: the parent replaces this block by the
+        returned module (the fold; this block is untouched)."""
+        return self.fold()
+
+    def reparameterize(self) -> None:
+        """The in-place protocol of MobileOne's and timm's ``reparameterize_model`` (they call it
+        on a deep copy): the block keeps only its folded conv and forwards through it."""
+        if self.mode == "deployed":
+            return
+        self.deployed = self.fold()
+        self.branches = nn.ModuleList()
+        self.norm_after = None
+        self.branch_info, self._crops, self._direct = (), (), ()
+        self.mode = "deployed"
+
+    def switch_to_deploy(self) -> None:
+        """The research repos' in-place protocol (RepVGG, ACNet, DBB, YOLOv6 call it in a loop over
+        ``model.modules()``): the same as :meth:`reparameterize`."""
+        self.reparameterize()
+
+    # ------------------------------------------------------------------------- description
+    def extra_repr(self) -> str:
+        g = self.geometry
+        return (f"spec={self.spec.name!r}, {g.in_channels}->{g.out_channels}, kernel={g.kernel}, "
+                f"stride={g.stride}, dilation={g.dilation}, groups={g.groups}, padding={g.padding}, "
+                f"padding_mode={self.padding_mode!r}")
+
+    def describe(self) -> list[str]:
+        """One line per branch: its location in the spec and what it is."""
+        return [f"{info.name}: {info.spec.label()}" for info in self.branch_info]
+
+
+def _run_direct(chain: nn.Module, x: Tensor, q: tuple[int, int]) -> Tensor:
+    """A chain on the unpadded input: its first conv pads by ``q`` with zeros (see RepBlock)."""
+    first = chain[0]
+    if type(first) is nn.Identity:
+        y = x
+    else:
+        weight = first.kernel() if hasattr(first, "kernel") else first.weight
+        y = F.conv2d(x, weight, first.bias, first.stride, q, first.dilation, first.groups)
+    for i, m in enumerate(chain):
+        if i:
+            y = m(y)
+    return y
+
+
+def _online_plan(plan: list) -> list:
+    """OREPA's linear scaling: every BatchNorm inside a branch becomes a per-channel scale."""
+    return [replace(s, kind="scale", init=1.0) if isinstance(s, NormStep) and s.kind == "bn" else s for s in plan]
+
+
+def build_block(spec: BlockSpec | str | Path | Mapping, in_channels: int, out_channels: int, *,
+                stride: int | tuple[int, int] = 1, groups: int = 1, mode: str = "offline") -> RepBlock:
+    """Build the training form of ``spec`` for this geometry (see :class:`RepBlock`).
+
+    ``mode="online"``: branch BatchNorms become per-channel scales, one BatchNorm follows the
+    sum, and every forward composes the branches' kernel and runs ONE conv (OREPA's online
+    re-parameterization). The fold is the same either way.
+    """
+    return RepBlock(spec, in_channels, out_channels, stride=stride, groups=groups, mode=mode)

@@ -1,0 +1,3 @@
+"""Built-in branch types, one file each; importing this package registers them."""
+
+from reparam_zoo.engine.branches import avgpool, conv, identity, k_by_one, kxk, one_by_k, one_kxk, seq  # noqa: F401

@@ -1,0 +1,21 @@
+"""``kx1``: a vertical kh x 1 conv (ACNet's vertical kernel)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from reparam_zoo.spec.schema import BranchSpec, register_branch
+from reparam_zoo.engine.steps import BlockGeometry, ConvStep, Step
+
+
+@register_branch("kx1")
+class KByOneBranch(BranchSpec):
+    type: Literal["kx1"] = "kx1"
+    bias: bool = Field(False, description="conv bias")
+
+    def plan(self, block: BlockGeometry) -> list[Step]:
+        conv = ConvStep(block.in_channels, block.out_channels, (block.kernel[0], 1),
+                        (block.dilation[0], 1), block.groups, bias=self.bias)
+        return [conv, *self.norm.steps(block.out_channels)]

@@ -1,0 +1,21 @@
+"""``1xk``: a horizontal 1 x kw conv (ACNet's horizontal kernel)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from reparam_zoo.spec.schema import BranchSpec, register_branch
+from reparam_zoo.engine.steps import BlockGeometry, ConvStep, Step
+
+
+@register_branch("1xk")
+class OneByKBranch(BranchSpec):
+    type: Literal["1xk"] = "1xk"
+    bias: bool = Field(False, description="conv bias")
+
+    def plan(self, block: BlockGeometry) -> list[Step]:
+        conv = ConvStep(block.in_channels, block.out_channels, (1, block.kernel[1]),
+                        (1, block.dilation[1]), block.groups, bias=self.bias)
+        return [conv, *self.norm.steps(block.out_channels)]

@@ -1,0 +1,34 @@
+"""``param: identity`` — a conv whose kernel is ``W + I`` with ``W`` zero-initialised.
+
+DBB's ``IdentityBasedConv1x1``: the branch starts as the identity, and weight decay pulls
+the kernel towards the identity, not towards zero.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from reparam_zoo.engine import kernels as K
+from reparam_zoo.errors import SpecError
+from reparam_zoo.engine.steps import register_conv_param, register_step_converter
+from reparam_zoo.engine.primitives._residual import ResidualConv2d, residual_kernel
+
+
+@register_conv_param("identity")
+class IdentityResidualConv2d(ResidualConv2d):
+    """``conv(x, W + I)``; needs in == out channels and an odd kernel."""
+
+    @staticmethod
+    def check_step(step) -> None:
+        if step.in_channels != step.out_channels:
+            raise SpecError(f"an identity-parameterised conv (W + I) needs in == out channels, got "
+                            f"{step.in_channels} -> {step.out_channels}", step.loc)
+        if step.kernel[0] % 2 == 0 or step.kernel[1] % 2 == 0:
+            raise SpecError(f"an identity-parameterised conv needs an odd kernel, got {step.kernel}", step.loc)
+
+    def fixed_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        return K.identity_kernel(self.in_channels, self.groups, self.kernel_size, dtype=dtype, device=device)
+
+
+register_step_converter(IdentityResidualConv2d)(residual_kernel)

@@ -1,0 +1,180 @@
+"""Adopt upstream re-parameterized blocks: any ``nn.Module`` in, the same network out with every
+recognised upstream block replaced by an equal :class:`~reparam_zoo.RepBlock` carrying its weights.
+
+Recognition is by structure (class name, children, parameter shapes); no upstream package is
+imported. Each upstream block class is one adapter file in this package, registered with
+:func:`register_adopter` (duplicates refused). An adapter only *describes* what it found
+(:class:`Recognised`: the block's geometry and its branches as spec mappings plus the upstream
+modules that hold each step's state); building the block, moving the weights and checking the
+numbers is generic (:mod:`reparam_zoo.adopt._build`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from reparam_zoo.engine.block import RepBlock
+from reparam_zoo.registry import Registry
+from reparam_zoo.interop.adopt._build import AdoptRefused, Part, Recognised, build_adopted, check_adopted
+
+log = logging.getLogger("reparam_zoo")
+
+
+@dataclass(frozen=True)
+class Adopter:
+    """A registered adapter: the upstream class names it looks at and its recogniser."""
+
+    name: str
+    classes: tuple[str, ...]
+    recognise: Callable[[nn.Module], Recognised]
+
+
+ADOPTERS: Registry[Adopter] = Registry("adopter")
+#: methods by which research code marks a module as re-parameterizable (reported when left)
+REPARAM_METHODS = ("switch_to_deploy", "reparameterize", "get_equivalent_kernel_bias", "fuse")
+
+
+def register_adopter(name: str, classes: tuple[str, ...] | str):
+    """Register ``recognise(module) -> Recognised`` for modules whose class name is in ``classes``.
+
+    ``recognise`` raises :class:`AdoptRefused` (with the reason) for a module of that class it
+    cannot adopt exactly. Several adapters may look at one class name (the official RepVGG and
+    YOLOv6 both call theirs ``RepVGGBlock``); the first whose recogniser accepts the module wins.
+    """
+    classes = (classes,) if isinstance(classes, str) else tuple(classes)
+
+    def wrap(fn):
+        ADOPTERS.register(name, Adopter(name, classes, fn))
+        return fn
+
+    return wrap
+
+
+def _candidates(module: nn.Module) -> list[Adopter]:
+    cls = type(module).__name__
+    return [a for _, a in ADOPTERS.items() if cls in a.classes]
+
+
+@dataclass
+class AdoptReport:
+    """What :func:`adopt` did: ``adopted`` ``(path, upstream class, adapter, branches)``, ``left``
+    ``(path, class, reason)`` for modules that look re-parameterizable but were not adopted."""
+
+    adopted: list[tuple[str, str, str, str]] = field(default_factory=list)
+    left: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"adopted {len(self.adopted)} block(s), left {len(self.left)}"]
+        by_adapter: dict[str, int] = {}
+        for _, _, adapter, _ in self.adopted:
+            by_adapter[adapter] = by_adapter.get(adapter, 0) + 1
+        lines += [f"  {n} x {a}" for a, n in by_adapter.items()]
+        lines += [f"  left {path} ({cls}): {reason}" for path, cls, reason in self.left]
+        return "\n".join(lines)
+
+
+def adopt_module(module: nn.Module, *, check: bool = True) -> tuple[nn.Module, str]:
+    """The adopted replacement of one upstream block and the adapter's name.
+
+    Raises :class:`AdoptRefused` when no adapter recognises it or the numbers do not agree.
+    """
+    candidates = _candidates(module)
+    if not candidates:
+        raise AdoptRefused(f"no adapter for class {type(module).__name__}")
+    reasons = []
+    for adopter in candidates:
+        try:
+            found = adopter.recognise(module)
+        except AdoptRefused as exc:
+            reasons.append(f"{adopter.name}: {exc}")
+            continue
+        except (AttributeError, TypeError, KeyError) as exc:  # a same-named class of another layout
+            reasons.append(f"{adopter.name}: not its layout ({exc})")
+            continue
+        try:
+            adopted = build_adopted(found, module)
+            if check:
+                check_adopted(module, adopted, found)
+        except AdoptRefused:
+            raise
+        except (RuntimeError, ValueError, TypeError) as exc:  # e.g. an upstream SE that needs a larger input
+            raise AdoptRefused(f"{adopter.name}: building or checking the block failed: "
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        return adopted, adopter.name
+    raise AdoptRefused("; ".join(reasons))
+
+
+def adopt(model: nn.Module, *, check: bool = True) -> tuple[nn.Module, AdoptReport]:
+    """A NEW model in which every recognised upstream re-parameterized block is an equal
+    :class:`RepBlock` (wrapped with the block's SE/attention and activation where it has them).
+
+    ``model`` is untouched. Every adopted block is checked numerically against the upstream
+    block (float64, eval and — where the upstream is exact in training mode — train mode) unless
+    ``check=False``. Returns ``(new_model, AdoptReport)``; the report lists what was adopted and
+    every module that looks re-parameterizable (it has ``switch_to_deploy``, ``reparameterize``,
+    ...) but was left, with the reason.
+    """
+    report = AdoptReport()
+    new = copy.deepcopy(model)
+    if _candidates(new):
+        try:
+            adopted, name = adopt_module(new, check=check)
+        except AdoptRefused as exc:
+            report.left.append(("<root>", type(new).__name__, str(exc)))
+            return new, report
+        report.adopted.append(("<root>", type(new).__name__, name, _describe(adopted)))
+        return adopted, report
+    _walk(new, "", report, check)
+    log.info("%s", report)
+    return new, report
+
+
+def _walk(parent: nn.Module, prefix: str, report: AdoptReport, check: bool) -> None:
+    for child_name, child in list(parent._modules.items()):
+        if child is None or isinstance(child, RepBlock):
+            continue
+        path = f"{prefix}{child_name}"
+        if _candidates(child):
+            try:
+                adopted, name = adopt_module(child, check=check)
+            except AdoptRefused as exc:
+                report.left.append((path, type(child).__name__, str(exc)))
+                continue
+            setattr(parent, child_name, adopted)
+            report.adopted.append((path, type(child).__name__, name, _describe(adopted)))
+            continue
+        if any(callable(getattr(child, m, None)) for m in REPARAM_METHODS) and not _plain(child):
+            report.left.append((path, type(child).__name__, f"no adapter for class {type(child).__name__}"))
+        _walk(child, path + ".", report, check)
+
+
+def _plain(module: nn.Module) -> bool:
+    """torch's own modules (``fuse`` etc. on them are not re-parameterization)."""
+    return type(module).__module__.startswith("torch.")
+
+
+def _describe(module: nn.Module) -> str:
+    block = module if isinstance(module, RepBlock) else next(m for m in module.modules() if isinstance(m, RepBlock))
+    return " | ".join(info.spec.label() for info in block.branch_info)
+
+
+from reparam_zoo.interop.adopt import (  # noqa: E402,F401  (register the adapters)
+    acnet,
+    dbb,
+    mobileone,
+    orepa,
+    qarepvgg,
+    replknet,
+    repvgg,
+    timm_mobileone,
+    timm_replk,
+    timm_repvgg,
+)
+
+__all__ = ["ADOPTERS", "AdoptRefused", "AdoptReport", "Part", "Recognised", "adopt", "adopt_module",
+           "register_adopter"]

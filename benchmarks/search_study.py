@@ -23,11 +23,12 @@ from pathlib import Path
 
 from _common import ROOT  # noqa: F401  (puts the repo on sys.path)
 
-from reparam_zoo.cli.search import search_data
-from reparam_zoo.bench.compare import CompareConfig, run_compare, train_and_measure
+from reparam_zoo.bench.compare import CompareConfig, run_compare
+from reparam_zoo.bench.trainer import TrainConfig, train_and_measure
 from reparam_zoo.engine.nets import load_net
+from reparam_zoo.search.run import search_data
 from reparam_zoo.search.space import spec_hash
-from reparam_zoo.spec.schema import load_spec
+from reparam_zoo.spec.lookup import load_spec
 
 
 def study_rows(folder: Path) -> list[dict]:
@@ -89,8 +90,7 @@ def main():
             "alive_gate_values": sorted(v for v in values if v > 0)})
 
     # 3. derived blocks retrained under the trials' conditions, ranked among the random candidates
-    cfg = CompareConfig(net=net, data=data, blocks=[], epochs=args.epochs, seeds=1, out=out, progress=False,
-                        run_latency=False)
+    cfg = TrainConfig(net=net, data=data, epochs=args.epochs, progress=False, run_latency=False)
     random_accs = {k: s["accs"] for k, s in report["studies"].items() if s["sampler"] == "random"}
     report["derived_retrained"] = {}
     for h, text in derived.items():

@@ -21,8 +21,9 @@ from _common import ROOT, parser  # noqa: F401  (puts the repo on sys.path)
 
 import torch
 
-from reparam_zoo.bench.compare import CompareConfig, evaluate, train_and_measure
 from reparam_zoo.bench.data import load_data
+from reparam_zoo.bench.measure import evaluate
+from reparam_zoo.bench.trainer import TrainConfig, TrainHooks, train_and_measure
 from reparam_zoo.engine.fold import fold_model
 from reparam_zoo.engine.nets import load_net
 from reparam_zoo.search.space import SearchSpace
@@ -31,13 +32,12 @@ from reparam_zoo.search import supernet as snm
 
 def run(space, net, data, scheme, lam, seed, epochs, top_k, eliminate):
     sn = snm.supernet_spec(space, scheme)
-    cfg = CompareConfig(net=net, data=data, blocks=[], epochs=epochs, seeds=1, out=Path("/nonexistent"),
-                        progress=False, run_latency=False, mode=sn.mode, penalty=snm.penalty(sn, lam),
-                        after_step=snm.proximal_step(sn, lam),
-                        on_epoch=snm.eliminator(sn, top_k, epochs) if eliminate else None)
+    cfg = TrainConfig(net=net, data=data, epochs=epochs, progress=False, run_latency=False, mode=sn.mode)
+    hooks = TrainHooks(penalty=snm.penalty(sn, lam), after_step=snm.proximal_step(sn, lam),
+                       on_epoch=snm.eliminator(sn, top_k, epochs) if eliminate else None)
     keep: dict = {}
     t0 = time.perf_counter()
-    r = train_and_measure(cfg, sn.spec, seed, label=f"{scheme}-{lam}", keep=keep)
+    r = train_and_measure(cfg, sn.spec, seed, label=f"{scheme}-{lam}", keep=keep, hooks=hooks)
     model = keep["model"]
     table = snm.gate_table(model, sn)
     row = {"scheme": scheme + ("+elimination" if eliminate else ""), "lam": lam, "seed": seed, "supernet_acc": r["val_acc"], "seconds": time.perf_counter() - t0,

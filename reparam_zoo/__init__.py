@@ -9,19 +9,11 @@ from reparam_zoo.errors import NotApplicable, SpecError
 from reparam_zoo.interop.expand import ExpandReport, expand
 from reparam_zoo.engine.fold import FoldReport, fold_model
 from reparam_zoo.engine.nets import NetSpec, build_model, list_nets, load_net
-from reparam_zoo.spec.schema import (
-    BRANCHES,
-    BlockSpec,
-    BranchSpec,
-    NormSpec,
-    block_model,
-    get_spec,
-    json_schema,
-    list_specs,
-    load_spec,
-    register_branch,
-)
+from reparam_zoo.spec.lookup import get_spec, list_specs, load_spec
+from reparam_zoo.spec.registry import BRANCHES, block_model, json_schema, register_branch
+from reparam_zoo.spec.schema import BlockSpec, BranchSpec, NormSpec
 from reparam_zoo.engine.verify import VerifyResult, randomize_norms, verify
+from reparam_zoo.search import SearchSpace
 
 __version__ = "0.1.0"
 
@@ -36,6 +28,7 @@ __all__ = [
     "NormSpec",
     "NotApplicable",
     "RepBlock",
+    "SearchSpace",
     "SpecError",
     "VerifyResult",
     "NetSpec",

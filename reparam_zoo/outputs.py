@@ -153,7 +153,8 @@ def publish(folder: str | Path, files: dict[str, str | bytes], remove: tuple[str
                 os.unlink(tmp)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -186,7 +187,7 @@ class RunLock:
                 if holder is None and self._age() < 10:  # another run is writing it right now
                     raise OutputError(f"{self.folder} is being taken by another run; give another --out") from None
                 if holder is not None and (holder.get("host") != me["host"] or (
-                        holder["pid"] != me["pid"] and _alive(holder["pid"]))):  # our own pid: a restarted container
+                        holder["pid"] != me["pid"] and pid_alive(holder["pid"]))):  # our own pid: a restarted container
                     raise OutputError(
                         f"{self.folder} is in use by another run (pid {holder.get('pid')} on {holder.get('host')}, "
                         f"started {holder.get('started')}: {str(holder.get('command', ''))[:80]}); wait for it, "
@@ -234,4 +235,4 @@ class RunLock:
 
 
 __all__ = ["OutputError", "RunLock", "atomic_write", "check_out_dir", "check_writable", "deferred_interrupt",
-           "publish", "save_torch", "write_json", "write_text"]
+           "pid_alive", "publish", "save_torch", "write_json", "write_text"]

@@ -37,8 +37,8 @@ class Registry(Generic[T]):
                 return self.register(name, o)
 
             return wrap
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"Expected a non-empty string {self.what} name but got {name!r}")
+        if not (isinstance(name, str) and name or isinstance(name, type)):
+            raise ValueError(f"Expected a non-empty string (or a class) as {self.what} name but got {name!r}")
         if name in self._items:
             raise ValueError(
                 f"{self.what} {name!r} is already registered ({self._items[name]!r}); "
@@ -49,14 +49,14 @@ class Registry(Generic[T]):
         return obj
 
     def unknown_message(self, name: str) -> str:
-        names = sorted(self._items)
+        names = sorted(k if isinstance(k, str) else k.__name__ for k in self._items)
         msg = f"unknown {self.what} {name!r}; registered: {', '.join(names)}"
         hint = closest(str(name), names)
         if hint:
             msg += f"; did you mean {hint!r}?"
         return msg
 
-    def get(self, name: str) -> T:
+    def get(self, name) -> T:
         try:
             return self._items[name]
         except KeyError:

@@ -121,15 +121,15 @@ def test_unknown_reparameterizable_module_is_reported():
 
 
 def test_a_wrong_adoption_is_refused_by_the_numeric_check(monkeypatch):
-    from reparam_zoo.interop.adopt import _build
+    from reparam_zoo.interop.adopt import build
 
     block, _ = _upstream("repvgg")
-    real = _build._load
+    real = build._load
 
     def swap_bn(step, src, where):  # a broken adapter: identity BN state into the dense branch's BN
         real(step, block.rbr_identity if where == "branches.0.1" else src, where)
 
-    monkeypatch.setattr(_build, "_load", swap_bn)
+    monkeypatch.setattr(build, "_load", swap_bn)
     _, report = adopt(nn.Sequential(block))
     assert not report.adopted and "differs from the upstream block in eval mode" in report.left[0][2]
 

@@ -49,7 +49,7 @@ VARIANTS = {
 
 
 def test_every_builtin_branch_type_is_in_the_grid():
-    builtin = {n for n, t in rz.BRANCHES.items() if t.spec.__module__.startswith("reparam_zoo.branches.")}
+    builtin = {n for n, t in rz.BRANCHES.items() if t.spec.__module__.startswith("reparam_zoo.engine.branches.")}
     assert builtin == set(VARIANTS)
 
 

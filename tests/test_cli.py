@@ -64,3 +64,13 @@ def test_schema_is_json(capsys):
 def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "reparam_zoo", "list"], capture_output=True, text=True, check=True)
     assert "repvgg" in out.stdout
+
+
+def test_every_command_is_one_module_of_the_table():
+    """`reparam-zoo --help` lists exactly the commands of cli/app.py's table, each from its own module."""
+    from reparam_zoo.cli.app import COMMANDS, build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert list(sub.choices) == list(COMMANDS)
+    for name, module in COMMANDS.items():
+        assert sub.choices[name].get_default("func").__module__ == module.__name__

@@ -5,7 +5,7 @@ import torch
 
 import reparam_zoo as rz
 from reparam_zoo.cli.app import main
-from reparam_zoo.cli.expand import rebuild
+from reparam_zoo.interop.deployed import rebuild_expanded
 
 from .conftest import assert_close
 
@@ -23,7 +23,7 @@ def test_expand_then_convert_back_into_the_original_torchvision_model(tmp_path, 
 
     # "fine-tune": every branch moves away from its start
     raw = torch.load(expanded_path, weights_only=True)
-    _, expanded, _ = rebuild(raw["reparam_zoo"])
+    _, expanded, _ = rebuild_expanded(raw["reparam_zoo"])
     expanded.load_state_dict(raw["state_dict"], strict=True)
     rz.randomize_norms(expanded, seed=7)
     raw["state_dict"] = expanded.state_dict()

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 import reparam_zoo as rz
-from reparam_zoo.engine.branches.seq import STEP_TYPES
+from reparam_zoo.spec.registry import SEQ_STEPS
 from reparam_zoo.spec.schema import BlockSpec, NormSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ def test_adding_a_branch_example_runs_in_a_fresh_interpreter():
 
 def test_spec_md_documents_every_key():
     text = (DOCS / "spec.md").read_text()
-    models = [BlockSpec, NormSpec, *STEP_TYPES.values(), *(t.spec for _, t in rz.BRANCHES.items())]
+    models = [BlockSpec, NormSpec, *(m for _, m in SEQ_STEPS.items()), *(t.spec for _, t in rz.BRANCHES.items())]
     missing = sorted({f"{m.__name__}.{k}" for m in models for k in m.model_fields if f"`{k}`" not in text})
     assert not missing, f"docs/spec.md does not mention: {missing}"
     for name in rz.BRANCHES.names():

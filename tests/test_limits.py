@@ -55,7 +55,7 @@ def test_aliases_within_the_limits_still_work():
 
 
 def test_yaml_scalars_mean_what_they_look_like():
-    from reparam_zoo.spec.schema import _parse_yaml
+    from reparam_zoo.spec.reader import parse_yaml as _parse_yaml
 
     data = _parse_yaml("a: no\nb: off\nc: true\nd: 1:00\ne: 0o17\nf: 0x1F\ng: 1_000\nh: 1e-5\ni: 2001-12-14\n"
                        "j: 017\nk: 3", None)

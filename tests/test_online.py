@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import reparam_zoo as rz
-from reparam_zoo.engine.modules import ChannelScale
+from reparam_zoo.engine.steps import ChannelScale
 
 from .conftest import assert_close
 

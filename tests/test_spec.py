@@ -148,7 +148,8 @@ def test_custom_step_plan_is_validated():
         def plan(self, block):
             return [ConvStep(block.in_channels, block.out_channels, (7, 7), groups=block.groups, loc="kernel")]
 
-    from reparam_zoo.spec.schema import BRANCHES, BranchType, chain_converter, chain_module
+    from reparam_zoo.engine.steps import chain_converter, chain_module
+    from reparam_zoo.spec.registry import BRANCHES, BranchType
 
     # validated without registering it globally: plan + analyze through RepBlock's rules
     from reparam_zoo.engine.steps import BlockGeometry, analyze

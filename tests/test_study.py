@@ -62,7 +62,7 @@ def test_choice_points_become_named_categorical_parameters():
                                  "block.branches.2", "block.branches.3", "block.branches.4", "block.branches.5"}
     assert data["kernel"] == [3, 5][trial.params["block.kernel"]]
     assert len(data["branches"]) == 1 + sum(trial.params[f"block.branches.{i}"] for i in range(1, 6))
-    assert space._candidate(data) is not None
+    assert space.candidate(data) is not None
 
 
 def test_grid_covers_every_valid_candidate_once(space_file):
@@ -243,7 +243,7 @@ def test_the_duplicate_rule_lets_exactly_one_of_two_racing_trials_train():
     """The interleaving that beat a check-then-mark rule: B writes its hash and looks (nothing),
     A (lower-numbered) writes the same hash and looks (B is not training yet), then both mark
     themselves training and look again: exactly one keeps the candidate."""
-    from reparam_zoo.search.study import _holder
+    from reparam_zoo.search.study import candidate_holder
 
     S = optuna.trial.TrialState
     study = optuna.create_study()
@@ -251,13 +251,13 @@ def test_the_duplicate_rule_lets_exactly_one_of_two_racing_trials_train():
     for t in (a, b):
         t.set_user_attr("owner", "elsewhere:1")
     b.set_user_attr("hash", "h")
-    assert _holder(study, b, "h", S, lambda t: t.user_attrs.get("training") or t.number < b.number) is None
+    assert candidate_holder(study, b, "h", S, lambda t: t.user_attrs.get("training") or t.number < b.number) is None
     a.set_user_attr("hash", "h")
-    assert _holder(study, a, "h", S, lambda t: t.user_attrs.get("training") or t.number < a.number) is None
+    assert candidate_holder(study, a, "h", S, lambda t: t.user_attrs.get("training") or t.number < a.number) is None
     a.set_user_attr("training", True)
     b.set_user_attr("training", True)
-    keeps_a = _holder(study, a, "h", S, lambda t: t.number < a.number) is None
-    keeps_b = _holder(study, b, "h", S, lambda t: t.number < b.number) is None
+    keeps_a = candidate_holder(study, a, "h", S, lambda t: t.number < a.number) is None
+    keeps_b = candidate_holder(study, b, "h", S, lambda t: t.number < b.number) is None
     assert (keeps_a, keeps_b) == (True, False)
 
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from reparam_zoo.cli.app import main
-from reparam_zoo.spec.schema import list_specs
+from reparam_zoo.spec.lookup import list_specs
 from reparam_zoo.bench.zoo import format_row, zoo_markdown, zoo_rows
 
 ZOO = Path(__file__).resolve().parent.parent / "docs" / "zoo.md"

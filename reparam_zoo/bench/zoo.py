@@ -7,7 +7,7 @@ import torch
 from reparam_zoo.engine.block import build_block
 from reparam_zoo.engine.fold import fold_model
 from reparam_zoo.engine.cost import count_macs, count_params
-from reparam_zoo.spec.schema import get_spec, list_specs
+from reparam_zoo.spec.lookup import get_spec, list_specs
 from reparam_zoo.engine.verify import verify
 
 #: the reference layer of the table

@@ -1,4 +1,5 @@
-"""One module per CLI command (the older commands still live in ``reparam_zoo/cli.py``)."""
+"""The ``reparam-zoo`` command line: ``app`` (the parser, ``main`` and the table of commands) and one
+module per command; ``argtypes`` holds the value types and option groups they share."""
 
 import sys
 

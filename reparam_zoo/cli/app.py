@@ -1,162 +1,35 @@
-"""The ``reparam-zoo`` command line."""
+"""The ``reparam-zoo`` command line: one table of commands, each a module of ``reparam_zoo.cli``
+with ``add_parser(subparsers)`` (its subparser, options and ``func``); commands parse, call the
+library and print. Shared option groups and value types live in ``cli/argtypes.py``."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
-import torch
-
 from reparam_zoo import __version__
-from reparam_zoo.cli import compare as compare_cmd
-from reparam_zoo.cli import fail
-from reparam_zoo.cli import convert as convert_cmd
-from reparam_zoo.cli import search as search_cmd
-from reparam_zoo.cli import space as space_cmd
-from reparam_zoo.cli.argtypes import DATA_HELP, add_int8_args, nonneg_int, positive_float, positive_int
-from reparam_zoo.engine.block import RepBlock, build_block
+from reparam_zoo.bench.data import DataError
+from reparam_zoo.cli import check, compare, convert, expand, export, fail, listing, schema, search, space, zoo
 from reparam_zoo.errors import SpecError
-from reparam_zoo.engine.fold import fold_model
-from reparam_zoo.outputs import atomic_write, check_writable
-from reparam_zoo.engine.cost import count_macs, count_params
-from reparam_zoo.spec.schema import BRANCHES, get_spec, json_schema, list_specs, resolve_spec
-from reparam_zoo.engine.verify import TOLERANCE, check_size, verify
+from reparam_zoo.interop.checkpoints import CheckpointError
+from reparam_zoo.interop.export import ExportError
+from reparam_zoo.interop.user_models import ModelError
+from reparam_zoo.outputs import OutputError
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
-          "bfloat16": torch.bfloat16}
-
-#: geometries `check --all` sweeps when no geometry flag is given: (in, out, stride, groups)
-DEFAULT_GEOMETRIES = [(16, 16, 1, 1), (16, 32, 2, 1), (16, 16, 1, 4), (16, 16, 2, 16)]
-
-
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
-
-
-def _measure(block: RepBlock, size: int, dtype: torch.dtype, seed: int, tolerance: float | None) -> dict:
-    g = block.geometry
-    folded = fold_model(block)
-    # inputs at least as large as the block's window (and than reflect padding needs), so that the check
-    # always compares something; border_shapes adds the small sizes too
-    h, w = check_size(g)
-    size = max(size, h, w)  # MACs at the asked size, or the smallest the block takes
-    shape = (1, g.in_channels, size, size)
-    res = verify(block, (2, g.in_channels, h, w), dtype=dtype, seed=seed, tolerance=tolerance, randomize=True)
-    return {
-        "train_params": count_params(block), "deploy_params": count_params(folded),
-        "train_macs": count_macs(block, shape), "deploy_macs": count_macs(folded, shape),
-        "max_abs": res.max_abs, "max_rel": res.max_rel, "fold_rel": res.fold_rel, "train_rel": res.train_rel,
-        "tolerance": res.tolerance, "ok": res.ok, "compared": len(res.shapes), "nonfinite": res.nonfinite,
-        "macs_size": size, "round_rel": res.round_rel,
-    }
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    for name in list_specs():
-        spec = get_spec(name)
-        print(f"{name:12s} {spec.description}")
-    if args.branches:
-        print("\nbranch types:", ", ".join(BRANCHES.names()))
-    return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    dtype = DTYPES[args.dtype]
-    if args.all:
-        names: list = list_specs()
-    elif args.spec:
-        names = [args.spec]
-    else:
-        print("reparam-zoo check: error: give a SPEC (name or YAML file) or --all", file=sys.stderr)
-        return 2
-    if args.json:
-        check_writable(args.json, "--json")
-    explicit = any(v is not None for v in (args.in_channels, args.out_channels, args.stride, args.groups))
-    if explicit or not args.all:
-        cin = args.in_channels or 16
-        geometries = [(cin, args.out_channels or cin, args.stride or 1, args.groups or 1)]
-    else:
-        geometries = DEFAULT_GEOMETRIES
-    rows, failed = [], False
-    for name in names:
-        spec = resolve_spec(name)
-        for cin, cout, stride, groups in geometries:
-            block = build_block(spec, cin, cout, stride=stride, groups=groups)
-            m = _measure(block, args.size, dtype, args.seed, args.tolerance)
-            failed |= not m["ok"]
-            rows.append({"spec": spec.name, "in": cin, "out": cout, "stride": stride, "groups": groups,
-                         "branches": block.describe(), "dtype": args.dtype, **m})
-            if len(names) == 1 and len(geometries) == 1:
-                g = block.geometry
-                print(f"{spec.name}: {spec.description}".rstrip(": "))
-                print(f"  block: {cin} -> {cout} channels, kernel {g.kernel[0]}x{g.kernel[1]}, stride {stride}, "
-                      f"dilation {g.dilation}, groups {groups}, padding {g.padding} ({block.padding_mode})")
-                print("  branches:")
-                for line in block.describe():
-                    print(f"    {line}")
-                print(f"  params: train {m['train_params']:,} -> deploy {m['deploy_params']:,}")
-                print(f"  MACs @ {m['macs_size']}x{m['macs_size']}: train {_human(m['train_macs'])} -> "
-                      f"deploy {_human(m['deploy_macs'])}")
-                verdict = "OK" if m["ok"] else "FAIL"
-                print(f"  checked with random BatchNorm statistics (seed {args.seed}): a spec check, not of trained weights")
-                if not m["compared"] or m["nonfinite"]:
-                    why = ("compared nothing (every input was too small)" if not m["compared"] else
-                           "non-finite outputs from " + ", ".join(m["nonfinite"]))
-                    print(f"  fold error: {why} FAIL")
-                elif dtype == torch.float64:
-                    print(f"  fold error (float64): max abs {m['max_abs']:.2e}, max rel {m['max_rel']:.2e} "
-                          f"(tolerance {m['tolerance']:.0e}) {verdict}")
-                else:
-                    print(f"  fold error ({args.dtype}): {m['fold_rel']:.2e} relative (tolerance "
-                          f"{m['tolerance']:.0e}); run in {args.dtype}: max abs {m['max_abs']:.2e}, max rel "
-                          f"{m['max_rel']:.2e} (training form {m['train_rel']:.2e}) {verdict}")
-    if len(rows) > 1:
-        head = (f"{'spec':12s} {'in':>4s} {'out':>4s} {'s':>2s} {'g':>3s} {'br':>3s} {'train p':>9s} "
-                f"{'deploy p':>9s} {'train MACs':>10s} {'deploy MACs':>11s} {'fold err':>9s} {'run err':>9s}  result")
-        print(f"fold check, {args.dtype}, MACs at {args.size}x{args.size}")
-        print(head)
-        print("-" * len(head))
-        for r in rows:
-            print(f"{r['spec']:12s} {r['in']:4d} {r['out']:4d} {r['stride']:2d} {r['groups']:3d} "
-                  f"{len(r['branches']):3d} {r['train_params']:9,d} {r['deploy_params']:9,d} "
-                  f"{_human(r['train_macs']):>10s} {_human(r['deploy_macs']):>11s} {r['fold_rel']:9.2e} "
-                  f"{r['max_rel']:9.2e}  "
-                  f"{'OK' if r['ok'] else 'FAIL'}")
-        worst = max(r["fold_rel"] for r in rows)
-        print(f"{len(rows)} checks, worst relative fold error {worst:.2e} (tolerance {rows[0]['tolerance']:.0e}): "
-              f"{'all OK' if not failed else 'FAILED'}")
-        print(f"(fold err: folded weights in {args.dtype}, evaluated exactly; run err: the folded form run in "
-              f"{args.dtype}; both relative to the exact output, see docs/math.md; BatchNorm statistics "
-              f"randomised with seed {args.seed}: a check of the specs, not of trained weights)")
-    if args.json:
-        with atomic_write(args.json, "w", encoding="utf-8") as fh:
-            json.dump(rows, fh, indent=2)
-    return 1 if failed else 0
-
-
-def cmd_zoo(args: argparse.Namespace) -> int:
-    from reparam_zoo.bench.zoo import zoo_markdown
-
-    if args.write:
-        check_writable(args.write, "--write")
-    text = zoo_markdown()
-    if args.write:
-        with atomic_write(args.write, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        print(f"wrote {args.write}")
-    else:
-        print(text)
-    return 0
-
-
-def cmd_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(json_schema(), indent=2))
-    return 0
+#: command name -> its module, in the order ``reparam-zoo --help`` lists them
+COMMANDS = {
+    "list": listing,
+    "check": check,
+    "compare": compare,
+    "convert": convert,
+    "export": export,
+    "space": space,
+    "search": search,
+    "zoo": zoo,
+    "expand": expand,
+    "schema": schema,
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,107 +43,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reparam_zoo.cli import expand as expand_cmd
-
     p = _Parser(
         prog="reparam-zoo",
         description="Structural re-parameterization: blocks declared in YAML, trained as branches, "
                     "folded exactly into one conv.")
     p.add_argument("--version", action="version", version=f"reparam_zoo {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    pl = sub.add_parser("list", help="list the shipped block specs")
-    pl.add_argument("--branches", action="store_true", help="also list the registered branch types")
-    pl.set_defaults(func=cmd_list)
-
-    pc = sub.add_parser(
-        "check", help="build a block, fold it and measure the fold error, parameters and MACs",
-        description="Build SPEC for a geometry, fold it, and compare both forms on border-heavy inputs "
-                    "with randomised BatchNorm statistics. Exit 0: within tolerance; 1: above tolerance; "
-                    "2: bad spec or arguments.")
-    pc.add_argument("spec", nargs="?", help="shipped spec name or path to a YAML file")
-    pc.add_argument("--all", action="store_true",
-                    help="check every shipped spec (over several geometries unless one is given)")
-    pc.add_argument("--in-channels", type=positive_int, help="input channels (default 16)")
-    pc.add_argument("--out-channels", type=positive_int, help="output channels (default: in-channels)")
-    pc.add_argument("--stride", type=positive_int, help="stride (default 1)")
-    pc.add_argument("--groups", type=positive_int, help="groups (default 1)")
-    pc.add_argument("--dtype", choices=list(DTYPES), default="float64", help="dtype of the comparison")
-    pc.add_argument("--size", type=positive_int, default=56, help="input size for the MAC count (default 56)")
-    pc.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random statistics and inputs")
-    pc.add_argument("--tolerance", type=positive_float,
-                    help="relative error allowed (default per dtype: " +
-                         ", ".join(f"{str(k).replace('torch.', '')} {v:.0e}" for k, v in TOLERANCE.items()) + ")")
-    pc.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    pc.set_defaults(func=cmd_check)
-
-    compare_cmd.add_parser(sub)
-
-    def model_args(sp, net_required=True):
-        sp.add_argument("--net", required=net_required, help="net spec: shipped name or YAML path"
-                        + ("" if net_required else " (not needed for a `reparam-zoo expand` checkpoint)"))
-        sp.add_argument("--block", help="block spec replacing the net's block")
-        sp.add_argument("--num-classes", type=positive_int, help="classes (default: read from the checkpoint's head)")
-        sp.add_argument("--in-channels", type=positive_int, default=3, help="input channels (default 3)")
-        sp.add_argument("--from", dest="from_format", default="reparam_zoo",
-                        help="checkpoint format: reparam_zoo (default) or repvgg (the official repository)")
-
-    pv = sub.add_parser("convert", help="train-time checkpoint -> deployed checkpoint (folded, verified keys)",
-                        description="Load a train-time checkpoint (any registered format) into NET, fold it and "
-                                    "save the deployed weights with a header (mode, specs as YAML, their hash). "
-                                    "Load it with build_model(..., deployed=True) and strict=True. A checkpoint "
-                                    "written by `reparam-zoo expand` (and fine-tuned) is folded back into its "
-                                    "original model instead: the output is a bare state dict that the original "
-                                    "torchvision/timm/your model loads with strict=True (no --net needed). With "
-                                    "--model, IN is that model's own train-time checkpoint: its re-parameterized "
-                                    "blocks (official RepVGG, timm, MobileOne, ...) are adopted and folded into "
-                                    "their upstream's deployed keys.")
-    model_args(pv, net_required=False)
-    pv.add_argument("--model", help="instead of --net: torchvision:NAME, timm:NAME or FILE.py:FACTORY whose own "
-                                    "train-time checkpoint IN is; its re-parameterized blocks are adopted and "
-                                    "folded into their upstream's deployed keys (docs/any_model.md)")
-    pv.add_argument("--input-shape", type=expand_cmd._shape, default=(2, 3, 64, 64), metavar="N,C,H,W",
-                    help="input of the check with --model (default 2,3,64,64)")
-    pv.add_argument("checkpoint", metavar="IN.pth")
-    pv.add_argument("output", metavar="OUT.pth")
-    pv.set_defaults(func=convert_cmd.cmd_convert)
-
-    pe = sub.add_parser("export", help="fold and export to ONNX, checked by onnxruntime",
-                        description="Fold NET (with CKPT's weights: deployed or train-time), export to ONNX, "
-                                    "check that every folded block is one Conv and that onnxruntime matches "
-                                    "PyTorch; with --int8 also an INT8 model quantized by ONNX Runtime. "
-                                    "Needs: pip install 'reparam_zoo[onnx]'.")
-    model_args(pe)
-    pe.add_argument("checkpoint", nargs="?", metavar="CKPT", help="checkpoint (default: random weights)")
-    pe.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the (FP32) ONNX file")
-    add_int8_args(pe, "writes OUT.int8.onnx, checks the quantized graph and reports INT8 vs FP32 agreement on "
-                      "--check-images test images of --data")
-    pe.add_argument("--check-images", type=positive_int, default=1000, metavar="M",
-                    help="with --int8: held-out (test) images for the INT8 vs FP32 agreement (default 1000)")
-    pe.add_argument("--data", default="auto", help=f"with --int8: {DATA_HELP} (default auto)")
-    pe.set_defaults(func=convert_cmd.cmd_export)
-
-    space_cmd.add_parser(sub)
-    search_cmd.add_parser(sub)
-
-    pz = sub.add_parser("zoo", help="measure every shipped spec on the reference layer (the docs/zoo.md table)")
-    pz.add_argument("--write", metavar="FILE", help="write the markdown to FILE instead of printing it")
-    pz.set_defaults(func=cmd_zoo)
-
-    expand_cmd.add_parser(sub)
-
-    ps = sub.add_parser("schema", help="print the JSON Schema of block specs (for editor completion)")
-    ps.set_defaults(func=cmd_schema)
+    for name, module in COMMANDS.items():
+        module.add_parser(sub)
+        if name not in sub.choices:
+            raise RuntimeError(f"Expected {module.__name__}.add_parser to add the command {name!r} but got "
+                               f"{sorted(sub.choices)}")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from reparam_zoo.interop.checkpoints import CheckpointError
-    from reparam_zoo.bench.data import DataError
-    from reparam_zoo.interop.export import ExportError
-    from reparam_zoo.outputs import OutputError
-    from reparam_zoo.interop.user_models import ModelError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

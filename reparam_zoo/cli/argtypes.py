@@ -1,5 +1,6 @@
-"""Typed command-line values: a bad one is argparse's usage line and one error line, exit 2,
-before any work — never a silent default or a crash minutes into training."""
+"""Typed command-line values and the option groups several commands share: a bad value is
+argparse's usage line and one error line, exit 2, before any work — never a silent default or a
+crash minutes into training."""
 
 from __future__ import annotations
 
@@ -44,6 +45,17 @@ def nonneg_float(text: str) -> float:
     return _float(text, False)
 
 
+def shape_nchw(text: str) -> tuple[int, ...]:
+    """``N,C,H,W``: four positive ints (an input shape)."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"Expected N,C,H,W (ints) but got {text!r}") from None
+    if len(shape) != 4 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"Expected four positive ints N,C,H,W but got {text!r}")
+    return shape
+
+
 class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
     """``(default: X)`` after each option's help, except where there is nothing to say (no value,
     a switch) or the help already says it."""
@@ -68,3 +80,21 @@ def add_int8_args(parser: argparse.ArgumentParser, what: str) -> None:
                              "reparam_zoo[onnx]")
     parser.add_argument("--calibration", type=positive_int, default=256, metavar="N",
                         help="with --int8: calibration images, the first N of the training set (default 256)")
+
+
+def add_model_args(parser: argparse.ArgumentParser, net_required: bool = True) -> None:
+    """``--net``, ``--block``, ``--num-classes``, ``--in-channels``, ``--from``: the network a checkpoint
+    is loaded into, shared by convert and export (read back with :func:`model_options`)."""
+    parser.add_argument("--net", required=net_required, help="net spec: shipped name or YAML path"
+                        + ("" if net_required else " (not needed for a `reparam-zoo expand` checkpoint)"))
+    parser.add_argument("--block", help="block spec replacing the net's block")
+    parser.add_argument("--num-classes", type=positive_int, help="classes (default: read from the checkpoint's head)")
+    parser.add_argument("--in-channels", type=positive_int, default=3, help="input channels (default 3)")
+    parser.add_argument("--from", dest="from_format", default="reparam_zoo",
+                        help="checkpoint format: reparam_zoo (default) or repvgg (the official repository)")
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``interop.deployed.model_from_checkpoint`` that :func:`add_model_args` gave."""
+    return {"block": args.block, "num_classes": args.num_classes, "in_channels": args.in_channels,
+            "from_format": args.from_format}

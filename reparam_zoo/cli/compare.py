@@ -10,11 +10,9 @@ from pathlib import Path
 
 import torch
 
-from reparam_zoo.spec.schema import list_specs
+from reparam_zoo.spec.lookup import list_specs
 from reparam_zoo.cli.argtypes import DATA_HELP, DefaultsHelp, add_int8_args, positive_float, positive_int
 from reparam_zoo.cli import fail
-
-CONTROL = "plain"
 
 
 def add_parser(sub) -> None:
@@ -65,7 +63,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from reparam_zoo.bench.compare import default_blocks
+    from reparam_zoo.bench.compare import CONTROL, default_blocks
     from reparam_zoo.bench.data import load_data
     from reparam_zoo.engine.nets import load_net
     from reparam_zoo.outputs import check_out_dir
@@ -117,7 +115,7 @@ def _compare_model(args: argparse.Namespace) -> int:
 
 
 def _run_compare(args: argparse.Namespace, net, data, blocks) -> int:
-    from reparam_zoo.bench.compare import CompareConfig, run_compare
+    from reparam_zoo.bench.compare import CONTROL, CompareConfig, run_compare
 
     cfg = CompareConfig(net=net, data=data, blocks=blocks, epochs=args.epochs, seeds=args.seeds,
                         device=args.device, out=Path(args.out), batch_size=args.batch_size, lr=args.lr,

@@ -1,143 +1,101 @@
-"""``reparam-zoo convert`` (train-time checkpoint -> deployed checkpoint) and ``reparam-zoo export``
-(fold -> ONNX, checked by onnxruntime). The output is checked writable before any work and written
-atomically; every bad checkpoint is a one-line error (exit 2)."""
+"""``reparam-zoo convert``: a train-time checkpoint -> a deployed checkpoint (``interop.deployed``);
+also an expanded checkpoint folded back into its original model, and with ``--model`` a model's own
+train-time checkpoint folded into its upstream's deployed keys. The output is checked writable before
+any work and written atomically; every bad checkpoint is a one-line error (exit 2)."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-from pathlib import Path
 
-import torch
-
-from reparam_zoo.interop.checkpoints import CheckpointError, load_checkpoint, read_file, read_state
-from reparam_zoo.errors import SpecError
-from reparam_zoo.engine.fold import fold_model
-from reparam_zoo.outputs import OutputError, check_writable, save_torch
-from reparam_zoo.spec.schema import resolve_spec
-from reparam_zoo.cli import expand as expand_cmd
 from reparam_zoo.cli import fail
-from reparam_zoo.engine.verify import relative_error, within
+from reparam_zoo.cli.argtypes import add_model_args, model_options, shape_nchw
+from reparam_zoo.errors import SpecError
+from reparam_zoo.interop.checkpoints import CheckpointError, read_file
+from reparam_zoo.interop.deployed import (
+    EXPANDED,
+    INPUT_SHAPE,
+    adopt_checkpoint,
+    fold_adopted,
+    fold_checked,
+    fold_expanded,
+    header_mode,
+    model_from_checkpoint,
+    read_header,
+    save_deployed,
+)
+from reparam_zoo.interop.user_models import ModelError
+from reparam_zoo.outputs import OutputError, check_writable, save_torch
 
 
-def _infer_classes(state: dict) -> int | None:
-    for key in ("head.weight", "linear.weight", "fc.weight", "head.fc.weight"):
-        if key in state and state[key].dim() >= 1:
-            return int(state[key].shape[0])
-    return None
-
-
-def _header(raw) -> dict | None:
-    header = raw.get("reparam_zoo") if isinstance(raw, dict) else None
-    return header if isinstance(header, dict) else None
-
-
-def model_from_checkpoint(args: argparse.Namespace, deployed_ok: bool, raw=None):
-    """``(net, model, deployed)`` a checkpoint describes: a deployed reparam_zoo checkpoint loads into
-    the plain network (strict); anything else into the training network via the --from adapter."""
-    from reparam_zoo.engine.nets import build_model, load_net
-
-    net = load_net(args.net)
-    if raw is None and args.checkpoint:
-        raw = read_file(args.checkpoint)
-    header = _header(raw)
-    state = read_state(raw, args.checkpoint) if args.checkpoint else {}
-    num_classes = args.num_classes or _infer_classes(state) or 1000
-    if header and header.get("mode") == "deploy":
-        if not deployed_ok:
-            raise CheckpointError(f"{args.checkpoint} is already a deployed checkpoint")
-        model = build_model(net, num_classes, block=args.block, in_channels=args.in_channels, deployed=True)
-        load_checkpoint(model, state, source=args.checkpoint)
-        return net, model, True
-    model = build_model(net, num_classes, block=args.block, in_channels=args.in_channels)
-    if args.checkpoint:
-        load_checkpoint(model, state, format=args.from_format, source=args.checkpoint)
-    return net, model, False
-
-
-def _check_fold(model, folded, shape) -> None:
-    """The folded network computes what the loaded one computes (eval, float32, a random input);
-    NaN/inf weights or outputs and any relative difference above TOLERANCES['convert'] refuse the conversion."""
-    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise CheckpointError(f"the weights have NaN/inf values in {len(bad)} tensor(s), e.g. {bad[0]}; "
-                              "nothing written")
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        want, got = model(x), folded(x)
-    if not bool(torch.isfinite(want).all() and torch.isfinite(got).all()):
-        raise CheckpointError("the network gives NaN/inf outputs with these weights; nothing written")
-    rel = relative_error(got, want)
-    if not within("convert", rel):
-        raise CheckpointError(f"the folded network differs from the loaded one by {rel:.1e} (relative); "
-                              "nothing written")
+def add_parser(sub) -> None:
+    p = sub.add_parser("convert", help="train-time checkpoint -> deployed checkpoint (folded, verified keys)",
+                       description="Load a train-time checkpoint (any registered format) into NET, fold it and "
+                                   "save the deployed weights with a header (mode, specs as YAML, their hash). "
+                                   "Load it with build_model(..., deployed=True) and strict=True. A checkpoint "
+                                   "written by `reparam-zoo expand` (and fine-tuned) is folded back into its "
+                                   "original model instead: the output is a bare state dict that the original "
+                                   "torchvision/timm/your model loads with strict=True (no --net needed). With "
+                                   "--model, IN is that model's own train-time checkpoint: its re-parameterized "
+                                   "blocks (official RepVGG, timm, MobileOne, ...) are adopted and folded into "
+                                   "their upstream's deployed keys.")
+    add_model_args(p, net_required=False)
+    p.add_argument("--model", help="instead of --net: torchvision:NAME, timm:NAME or FILE.py:FACTORY whose own "
+                                   "train-time checkpoint IN is; its re-parameterized blocks are adopted and "
+                                   "folded into their upstream's deployed keys (docs/any_model.md)")
+    p.add_argument("--input-shape", type=shape_nchw, default=INPUT_SHAPE, metavar="N,C,H,W",
+                   help="input of the check with --model (default 2,3,64,64)")
+    p.add_argument("checkpoint", metavar="IN.pth")
+    p.add_argument("output", metavar="OUT.pth")
+    p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    import yaml
-
     try:
         check_writable(args.output, "OUT")
         raw = read_file(args.checkpoint)
-        header = _header(raw)
-        if header and header.get("mode") == expand_cmd.MODE:
-            return expand_cmd.convert_expanded(args, raw)
+        if header_mode(raw) == EXPANDED:
+            return _convert_expanded(args, raw)
         if args.model:
-            return expand_cmd.convert_adopted(args)
+            return _convert_adopted(args)
         if not args.net:
             return fail("--net or --model is required (except for a checkpoint written by `reparam-zoo expand`)")
-        net, model, _ = model_from_checkpoint(args, deployed_ok=False, raw=raw)
-        folded = fold_model(model.eval())
-        _check_fold(model, folded, (2, args.in_channels, net.input_size, net.input_size))
-        block_yaml = resolve_spec(args.block or net.block).to_yaml() if (args.block or net.block) else ""
-        net_yaml = yaml.safe_dump(net.model_dump(mode="json"), sort_keys=False)
-        header = {"mode": "deploy", "net": net_yaml, "block": block_yaml,
-                  "spec_sha256": hashlib.sha256((net_yaml + block_yaml).encode()).hexdigest(),
-                  "num_classes": int(folded.head.out_features), "in_channels": args.in_channels}
-        save_torch({"reparam_zoo": header, "state_dict": folded.state_dict()}, args.output)
-    except (CheckpointError, OutputError, SpecError) as exc:
+        net, model, _ = model_from_checkpoint(args.net, args.checkpoint, raw=raw, deployed_ok=False,
+                                              **model_options(args))
+        folded = fold_checked(net, model, args.in_channels)
+        header = save_deployed(args.output, folded, net, block=args.block, in_channels=args.in_channels)
+    except (CheckpointError, ModelError, OutputError, SpecError) as exc:
         return fail(exc)
     print(f"wrote {args.output}: deployed {net.name} ({sum(p.numel() for p in folded.parameters()):,} parameters, "
           f"spec sha256 {header['spec_sha256'][:12]})")
     return 0
 
 
-def int8_path(onnx_path: str) -> Path:
-    """Where ``export --int8`` writes the INT8 model: ``OUT.onnx`` -> ``OUT.int8.onnx``."""
-    p = Path(onnx_path)
-    return p.with_name(p.stem + ".int8.onnx")
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from reparam_zoo.bench.data import DataError, load_data
-    from reparam_zoo.interop.export import ExportError, export_onnx
-
-    try:
-        check_writable(args.onnx, "--onnx")
-        if args.int8:
-            check_writable(str(int8_path(args.onnx)), "the INT8 model")
-        net, model, _ = model_from_checkpoint(args, deployed_ok=True)
-        data = None
-        if args.int8:  # before any file is written: bad data is a one-line error, not a half export
-            data = load_data(args.data, net.input_size, limit=args.calibration)
-            if data.in_channels != args.in_channels:
-                raise ExportError(f"--data {args.data} has {data.in_channels} channel(s) but the net takes "
-                                  f"--in-channels {args.in_channels}")
-        if data is None:
-            print(export_onnx(model, (1, args.in_channels, net.input_size, net.input_size), args.onnx))
-        else:  # quantize_onnx exports (and checks) the FP32 model itself, into --onnx
-            from reparam_zoo.interop.quantize import quantize_onnx, worst
-
-            calibration, check = data.train_x[: args.calibration], data.val_x[: args.check_images]
-            report8 = quantize_onnx(model, calibration, int8_path(args.onnx), check=check,
-                                    fp32_path=Path(args.onnx))
-            print(report8.fp32_export)
-            print(report8)
-            widest = max(report8.layers, key=lambda r: r["range_ratio"])
-            print(f"folded kernels: worst max/median channel range {widest['range_ratio']:.1f} ({widest['layer']}), "
-                  f"max channel kurtosis {worst(report8.layers, 'kurtosis_max'):.1f} "
-                  "(per-channel weight scales absorb the first; docs/deploy.md)")
-    except (CheckpointError, DataError, ExportError, OutputError, SpecError) as exc:
-        return fail(exc)
+def _convert_expanded(args: argparse.Namespace, raw: dict) -> int:
+    """An expanded checkpoint folded back into the original classes and keys."""
+    folded, check = fold_expanded(raw, args.checkpoint, args.model)
+    print(f"original model loaded with the fold == expanded (eval, input {check.input_shape}): "
+          f"relative difference {check.rel:.2e}")
+    if not check.ok:
+        return fail(f"the folded model differs from the expanded one by {check.rel:.2e}; nothing written")
+    save_torch(folded.state_dict(), args.output)
+    print(f"wrote {args.output}: a state dict of {read_header(raw)['model']} "
+          f"({sum(p.numel() for p in folded.parameters()):,} parameters): the original model loads it with "
+          "load_state_dict(..., strict=True)")
     return 0
 
+
+def _convert_adopted(args: argparse.Namespace) -> int:
+    """``convert --model M IN OUT``: the model's own train-time checkpoint, its re-parameterized blocks
+    adopted and folded into their upstream's deployed form (``rbr_reparam``, ``reparam_conv``, ...)."""
+    model, adopted, report = adopt_checkpoint(args.model, args.checkpoint, args.num_classes)
+    print(report)
+    if not report.adopted:
+        return fail(f"{args.model} holds no re-parameterized block that an adapter recognises; nothing written")
+    folded, check = fold_adopted(model, adopted, args.input_shape)
+    print(f"folded == {args.model} (eval, input {check.input_shape}): relative difference {check.rel:.2e}")
+    if not check.ok:
+        return fail(f"the folded model differs from the model by {check.rel:.2e}; nothing written")
+    save_torch(folded.state_dict(), args.output)
+    print(f"wrote {args.output}: the deployed state dict of {args.model} ({len(report.adopted)} block(s) folded into "
+          "their upstream's deployed keys); load it into the model's own deployed form")
+    return 0

@@ -1,11 +1,14 @@
-"""``RepBlock``: the one module that knows branches; trains as a sum, folds to one conv."""
+"""``RepBlock``: the one module that knows branches; trains as a sum, folds to one conv.
+
+Its branches come planned and checked from :mod:`reparam_zoo.engine.plan`; the fold's numbers
+from :mod:`reparam_zoo.engine.fastfold`.
+"""
 
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -13,61 +16,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reparam_zoo.engine import kernels as K
-from reparam_zoo.errors import NotApplicable, SpecError
-from reparam_zoo.engine.modules import ACTIVATIONS
-from reparam_zoo.spec.limits import LIMITS
-from reparam_zoo.spec.schema import BRANCHES, BlockSpec, BranchSpec, BranchType, NormSpec, resolve_spec
+from reparam_zoo.engine.fastfold import fold_weights
+from reparam_zoo.engine.plan import BranchInfo, block_geometry, plan_branches
+from reparam_zoo.errors import SpecError
+from reparam_zoo.spec.activations import ACTIVATIONS
+from reparam_zoo.spec.lookup import resolve_spec
+from reparam_zoo.spec.schema import BlockSpec, NormSpec
 from reparam_zoo.engine.steps import (
     BlockGeometry,
     Chain,
-    ConvStep,
     ComposedChain,
-    NormStep,
-    Placement,
-    analyze,
+    chain_converter,
     chain_kernel,
-    finalize,
+    chain_module,
+    norm_steps,
     step_kernel,
 )
 
 _PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
-
-
-@dataclass(frozen=True)
-class BranchInfo:
-    """A planned, validated branch: where it came from and where it sits."""
-
-    name: str  # e.g. "branches.2" or "branches.2#1" for the second copy of a count: 2 branch
-    type: BranchType
-    spec: BranchSpec
-    placement: Placement
-
-
-def block_geometry(spec: BlockSpec, in_channels: int, out_channels: int, *, stride=1, groups: int = 1
-                   ) -> BlockGeometry:
-    """The one conv a spec folds into, for these channels, stride and groups (checked)."""
-    try:
-        for value, name in ((in_channels, "in_channels"), (out_channels, "out_channels")):
-            _check_int(value, name)
-            if value > LIMITS["channels"]:
-                raise SpecError(f"{name}={value} is above the limit {LIMITS['channels']:,}", name)
-        _check_int(groups, "groups")
-        if not (isinstance(stride, int) or isinstance(stride, (tuple, list)) and len(stride) == 2):
-            raise SpecError(f"Expected stride to be an int or a pair of ints but got {stride!r}"[:200], "stride")
-        stride = K.as_pair(stride, "stride")
-        for s in stride:
-            _check_int(s, "stride")
-        if in_channels % groups or out_channels % groups:
-            raise SpecError(f"in_channels={in_channels} and out_channels={out_channels} must both be "
-                            f"divisible by groups={groups}", "groups")
-    except (SpecError, ValueError) as exc:
-        raise (exc if isinstance(exc, SpecError) else SpecError(str(exc))).located("", spec.source) from None
-    kernel, dilation = K.as_pair(spec.kernel), K.as_pair(spec.dilation)
-    if spec.padding == "same":
-        padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
-    else:
-        padding = K.as_pair(spec.padding)
-    return BlockGeometry(in_channels, out_channels, kernel, stride, dilation, groups, padding)
 
 
 def deploy_module(g: BlockGeometry, padding_mode: str, act: nn.Module, *, device=None, dtype=None,
@@ -99,27 +65,6 @@ def deployed_block(spec: BlockSpec | str | Path | Mapping, in_channels: int, out
     return module
 
 
-def _check_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"Expected {name} to be an int >= {minimum} but got {value!r}", name)
-    return value
-
-
-def _check_cost(planned: list, g: BlockGeometry, source: str | None) -> None:
-    """Refuse, before anything is allocated, a block whose weights (every conv of every branch copy,
-    plus the folded kernel) would exceed ``LIMITS["block_weights"]`` values; the error gives the estimate."""
-    total = g.out_channels * (g.in_channels // g.groups) * g.window[0] * g.window[1]  # the folded kernel
-    for _, bspec, _, plan, _ in planned:
-        for step in plan:
-            if isinstance(step, ConvStep):
-                kh, kw = step.kernel
-                total += bspec.count * step.out_channels * (step.in_channels // step.groups) * kh * kw
-    if total > LIMITS["block_weights"]:
-        raise SpecError(f"this block at {g.in_channels} -> {g.out_channels} channels would hold about {total:.2e} "
-                        f"weights ({total * 4 / 2**30:,.1f} GiB in float32, twice that to fold in float64); the "
-                        f"limit is {LIMITS['block_weights']:.2e} (docs/spec.md, Limits)", "branches", source)
-
-
 class RepBlock(nn.Module):
     """A block trained as parallel linear branches and folded into one conv.
 
@@ -147,42 +92,13 @@ class RepBlock(nn.Module):
         self.geometry = geometry
         self.padding_mode = spec.padding_mode
 
+        planned = plan_branches(spec, geometry, mode)
         infos: list[BranchInfo] = []
         modules: list[nn.Module] = []
-        planned: list = []
-        depthwise = groups == out_channels
-        for i, bspec in enumerate(spec.branches):  # plan and check every branch first
-            loc = f"branches.{i}"
-            btype = BRANCHES.get(bspec.type)
-            if bspec.when != "always" and (bspec.when == "depthwise") != depthwise:
-                continue
-            try:
-                plan = finalize(bspec.plan(self.geometry), stride)
-                if bspec.gate != "none":
-                    plan.append(NormStep(out_channels, kind="gate" if bspec.gate == "learnable" else "gate_fixed",
-                                         loc="gate"))
-                if mode == "online":
-                    plan = _online_plan(plan)
-                placement = analyze(plan, self.geometry)
-            except NotApplicable as exc:
-                if bspec.optional:
-                    continue
-                raise SpecError(
-                    exc.rule + "; mark the branch `optional: true` to drop it where it cannot apply",
-                    f"{loc}.{exc.location}".rstrip("."), source) from None
-            except SpecError as exc:
-                raise exc.located(loc, source) from None
-            if bspec.train_as == "kernel":
-                if any(isinstance(s, NormStep) and s.kind == "bn" for s in plan):
-                    raise SpecError("train_as: kernel composes the branch's kernel every step, which a "
-                                    "BatchNorm (it needs the features) does not allow; use norm: scale or none",
-                                    f"{loc}.train_as", source)
-            planned.append((loc, bspec, btype, plan, placement))
-        _check_cost(planned, self.geometry, source)
-        for loc, bspec, btype, plan, placement in planned:  # then build: nothing is allocated before this
+        for loc, bspec, btype, plan, placement in planned:  # nothing is allocated before this
             for copy_index in range(bspec.count):
                 name = loc if bspec.count == 1 else f"{loc}#{copy_index}"
-                module = btype.module(bspec, plan, self.geometry)
+                module = (btype.module or chain_module)(bspec, plan, self.geometry)
                 if mode == "online" and type(module) is not Chain:
                     raise SpecError(f"online training composes every branch's kernel, but {bspec.type!r} builds "
                                     f"a {type(module).__name__}, not a chain of linear steps", loc, source)
@@ -216,8 +132,8 @@ class RepBlock(nn.Module):
         norm_after = spec.norm_after
         if mode == "online" and norm_after.type != "bn":  # OREPA: one BN after the sum
             norm_after = NormSpec(type="bn")
-        norm_steps = norm_after.steps(out_channels, "norm_after")
-        self.norm_after = norm_steps[0].build() if norm_steps else None
+        after = norm_steps(norm_after, out_channels, "norm_after")
+        self.norm_after = after[0].build() if after else None
         self.act = ACTIVATIONS.get(spec.act)()
         # an empty, non-persistent buffer that follows .to()/.double()/.cuda(): a block without
         # parameters (identity + pooling, say) still knows the dtype and device to fold into
@@ -312,7 +228,7 @@ class RepBlock(nn.Module):
         g = self.geometry
         parts = []
         for module, info in zip(self.branches, self.branch_info):
-            bk = info.type.converter(module, g) if dtype == torch.float64 else chain_kernel(
+            bk = (info.type.converter or chain_converter)(module, g) if dtype == torch.float64 else chain_kernel(
                 list(module), g.in_channels, device, dtype)
             w = K.regroup(bk.weight, bk.groups, g.groups)
             w = K.undilate(K.place(w, g.window, info.placement.offset), g.dilation)
@@ -327,7 +243,7 @@ class RepBlock(nn.Module):
             return self._branch_kernel(dtype, device)
         parts = []
         for module, info in zip(self.branches, self.branch_info):
-            bk = info.type.converter(module, g) if dtype == torch.float64 else chain_kernel(
+            bk = (info.type.converter or chain_converter)(module, g) if dtype == torch.float64 else chain_kernel(
                 list(module), g.in_channels, device, dtype)  # as _branch_kernel composes each branch
             parts.append((bk.weight, bk.bias, bk.groups, info.placement.offset))
         return K.sum_placed(parts, g.window, g.in_channels, g.groups)
@@ -366,8 +282,6 @@ class RepBlock(nn.Module):
         """A NEW deploy module: ``nn.Conv2d`` (plus the activation, if any). The block is untouched."""
         if self.mode == "deployed":
             return copy.deepcopy(self.deployed)
-        from reparam_zoo.engine.fastfold import fold_weights
-
         return self._deployed_with(*fold_weights(self))  # = equivalent_kernel(), without its float64 copies
 
     def _deployed_with(self, weight: Tensor, bias: Tensor) -> nn.Module:
@@ -425,11 +339,6 @@ def _run_direct(chain: nn.Module, x: Tensor, q: tuple[int, int]) -> Tensor:
         if i:
             y = m(y)
     return y
-
-
-def _online_plan(plan: list) -> list:
-    """OREPA's linear scaling: every BatchNorm inside a branch becomes a per-channel scale."""
-    return [replace(s, kind="scale", init=1.0) if isinstance(s, NormStep) and s.kind == "bn" else s for s in plan]
 
 
 def build_block(spec: BlockSpec | str | Path | Mapping, in_channels: int, out_channels: int, *,

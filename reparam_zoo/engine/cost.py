@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reparam_zoo.engine.modules import AvgPool
+from reparam_zoo.engine.steps import AvgPool
 from reparam_zoo.engine.steps import ComposedChain, chain_kernel
 
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from reparam_zoo.engine import kernels as K
-from reparam_zoo.spec.schema import chain_converter
+from reparam_zoo.engine.steps import chain_converter
 from reparam_zoo.engine.steps import Chain, step_kernel
 
 #: float64 elements of one chunk's scratch buffer: 4 MiB, within the last-level cache and large enough
@@ -81,7 +81,7 @@ class _Dense:
 def _lazy(module: nn.Module, info, g, offset) -> _Lazy | None:
     """A plain conv then per-channel affine steps, with the block's groups and dilation (called under
     ``no_grad`` for every branch of every block: kept to plain attribute checks)."""
-    if info.type.converter is not chain_converter or type(module) is not Chain:
+    if info.type.converter is not None or type(module) is not Chain:
         return None
     steps = list(module)
     if not steps:
@@ -150,7 +150,7 @@ def _batch_bn(parts: list[_Lazy]) -> None:
 
 def _dense(module: nn.Module, info, g) -> _Dense:
     offset = info.placement.offset
-    bk = info.type.converter(module, g)
+    bk = (info.type.converter or chain_converter)(module, g)
     w = bk.weight.detach()
     bias = None if bk.bias is None else bk.bias.detach()
     dh, dw = g.dilation

@@ -5,14 +5,28 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from reparam_zoo.engine.block import RepBlock, deploy_module
-from reparam_zoo.engine.fastfold import fold_blocks, fold_weights
+from reparam_zoo.engine.fastfold import fold_blocks
 
 log = logging.getLogger("reparam_zoo")
+
+
+class Origin(Protocol):
+    """``block.origin``: what a RepBlock made from another model's layers replaced (set by the module
+    that made it: :func:`~reparam_zoo.expand`, :func:`~reparam_zoo.adopt`). The origin knows its own
+    deployed form; ``fold_model(layout="original")`` asks it for that form and knows nothing else of it."""
+
+    def deployed(self, block: RepBlock, parent: nn.Module) -> dict[int, nn.Module]:
+        """``id(module) -> replacement`` for ``block`` (a child of ``parent``) and for any module
+        beside it that belongs to it (a wrapper, a norm slot), in the original layout. The folded
+        numbers come from :func:`~reparam_zoo.engine.fastfold.fold_weights` (as with
+        ``layout="plain"``) and :func:`deployed_conv` builds the conv that holds them."""
+        ...
 
 
 @dataclass
@@ -56,7 +70,8 @@ def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool =
     ``(module, FoldReport)``.
 
     ``layout="plain"`` (default): each block becomes ``nn.Conv2d`` with bias (+ its activation).
-    ``layout="original"``: blocks made by :func:`~reparam_zoo.expand` go back to the layers they
+    ``layout="original"``: a block with an ``origin`` (:class:`Origin`) becomes what its origin says.
+    Blocks made by :func:`~reparam_zoo.expand` go back to the layers they
     replaced — an ``nn.Conv2d`` without bias under the conv's name and the original norm class
     under the norm's name, a pass-through that adds the folded bias in eval mode — so the
     original architecture loads the result with ``load_state_dict(..., strict=True)``; blocks made
@@ -99,8 +114,9 @@ def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool =
     return (result, report) if return_report else result
 
 
-def _conv(block: RepBlock, weight, bias) -> nn.Conv2d:
-    """The block's deployed conv holding ``weight`` (and ``bias``; None: a conv without bias)."""
+def deployed_conv(block: RepBlock, weight: Tensor, bias: Tensor | None) -> nn.Conv2d:
+    """The block's deployed conv (its geometry and padding mode, no activation) holding ``weight``
+    and ``bias`` (None: a conv without bias, for a layout that puts the bias elsewhere)."""
     conv = deploy_module(block.geometry, block.padding_mode, nn.Identity(), device=weight.device,
                          dtype=weight.dtype, bias=bias is not None)
     with torch.no_grad():
@@ -110,52 +126,16 @@ def _conv(block: RepBlock, weight, bias) -> nn.Conv2d:
     return conv
 
 
-def _upstream_deployed(block: RepBlock, origin) -> nn.Module:
-    """An adopted block in its upstream's deployed form (conv named as upstream, kept BN, SE, act)."""
-    from reparam_zoo.interop.adopt._build import UpstreamDeployed
-
-    with torch.no_grad():
-        norm = None
-        if origin.norm is not None and block.norm_after is not None:  # QARepVGG keeps its BN when deployed
-            weight, bias = fold_weights(block, norm_after=False)
-            norm = copy.deepcopy(block.norm_after)
-        else:
-            weight, bias = fold_weights(block)  # the same numbers as layout="plain"
-        conv = _conv(block, weight, bias)
-    post = tuple((name, copy.deepcopy(m)) for name, m in origin.post)
-    module = UpstreamDeployed(origin.deploy, conv, origin.norm if norm is not None else None, norm, post)
-    return module.train(block.training)
-
-
 def _fold_original(model: nn.Module) -> dict[int, nn.Module]:
-    """id(module) -> replacement for every expanded block and its absorbed norm, and every adopted block
-    (with its wrapper of upstream SE/activation modules) in its upstream's deployed form (``layout="original"``)."""
-    from reparam_zoo.interop.adopt._build import AdoptedBlock, AdoptedFrom
-    from reparam_zoo.interop.expand import AbsorbedNorm
-
+    """id(module) -> replacement for every block that has an origin (``layout="original"``): what its
+    :meth:`Origin.deployed` returns."""
     out: dict[int, nn.Module] = {}
     for parent in model.modules():
         for child in parent.children():
             origin = getattr(child, "origin", None)
             if not isinstance(child, RepBlock) or origin is None or id(child) in out:
                 continue
-            if isinstance(origin, AdoptedFrom):
-                wrapped = isinstance(parent, AdoptedBlock) and parent[0] is child
-                out[id(parent if wrapped else child)] = _upstream_deployed(child, origin)
-                out[id(child)] = out[id(parent if wrapped else child)]
-                continue
-            if origin.norm is None:  # a lone biased conv: the block's own fold (a biased conv, no act)
-                out[id(child)] = child.fold()
-                continue
-            slot = getattr(parent, origin.norm, None)
-            if not isinstance(slot, AbsorbedNorm):
-                raise ValueError(f"an expanded block's norm slot {origin.norm!r} holds a {type(slot).__name__}, "
-                                 "not the AbsorbedNorm that expand() left there")
-            with torch.no_grad():
-                weight, bias = fold_weights(child)
-                conv = _conv(child, weight, None)
-            norm = slot.restore(bias)
-            conv.train(child.training)
-            norm.train(child.training)
-            out[id(child)], out[id(slot)] = conv, norm
+            if not callable(getattr(origin, "deployed", None)):
+                raise TypeError(f"a block's origin {type(origin).__name__} has no deployed(block, parent) method")
+            out.update(origin.deployed(child, parent))
     return out

@@ -7,7 +7,6 @@ every block spec runs in the identical skeleton.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
@@ -19,7 +18,10 @@ from torch import nn
 from reparam_zoo.engine.block import RepBlock, deployed_block
 from reparam_zoo.errors import SpecError
 from reparam_zoo.spec.limits import LIMITS
-from reparam_zoo.spec.schema import BlockSpec, _parse_yaml, _translate, read_text, resolve_spec, spec_from_data, specs_root
+from reparam_zoo.spec.lookup import resolve_spec, shipped, shipped_path, spec_from_data
+from reparam_zoo.spec.reader import parse_yaml, read_text
+from reparam_zoo.spec.schema import BlockSpec
+from reparam_zoo.spec.translate import translate
 
 
 #: whole numbers only (``2.0`` or ``true`` is refused, not read as 2 or 1), each with its limit (docs/spec.md)
@@ -100,7 +102,8 @@ class NetSpec(BaseModel):
 
 
 def list_nets() -> list[str]:
-    return sorted(p.stem for p in (specs_root() / "nets").glob("*.yaml"))
+    """Names of the shipped net specs."""
+    return shipped("nets")
 
 
 def load_net(net: str | Path | Mapping | NetSpec) -> NetSpec:
@@ -113,23 +116,17 @@ def load_net(net: str | Path | Mapping | NetSpec) -> NetSpec:
     else:
         path = Path(net)
         if not path.suffix and not path.exists():
-            shipped = specs_root() / "nets" / f"{net}.yaml"
-            if not shipped.is_file():
-                names = list_nets()
-                hint = difflib.get_close_matches(str(net), names, n=1, cutoff=0.5)
-                raise SpecError(f"no shipped net spec {str(net)!r}; shipped: {', '.join(names)}"
-                                + (f"; did you mean {hint[0]!r}?" if hint else ""))
-            path = shipped
+            path = shipped_path("nets", str(net))
         if not path.is_file():
             raise SpecError(f"no such net spec file: {path}", "", str(path))
         source = str(path)
-        data = _parse_yaml(read_text(path), source)
+        data = parse_yaml(read_text(path), source)
     if not isinstance(data, Mapping):
         raise SpecError("a net spec must be a YAML mapping of keys", "", source)
     try:
         spec = NetSpec.model_validate(dict(data))
     except ValidationError as exc:
-        raise _translate(exc, source, (NetSpec, StemSpec, StageSpec, HeadSpec)) from None
+        raise translate(exc, source, (NetSpec, StemSpec, StageSpec, HeadSpec)) from None
     spec._source = source  # type: ignore[attr-defined]
     return spec
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from reparam_zoo.engine.fold import fold_model
-from reparam_zoo.engine.modules import ChannelScale
+from reparam_zoo.engine.steps import ChannelScale
 
 #: every numerical check of the library and the relative error it allows (docs/math.md, "Tolerances").
 #: One table, so that a limit is changed in one place and each limit says what it compares.

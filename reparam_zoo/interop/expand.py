@@ -23,20 +23,15 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from reparam_zoo.engine.block import RepBlock
-from reparam_zoo.errors import SpecError
+from reparam_zoo.engine.fastfold import fold_weights
+from reparam_zoo.engine.fold import deployed_conv
 from reparam_zoo.engine.kernels import as_pair
-from reparam_zoo.engine.modules import ChannelScale
-from reparam_zoo.spec.schema import BlockSpec, resolve_spec, spec_from_data
+from reparam_zoo.engine.steps import ChannelScale
+from reparam_zoo.errors import SpecError
+from reparam_zoo.spec.lookup import resolve_spec, spec_from_data
+from reparam_zoo.spec.schema import BlockSpec
 
 SpecLike = BlockSpec | str | Path
-
-
-@dataclass(frozen=True)
-class ExpandedFrom:
-    """What an expanded RepBlock replaced: the name of the absorbed norm beside it (same parent), or
-    None for a lone biased conv (the block carries the conv and its bias)."""
-
-    norm: str | None
 
 
 class AbsorbedNorm(nn.Module):
@@ -74,6 +69,33 @@ class AbsorbedNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"absorbed {type(self._template[0]).__name__}({self._template[0].num_features})"
+
+
+@dataclass(frozen=True)
+class ExpandedFrom:
+    """What an expanded RepBlock replaced (its ``origin``, see :class:`reparam_zoo.engine.fold.Origin`):
+    the name of the absorbed norm beside it (same parent), or None for a lone biased conv (the block
+    carries the conv and its bias)."""
+
+    norm: str | None
+
+    def deployed(self, block: RepBlock, parent: nn.Module) -> dict[int, nn.Module]:
+        """The layers the block replaced: an ``nn.Conv2d`` without bias for the block and the original
+        norm class (:meth:`AbsorbedNorm.restore`, adding the folded bias) for the norm slot in ``parent``;
+        a lone biased conv is the block's own fold (a biased conv, no act)."""
+        if self.norm is None:
+            return {id(block): block.fold()}
+        slot = getattr(parent, self.norm, None)
+        if not isinstance(slot, AbsorbedNorm):
+            raise ValueError(f"an expanded block's norm slot {self.norm!r} holds a {type(slot).__name__}, "
+                             "not the AbsorbedNorm that expand() left there")
+        with torch.no_grad():
+            weight, bias = fold_weights(block)
+            conv = deployed_conv(block, weight, None)
+        norm = slot.restore(bias)
+        conv.train(block.training)
+        norm.train(block.training)
+        return {id(block): conv, id(slot): norm}
 
 
 @dataclass

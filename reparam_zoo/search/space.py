@@ -26,12 +26,15 @@ from reparam_zoo.errors import SpecError
 from reparam_zoo.engine.fold import fold_model
 from reparam_zoo.engine.cost import count_macs, count_params, saved_tensor_mb
 from reparam_zoo.spec.limits import LIMITS
-from reparam_zoo.spec.schema import BlockSpec, _parse_yaml, read_text, spec_from_data, specs_root
+from reparam_zoo.spec.lookup import shipped_path, spec_from_data
+from reparam_zoo.spec.reader import parse_yaml, read_text
+from reparam_zoo.spec.schema import BlockSpec
 
 CHOICE = "choice"
 
 
-def _is_choice(node: Any) -> bool:
+def is_choice(node: Any) -> bool:
+    """Whether a template node is a choice point (a mapping with the single key ``choice``)."""
     return isinstance(node, Mapping) and set(node) == {CHOICE}
 
 
@@ -54,7 +57,7 @@ def _check(node: Any, loc: str, source: str | None) -> None:
 
 
 def _count(node: Any) -> int:
-    if _is_choice(node):
+    if is_choice(node):
         return sum(_count(o) for o in node[CHOICE])
     if isinstance(node, Mapping):
         n = 1
@@ -69,24 +72,24 @@ def _count(node: Any) -> int:
     return 1
 
 
-def _expand(node: Any) -> Iterator[Any]:
+def expand_choices(node: Any) -> Iterator[Any]:
     """Every concrete value of a template node (choices resolved, nulls dropped from lists)."""
-    if _is_choice(node):
+    if is_choice(node):
         for option in node[CHOICE]:
-            yield from _expand(option)
+            yield from expand_choices(option)
     elif isinstance(node, Mapping):
         keys = list(node)
-        for values in itertools.product(*(list(_expand(node[k])) for k in keys)):
+        for values in itertools.product(*(list(expand_choices(node[k])) for k in keys)):
             yield dict(zip(keys, values))
     elif isinstance(node, list):
-        for values in itertools.product(*(list(_expand(v)) for v in node)):
+        for values in itertools.product(*(list(expand_choices(v)) for v in node)):
             yield [v for v in values if v is not None]
     else:
         yield node
 
 
 def _sample(node: Any, rng: random.Random) -> Any:
-    if _is_choice(node):
+    if is_choice(node):
         return _sample(rng.choice(node[CHOICE]), rng)
     if isinstance(node, Mapping):
         return {k: _sample(v, rng) for k, v in node.items()}
@@ -142,11 +145,10 @@ class SearchSpace:
     def load(cls, path: str | Path) -> "SearchSpace":
         path = Path(path)
         if not path.is_file():
-            shipped = specs_root() / "spaces" / f"{path}.yaml"
-            if not shipped.is_file():
-                raise SpecError(f"no such search space: {path}")
-            path = shipped
-        data = _parse_yaml(read_text(path), str(path))
+            if path.suffix or len(path.parts) > 1:
+                raise SpecError("no such search space file", "", str(path))
+            path = shipped_path("spaces", str(path))
+        data = parse_yaml(read_text(path), str(path))
         if not isinstance(data, Mapping) or not isinstance(data.get("block"), Mapping):
             raise SpecError("a search space is a mapping with a 'block' template", "block", str(path))
         unknown = set(data) - {"name", "description", "block", "geometry", "net"}
@@ -176,7 +178,9 @@ class SearchSpace:
                 continue
         raise SpecError(f"no valid net in {tries} draws from the space {self.name!r}", "net", self.source)
 
-    def _candidate(self, data: Mapping) -> BlockSpec | None:
+    def candidate(self, data: Mapping) -> BlockSpec | None:
+        """The block spec of one resolved template (``data``: no choice points left), validated and built
+        at the space's geometry; ``None`` when it is invalid there."""
         try:
             spec = spec_from_data({**data, "name": data.get("name", self.name)})
             g = self.geometry
@@ -190,8 +194,8 @@ class SearchSpace:
         if self.size() > limit:
             raise SpecError(f"the space has {self.size():,} resolutions, more than limit={limit:,}; sample it")
         out, seen = [], set()
-        for data in _expand(self.template):
-            spec = self._candidate(data)
+        for data in expand_choices(self.template):
+            spec = self.candidate(data)
             if spec is not None and spec_hash(spec) not in seen:
                 seen.add(spec_hash(spec))
                 out.append(spec)
@@ -201,7 +205,7 @@ class SearchSpace:
         """One valid candidate, drawn uniformly over choice points (reproducible per seed)."""
         rng = random.Random(rng) if isinstance(rng, int) else rng
         for _ in range(tries):
-            spec = self._candidate(_sample(self.template, rng))
+            spec = self.candidate(_sample(self.template, rng))
             if spec is not None:
                 return spec
         raise SpecError(f"no valid candidate in {tries} draws from the space {self.name!r}", "block", self.source)
@@ -255,3 +259,7 @@ def pareto_front(rows: list[dict], acc: str = "val_acc", cost: str = "deploy_ms"
         if not dominated:
             front.append(r)
     return sorted(front, key=lambda r: r[cost])
+
+
+__all__ = ["CHOICE", "Geometry", "SearchSpace", "candidate_cost", "expand_choices", "is_choice", "pareto_front",
+           "spec_hash"]

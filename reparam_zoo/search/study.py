@@ -25,9 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from reparam_zoo.bench.compare import CompareConfig
+from reparam_zoo.bench.data import Dataset
+from reparam_zoo.bench.measure import evaluate
+from reparam_zoo.bench.trainer import OnEpoch, TrainHooks, train_and_measure
 from reparam_zoo.errors import SpecError
-from reparam_zoo.outputs import _alive
-from reparam_zoo.search.space import CHOICE, SearchSpace, _is_choice, spec_hash
+from reparam_zoo.outputs import pid_alive
+from reparam_zoo.search.space import CHOICE, SearchSpace, expand_choices, is_choice, spec_hash
 
 SAMPLERS = ("random", "tpe", "grid", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
@@ -50,7 +56,7 @@ def suggest(trial, node: Any, path: str) -> Any:
     """The concrete value of a template node, every choice point asked of ``trial`` as a categorical
     parameter named by its location (``block.branches.1``) over the option indices (define-by-run:
     a choice inside an option is asked only when that option is taken)."""
-    if _is_choice(node):
+    if is_choice(node):
         options = node[CHOICE]
         i = trial.suggest_categorical(path, list(range(len(options))))
         return suggest(trial, options[i], f"{path}.{i}")
@@ -71,13 +77,12 @@ def candidate_hash(spec, net_yaml: str | None) -> str:
 def grid_candidates(space: SearchSpace, limit: int = 100_000) -> list[tuple[Any, Any]]:
     """Every valid distinct (block spec, net spec or None) of a finite space, for the grid sampler."""
     from reparam_zoo.engine.nets import load_net
-    from reparam_zoo.search.space import _expand
 
     blocks = space.enumerate(limit)
     if space.net_template is None:
         return [(b, None) for b in blocks]
     nets = []
-    for data in _expand(space.net_template):
+    for data in expand_choices(space.net_template):
         try:
             nets.append(load_net(data))
         except SpecError:
@@ -94,7 +99,7 @@ def grid_candidates(space: SearchSpace, limit: int = 100_000) -> list[tuple[Any,
 @dataclass
 class SearchConfig:
     space: SearchSpace
-    compare: Any  # a CompareConfig: net, data (validation = the held-out search split), epochs, ...
+    compare: CompareConfig  # how each trial trains (net, data: validation = the held-out split, epochs, ...), out
     budget: int = 8  # distinct candidates trained (finished or pruned) in the study, all processes together
     sampler: str = "tpe"
     pruner: str = "median"
@@ -201,7 +206,7 @@ def _owner() -> str:
 def _stale(t) -> bool:
     """A running trial whose process on this host is gone (killed): its candidate is free again."""
     host, _, pid = str(t.user_attrs.get("owner", "")).rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+    return host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid))
 
 
 def fail_stale_trials(study) -> int:
@@ -210,7 +215,7 @@ def fail_stale_trials(study) -> int:
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if _stale(t):
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             n += 1
     return n
 
@@ -233,7 +238,7 @@ def progress_counts(study) -> tuple[int, int]:
     return done, running
 
 
-def _holder(study, trial, h: str, S, running_rule):
+def candidate_holder(study, trial, h: str, S, running_rule):
     """The lowest-numbered other trial that keeps candidate ``h``: finished (complete or pruned), or
     running, alive and accepted by ``running_rule``; None if there is none."""
     same = [t for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.RUNNING))
@@ -249,7 +254,6 @@ def _values(sc: SearchConfig, row: dict) -> list[float]:
 def run_study(sc: SearchConfig, log=print) -> tuple[Any, dict]:
     """Work on the study until it holds ``budget`` trained candidates (with every other process on
     the same storage and study); returns the study and this process's counts."""
-    from reparam_zoo.bench.compare import train_and_measure
     from reparam_zoo.engine.nets import build_model
     import yaml
 
@@ -289,7 +293,7 @@ def run_study(sc: SearchConfig, log=print) -> tuple[Any, dict]:
                     from reparam_zoo.engine.nets import load_net
 
                     net = load_net(suggest(trial, sc.space.net_template, "net"))
-                spec = sc.space._candidate(data_)
+                spec = sc.space.candidate(data_)
                 if spec is None:
                     raise SpecError("the drawn block does not build at the space's geometry")
             net = net or cfg.net
@@ -307,10 +311,11 @@ def run_study(sc: SearchConfig, log=print) -> tuple[Any, dict]:
         # finds none marks itself training and looks again, yielding to any lower-numbered one still running:
         # whatever the interleaving, two trials never both train a candidate (at worst neither does, and the
         # sampler may draw it again).
-        first = _holder(study, trial, h, S, lambda t: t.user_attrs.get("training") or t.number < trial.number)
+        first = candidate_holder(study, trial, h, S,
+                                 lambda t: t.user_attrs.get("training") or t.number < trial.number)
         if first is None:
             trial.set_user_attr("training", True)
-            first = _holder(study, trial, h, S, lambda t: t.number < trial.number)
+            first = candidate_holder(study, trial, h, S, lambda t: t.number < trial.number)
         if first is not None:
             trial.set_user_attr("duplicate_of", first.number)
             if first.state == S.COMPLETE:
@@ -320,10 +325,11 @@ def run_study(sc: SearchConfig, log=print) -> tuple[Any, dict]:
                 counts["skipped_running"] += 1
                 study.tell(trial, state=S.FAIL)
             continue
-        row_cfg = dataclasses.replace(cfg, net=net, on_epoch=_reporter(trial, data, sc.cost is None))
+        row_cfg = dataclasses.replace(cfg, net=net)
+        hooks = TrainHooks(on_epoch=_reporter(trial, data, sc.cost is None))
         label = f"trial {trial.number} {h}"
         try:
-            r = train_and_measure(row_cfg, spec, sc.seed, label=label)
+            r = train_and_measure(row_cfg, spec, sc.seed, label=label, hooks=hooks)
         except optuna.TrialPruned:
             counts["pruned"] += 1
             trial.set_user_attr("row", {"hash": h, "yaml": spec.to_yaml(), "net": net_yaml,
@@ -348,7 +354,8 @@ def run_study(sc: SearchConfig, log=print) -> tuple[Any, dict]:
 
 
 def trial_intermediate(study, trial) -> dict:
-    return study._storage.get_trial(trial._trial_id).intermediate_values
+    """The accuracies a trial reported so far, by epoch (read back from the storage)."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number).intermediate_values
 
 
 def last_intermediate(study, trial) -> float:
@@ -356,15 +363,14 @@ def last_intermediate(study, trial) -> float:
     return values[max(values)] if values else float("nan")
 
 
-def _reporter(trial, data, prune: bool):
+def _reporter(trial, data: Dataset, prune: bool) -> OnEpoch | None:
     """The per-epoch hook: validation accuracy on the held-out split reported to Optuna; pruned if
     the pruner says so (single objective only: Optuna does not prune multi-objective studies)."""
     if not prune:
         return None
     optuna = _optuna()
-    from reparam_zoo.bench.compare import evaluate
 
-    def on_epoch(epoch, model):
+    def on_epoch(epoch: int, model: nn.Module) -> None:
         device = next(model.parameters()).device
         acc, _ = evaluate(model, data.val_x, data.val_y, device)
         trial.report(acc, epoch)
@@ -393,5 +399,6 @@ def study_summary(study) -> dict:
             "invalid": sum("invalid" in t.user_attrs for t in trials), "processes": owners}
 
 
-__all__ = ["COSTS", "PRUNERS", "SAMPLERS", "SearchConfig", "finished_rows", "grid_candidates", "open_study",
-           "progress_counts", "run_study", "storage_url", "study_summary", "suggest"]
+__all__ = ["COSTS", "PRUNERS", "SAMPLERS", "SearchConfig", "candidate_hash", "candidate_holder", "fail_stale_trials",
+           "finished_rows", "grid_candidates", "open_study", "progress_counts", "run_study", "storage_url",
+           "study_summary", "suggest"]

@@ -34,18 +34,22 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from reparam_zoo.engine.block import RepBlock, build_block
 from reparam_zoo.errors import SpecError
-from reparam_zoo.engine.modules import ChannelScale
-from reparam_zoo.search.space import CHOICE, SearchSpace, _is_choice
-from reparam_zoo.spec.schema import BlockSpec, spec_from_data
+from reparam_zoo.engine.steps import ChannelScale
+from reparam_zoo.search.space import CHOICE, SearchSpace, is_choice
+from reparam_zoo.spec.lookup import spec_from_data
+from reparam_zoo.spec.schema import BlockSpec
+
+if TYPE_CHECKING:
+    from reparam_zoo.bench.trainer import AfterStep, OnEpoch, Penalty
 
 SCHEMES = {"group-lasso": "offline", "scale-lasso": "online", "gate-l1": "offline"}
 
@@ -57,14 +61,14 @@ def _template(node: Any, gate: str) -> tuple[Any, list[bool]]:
     flags: list[bool] = []
 
     def walk(n: Any, top: bool) -> Any:
-        if _is_choice(n):
+        if is_choice(n):
             return walk(n[CHOICE][0], False)
         if isinstance(n, Mapping):
             return {k: walk(v, top and k == "branches") for k, v in n.items()}
         if isinstance(n, list):
             out = []
             for item in n:
-                if _is_choice(item) and any(o is None for o in item[CHOICE]):
+                if is_choice(item) and any(o is None for o in item[CHOICE]):
                     for o in item[CHOICE]:
                         if o is not None:
                             branch = walk(o, False)
@@ -122,7 +126,7 @@ def _branch_index(name: str) -> int:
 def gate_groups(block: RepBlock, sn: Supernet) -> dict[str, list[nn.Parameter]]:
     """``{branch name: the parameters of its gate}`` for the optional branches of one block (the
     copies of a ``count: n`` branch are one gate: ``branches.3``, not ``branches.3#0`` ...)."""
-    from reparam_zoo.engine.primitives.gate import BranchGate
+    from reparam_zoo.engine.steps import BranchGate
 
     out = {}
     for module, info in zip(block.branches, block.branch_info):
@@ -166,24 +170,24 @@ def gate_table(model: nn.Module, sn: Supernet) -> dict[str, list[float]]:
     return table
 
 
-def penalty(sn: Supernet, lam: float):
+def penalty(sn: Supernet, lam: float) -> Penalty | None:
     """The loss term of ``gate-l1`` (``lam * sum |gate|``); ``None`` for the proximal schemes."""
     if sn.scheme != "gate-l1" or not lam:
         return None
 
-    def l1(model):
+    def l1(model: nn.Module) -> torch.Tensor:
         return lam * sum(p.abs().sum() for b in _blocks(model) for ps in gate_groups(b, sn).values() for p in ps)
 
     return l1
 
 
-def proximal_step(sn: Supernet, lam: float):
+def proximal_step(sn: Supernet, lam: float) -> AfterStep | None:
     """The after-step update of the lasso schemes: group soft-thresholding of every gate with the
     step's learning rate (``None`` for ``gate-l1`` or ``lam == 0``)."""
     if sn.scheme == "gate-l1" or not lam:
         return None
 
-    def step(model, lr):
+    def step(model: nn.Module, lr: float) -> None:
         with torch.no_grad():
             for b in _blocks(model):
                 for params in gate_groups(b, sn).values():
@@ -196,7 +200,7 @@ def proximal_step(sn: Supernet, lam: float):
     return step
 
 
-def eliminator(sn: Supernet, top_k: int, epochs: int, log=None):
+def eliminator(sn: Supernet, top_k: int, epochs: int, log: Callable[[str], None] | None = None) -> OnEpoch:
     """The per-epoch hook of progressive elimination: after each epoch but the last, the optional
     branches with the smallest mean gate value are switched off for good (gate parameters set to
     zero and frozen), spread over the epochs so that ``top_k`` remain for the last epoch. The
@@ -207,7 +211,7 @@ def eliminator(sn: Supernet, top_k: int, epochs: int, log=None):
         raise SpecError("progressive elimination switches branches off between epochs: it needs --epochs 2 or "
                         "more (or --no-elimination)", "epochs")
 
-    def on_epoch(epoch, model):
+    def on_epoch(epoch: int, model: nn.Module) -> None:
         table = {n: sum(v) / len(v) for n, v in gate_table(model, sn).items()}
         alive = sorted((n for n, v in table.items() if v > 0), key=lambda n: table[n])
         left = epochs - 1 - epoch  # epoch hooks still to come after this one

@@ -8,8 +8,9 @@ from pydantic import Field, field_validator
 
 from reparam_zoo.errors import NotApplicable
 from reparam_zoo.engine.kernels import as_pair
-from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize, Norm, NormSpec, linear_pooling, register_branch
-from reparam_zoo.engine.steps import AvgStep, BlockGeometry, ConvStep, Step
+from reparam_zoo.spec.registry import register_branch
+from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize, Norm, NormSpec, linear_pooling
+from reparam_zoo.engine.steps import norm_steps, AvgStep, BlockGeometry, ConvStep, Step
 
 
 @register_branch("avgpool")
@@ -28,7 +29,7 @@ class AvgPoolBranch(BranchSpec):
         if self.pre_1x1:
             steps += [ConvStep(block.in_channels, block.out_channels, (1, 1), groups=block.groups,
                                loc="pre_1x1"),
-                      *self.mid_norm.steps(block.out_channels, "mid_norm")]
+                      *norm_steps(self.mid_norm, block.out_channels, "mid_norm")]
         elif block.in_channels != block.out_channels:
             raise NotApplicable(
                 f"depthwise average pooling needs in_channels == out_channels, got "
@@ -36,7 +37,7 @@ class AvgPoolBranch(BranchSpec):
         kernel = block.kernel if self.kernel is None else as_pair(self.kernel)
         dilation = block.dilation if self.dilation is None else as_pair(self.dilation)
         steps += [AvgStep(block.out_channels, kernel, dilation, loc="kernel"),
-                  *self.norm.steps(block.out_channels)]
+                  *norm_steps(self.norm, block.out_channels)]
         return steps
 
     def label(self) -> str:

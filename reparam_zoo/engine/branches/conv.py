@@ -8,8 +8,9 @@ from pydantic import Field
 
 from reparam_zoo.errors import SpecError
 from reparam_zoo.engine.kernels import as_pair
-from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize, register_branch
-from reparam_zoo.engine.steps import BlockGeometry, ConvStep, Step
+from reparam_zoo.spec.registry import register_branch
+from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize
+from reparam_zoo.engine.steps import norm_steps, BlockGeometry, ConvStep, Step
 
 Groups = Union[int, Literal["block", "depthwise"]]
 
@@ -37,7 +38,7 @@ class ConvBranch(BranchSpec):
         groups = resolve_groups(self.groups, block.in_channels, block)
         conv = ConvStep(block.in_channels, block.out_channels, as_pair(self.kernel), as_pair(self.dilation),
                         groups, bias=self.bias, loc="kernel")
-        return [conv, *self.norm.steps(block.out_channels)]
+        return [conv, *norm_steps(self.norm, block.out_channels)]
 
     def label(self) -> str:
         kh, kw = as_pair(self.kernel)

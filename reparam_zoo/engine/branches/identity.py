@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 from reparam_zoo.errors import NotApplicable
-from reparam_zoo.spec.schema import BranchSpec, register_branch
-from reparam_zoo.engine.steps import BlockGeometry, IdentityStep, Step
+from reparam_zoo.spec.registry import register_branch
+from reparam_zoo.spec.schema import BranchSpec
+from reparam_zoo.engine.steps import norm_steps, BlockGeometry, IdentityStep, Step
 
 
 @register_branch("identity")
@@ -19,4 +20,4 @@ class IdentityBranch(BranchSpec):
                 f"identity needs in_channels == out_channels, got {block.in_channels} -> {block.out_channels}")
         if block.stride != (1, 1):
             raise NotApplicable(f"identity needs stride 1, got {block.stride}")
-        return [IdentityStep(block.in_channels), *self.norm.steps(block.out_channels)]
+        return [IdentityStep(block.in_channels), *norm_steps(self.norm, block.out_channels)]

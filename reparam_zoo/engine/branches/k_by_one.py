@@ -6,8 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from reparam_zoo.spec.schema import BranchSpec, register_branch
-from reparam_zoo.engine.steps import BlockGeometry, ConvStep, Step
+from reparam_zoo.spec.registry import register_branch
+from reparam_zoo.spec.schema import BranchSpec
+from reparam_zoo.engine.steps import norm_steps, BlockGeometry, ConvStep, Step
 
 
 @register_branch("kx1")
@@ -18,4 +19,4 @@ class KByOneBranch(BranchSpec):
     def plan(self, block: BlockGeometry) -> list[Step]:
         conv = ConvStep(block.in_channels, block.out_channels, (block.kernel[0], 1),
                         (block.dilation[0], 1), block.groups, bias=self.bias)
-        return [conv, *self.norm.steps(block.out_channels)]
+        return [conv, *norm_steps(self.norm, block.out_channels)]

@@ -6,8 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from reparam_zoo.spec.schema import BranchSpec, register_branch
-from reparam_zoo.engine.steps import BlockGeometry, ConvStep, Step
+from reparam_zoo.spec.registry import register_branch
+from reparam_zoo.spec.schema import BranchSpec
+from reparam_zoo.engine.steps import norm_steps, BlockGeometry, ConvStep, Step
 
 
 @register_branch("kxk")
@@ -18,7 +19,7 @@ class KxKBranch(BranchSpec):
     def plan(self, block: BlockGeometry) -> list[Step]:
         conv = ConvStep(block.in_channels, block.out_channels, block.kernel, block.dilation,
                         block.groups, bias=self.bias)
-        return [conv, *self.norm.steps(block.out_channels)]
+        return [conv, *norm_steps(self.norm, block.out_channels)]
 
     def label(self) -> str:
         return "kxk" + ("" if self.norm.type == "none" else f" + {self.norm.type}")

@@ -6,8 +6,9 @@ from typing import Literal, Union
 
 from pydantic import Field, PositiveInt
 
-from reparam_zoo.spec.schema import BranchSpec, Norm, NormSpec, register_branch
-from reparam_zoo.engine.steps import BlockGeometry, ConvStep, Step
+from reparam_zoo.spec.registry import register_branch
+from reparam_zoo.spec.schema import BranchSpec, Norm, NormSpec
+from reparam_zoo.engine.steps import norm_steps, BlockGeometry, ConvStep, Step
 
 
 @register_branch("1x1_kxk")
@@ -26,7 +27,7 @@ class OneKxKBranch(BranchSpec):
         first = ConvStep(block.in_channels, mid, (1, 1), groups=block.groups,
                          param="identity" if self.identity_init else "plain", loc="mid_channels")
         second = ConvStep(mid, block.out_channels, block.kernel, block.dilation, block.groups, loc="")
-        return [first, *self.mid_norm.steps(mid, "mid_norm"), second, *self.norm.steps(block.out_channels)]
+        return [first, *norm_steps(self.mid_norm, mid, "mid_norm"), second, *norm_steps(self.norm, block.out_channels)]
 
     def label(self) -> str:
         norm = "" if self.norm.type == "none" else f" + {self.norm.type}"

@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator,
 
 from reparam_zoo.errors import SpecError
 from reparam_zoo.engine.kernels import as_pair
-from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize, NormSpec, linear_pooling, register_branch
-from reparam_zoo.engine.steps import AvgStep, BlockGeometry, ConvStep, NormStep, Step
+from reparam_zoo.spec.registry import SEQ_STEPS, register_branch
+from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize, NormSpec, linear_pooling
+from reparam_zoo.engine.steps import CONV_PARAMS, AvgStep, BlockGeometry, ConvStep, NormStep, Step, norm_steps
 from reparam_zoo.engine.branches.conv import Groups, resolve_groups
 
 
@@ -37,9 +38,6 @@ class ConvStepSpec(_Step):
     @field_validator("param")
     @classmethod
     def _known_param(cls, v: str) -> str:
-        from reparam_zoo.engine import primitives  # noqa: F401  (registers the parameterised convs)
-        from reparam_zoo.engine.steps import CONV_PARAMS
-
         if v not in CONV_PARAMS:
             raise ValueError(CONV_PARAMS.unknown_message(v))
         return v
@@ -72,7 +70,8 @@ class AvgPoolStepSpec(_Step):
     _linear = field_validator("count_include_pad")(linear_pooling)
 
 
-STEP_TYPES = {"conv": ConvStepSpec, "bn": BNStepSpec, "scale": ScaleStepSpec, "avgpool": AvgPoolStepSpec}
+for _model in (ConvStepSpec, BNStepSpec, ScaleStepSpec, AvgPoolStepSpec):
+    SEQ_STEPS.register(_model.model_fields["type"].default, _model)
 StepSpec = Annotated[Union[ConvStepSpec, BNStepSpec, ScaleStepSpec, AvgPoolStepSpec], Field(discriminator="type")]
 
 
@@ -101,7 +100,7 @@ class SeqBranch(BranchSpec):
                 plan.append(AvgStep(channels, as_pair(s.kernel), as_pair(s.dilation), loc=loc))
             else:  # pragma: no cover - the union is closed
                 raise SpecError(f"unknown step {s!r}", loc)
-        return [*plan, *self.norm.steps(channels)]
+        return [*plan, *norm_steps(self.norm, channels)]
 
     def label(self) -> str:
         parts = []

@@ -4,4 +4,4 @@ Each file defines the training module and registers it (as a conv parameterisati
 usable as ``param:`` in specs) together with its step converter.
 """
 
-from reparam_zoo.engine.primitives import basis_residual, gate, identity_residual, weight_norm  # noqa: F401
+from reparam_zoo.engine.primitives import basis_residual, identity_residual, weight_norm  # noqa: F401

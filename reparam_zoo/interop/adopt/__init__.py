@@ -1,12 +1,14 @@
 """Adopt upstream re-parameterized blocks: any ``nn.Module`` in, the same network out with every
 recognised upstream block replaced by an equal :class:`~reparam_zoo.RepBlock` carrying its weights.
 
-Recognition is by structure (class name, children, parameter shapes); no upstream package is
-imported. Each upstream block class is one adapter file in this package, registered with
-:func:`register_adopter` (duplicates refused). An adapter only *describes* what it found
-(:class:`Recognised`: the block's geometry and its branches as spec mappings plus the upstream
-modules that hold each step's state); building the block, moving the weights and checking the
-numbers is generic (:mod:`reparam_zoo.adopt._build`).
+This package is the adopt engine: the registry of adapters (:data:`ADOPTERS`), the walk over a
+model and the report. Recognition is by structure (class name, children, parameter shapes); no
+upstream package is imported. Each upstream's adapters live in its file of
+:mod:`reparam_zoo.interop.upstream` (beside its checkpoint key renames), registered with
+:func:`register_adopter` (duplicates refused); :mod:`reparam_zoo.interop` imports them all. An
+adapter only *describes* what it found (:class:`Recognised`: the block's geometry and its branches
+as spec mappings plus the upstream modules that hold each step's state); building the block, moving
+the weights and checking the numbers is generic (:mod:`reparam_zoo.interop.adopt.build`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from reparam_zoo.engine.block import RepBlock
+from reparam_zoo.interop.adopt.build import AdoptRefused, Part, Recognised, build_adopted, check_adopted
 from reparam_zoo.registry import Registry
-from reparam_zoo.interop.adopt._build import AdoptRefused, Part, Recognised, build_adopted, check_adopted
 
 log = logging.getLogger("reparam_zoo")
 
@@ -40,19 +42,15 @@ REPARAM_METHODS = ("switch_to_deploy", "reparameterize", "get_equivalent_kernel_
 
 
 def register_adopter(name: str, classes: tuple[str, ...] | str):
-    """Register ``recognise(module) -> Recognised`` for modules whose class name is in ``classes``.
+    """A decorator registering ``recognise(module) -> Recognised`` in :data:`ADOPTERS` under ``name``,
+    for modules whose class name is in ``classes``.
 
     ``recognise`` raises :class:`AdoptRefused` (with the reason) for a module of that class it
     cannot adopt exactly. Several adapters may look at one class name (the official RepVGG and
     YOLOv6 both call theirs ``RepVGGBlock``); the first whose recogniser accepts the module wins.
     """
     classes = (classes,) if isinstance(classes, str) else tuple(classes)
-
-    def wrap(fn):
-        ADOPTERS.register(name, Adopter(name, classes, fn))
-        return fn
-
-    return wrap
+    return lambda fn: ADOPTERS.register(name, Adopter(name, classes, fn)).recognise
 
 
 def _candidates(module: nn.Module) -> list[Adopter]:
@@ -162,19 +160,6 @@ def _describe(module: nn.Module) -> str:
     block = module if isinstance(module, RepBlock) else next(m for m in module.modules() if isinstance(m, RepBlock))
     return " | ".join(info.spec.label() for info in block.branch_info)
 
-
-from reparam_zoo.interop.adopt import (  # noqa: E402,F401  (register the adapters)
-    acnet,
-    dbb,
-    mobileone,
-    orepa,
-    qarepvgg,
-    replknet,
-    repvgg,
-    timm_mobileone,
-    timm_replk,
-    timm_repvgg,
-)
 
 __all__ = ["ADOPTERS", "AdoptRefused", "AdoptReport", "Part", "Recognised", "adopt", "adopt_module",
            "register_adopter"]

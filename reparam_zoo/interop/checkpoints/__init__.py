@@ -1,15 +1,19 @@
-"""Checkpoint import: key-format adapters from the research repos, one file each.
+"""Checkpoint import: the loading engine.
 
 ``load_checkpoint(model, state_dict_or_path, format=...)`` maps every key of a foreign
 checkpoint onto a reparam_zoo model or fails with a report listing the keys it could not
-map and the model keys it could not fill: never a silent partial load.
+map and the model keys it could not fill: never a silent partial load. The formats are
+registered in :data:`FORMATS`: ``reparam_zoo`` (its own keys) here, each research repo's key
+renames in its upstream's file of :mod:`reparam_zoo.interop.upstream` (beside the upstream's
+adapters; the shared rename machinery is :mod:`reparam_zoo.interop.checkpoints.renames`), which
+:mod:`reparam_zoo.interop` imports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 import pickle
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -38,13 +42,9 @@ class CheckpointError(ValueError):
 
 
 def register_format(name: str):
-    """Register ``adapter(state_dict, model) -> state_dict`` under ``name`` (raises on duplicates)."""
-
-    def wrap(fn):
-        FORMATS.register(name, fn)
-        return fn
-
-    return wrap
+    """A decorator registering ``adapter(state_dict, model) -> state_dict`` in :data:`FORMATS` under
+    ``name`` (raises on duplicates): ``FORMATS.register(name)``."""
+    return FORMATS.register(name)
 
 
 def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -189,11 +189,9 @@ def _guess(state: dict, model: nn.Module, tried: str) -> str:
     return ""
 
 
-@register_format("reparam_zoo")
+@FORMATS.register("reparam_zoo")
 def _own(state: dict, model: nn.Module) -> dict:
     return state
 
-
-from reparam_zoo.interop.checkpoints import acnet, dbb, mobileone, repvgg, timm  # noqa: E402,F401  (register the formats)
 
 __all__ = ["FORMATS", "CheckpointError", "load_checkpoint", "read_file", "read_state", "register_format", "strip_prefixes"]

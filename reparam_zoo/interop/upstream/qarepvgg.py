@@ -8,8 +8,16 @@ from __future__ import annotations
 from torch import nn
 
 from reparam_zoo.interop.adopt import register_adopter
-from reparam_zoo.interop.adopt._build import AdoptRefused, Part, Recognised, conv_part, identity_part, is_identity, plain_conv
-from reparam_zoo.interop.adopt._seq import seq_conv_bn
+from reparam_zoo.interop.adopt.build import (
+    AdoptRefused,
+    Part,
+    Recognised,
+    conv_part,
+    identity_part,
+    is_identity,
+    plain_conv,
+    seq_conv_bn,
+)
 
 
 @register_adopter("YOLOv6 QARepVGGBlock", ("QARepVGGBlock", "QARepVGGBlockV2"))

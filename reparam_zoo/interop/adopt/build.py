@@ -1,5 +1,7 @@
 """The generic half of adoption: a recognised upstream block (what an adapter found) becomes a
-RepBlock of a spec written for it, its weights moved step by step, its numbers checked."""
+RepBlock of a spec written for it, its weights moved step by step, its numbers checked; the
+recognition helpers the adapters share; and the adopted block's origin (:class:`AdoptedFrom`), which
+folds it back into its upstream's deployed form for ``fold_model(layout="original")``."""
 
 from __future__ import annotations
 
@@ -14,25 +16,16 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from reparam_zoo.engine.block import RepBlock
+from reparam_zoo.engine.fastfold import fold_weights
+from reparam_zoo.engine.fold import deployed_conv
+from reparam_zoo.engine.kernels import as_pair
 from reparam_zoo.engine.verify import TOLERANCES, relative_error, within
 from reparam_zoo.errors import SpecError
-from reparam_zoo.engine.kernels import as_pair
-from reparam_zoo.spec.schema import spec_from_data
+from reparam_zoo.spec.lookup import spec_from_data
 
 
 class AdoptRefused(ValueError):
     """An upstream module that cannot be adopted exactly (the message says why)."""
-
-
-@dataclass(frozen=True)
-class AdoptedFrom:
-    """What an adopted RepBlock replaced, for ``fold_model(layout="original")``: the upstream's
-    deployed conv name, the BN it keeps (or None) and the modules after the sum, by name."""
-
-    upstream: str
-    deploy: str
-    norm: str | None
-    post: tuple[tuple[str, nn.Module], ...]
 
 
 class AdoptedBlock(nn.Sequential):
@@ -61,6 +54,36 @@ class UpstreamDeployed(nn.Module):
         for name in self._order:
             x = getattr(self, name)(x)
         return x
+
+
+@dataclass(frozen=True)
+class AdoptedFrom:
+    """What an adopted RepBlock replaced (its ``origin``, see :class:`reparam_zoo.engine.fold.Origin`):
+    the upstream's deployed conv name, the BN it keeps (or None) and the modules after the sum, by name."""
+
+    upstream: str
+    deploy: str
+    norm: str | None
+    post: tuple[tuple[str, nn.Module], ...]
+
+    def deployed(self, block: RepBlock, parent: nn.Module) -> dict[int, nn.Module]:
+        """``block`` in its upstream's deployed form (:class:`UpstreamDeployed`: the conv named as
+        upstream, the kept BN, SE, act), replacing the block and, where ``parent`` is the block's
+        :class:`AdoptedBlock` wrapper of upstream SE/activation modules, that wrapper too."""
+        with torch.no_grad():
+            norm = None
+            if self.norm is not None and block.norm_after is not None:  # QARepVGG keeps its BN when deployed
+                weight, bias = fold_weights(block, norm_after=False)
+                norm = copy.deepcopy(block.norm_after)
+            else:
+                weight, bias = fold_weights(block)  # the same numbers as layout="plain"
+            conv = deployed_conv(block, weight, bias)
+        post = tuple((name, copy.deepcopy(m)) for name, m in self.post)
+        module = UpstreamDeployed(self.deploy, conv, self.norm if norm is not None else None, norm, post)
+        module.train(block.training)
+        if isinstance(parent, AdoptedBlock) and parent[0] is block:
+            return {id(parent): module, id(block): module}
+        return {id(block): module}
 
 
 State = nn.Module | Mapping | None
@@ -167,6 +190,14 @@ def identity_part(bn: Any, what: str) -> Part:
 
 def is_identity(module: Any) -> bool:
     return module is None or isinstance(module, nn.Identity)
+
+
+def seq_conv_bn(module: nn.Module, what: str) -> tuple[nn.Module, nn.Module]:
+    """The research repos' ``conv_bn``: an ``nn.Sequential`` with children ``conv`` and ``bn``."""
+    children = dict(module.named_children()) if module is not None else {}
+    if set(children) != {"conv", "bn"}:
+        raise AdoptRefused(f"{what} has children {sorted(children)}, expected conv and bn")
+    return children["conv"], children["bn"]
 
 
 # ----------------------------------------------------------------------------- building

@@ -7,7 +7,7 @@ here, so no spec reproduces the block. (reparam_zoo's own ``orepa`` spec trains 
 from __future__ import annotations
 
 from reparam_zoo.interop.adopt import register_adopter
-from reparam_zoo.interop.adopt._build import AdoptRefused, Recognised
+from reparam_zoo.interop.adopt.build import AdoptRefused, Recognised
 
 
 @register_adopter("OREPA", "OREPA")

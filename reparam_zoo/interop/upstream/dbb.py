@@ -7,15 +7,30 @@
 
 BNAndPadLayer pads with the BN's output for zero; the spec runs the 1x1 -> BN on the padded input
 instead: equal in eval mode (and so in the fold), but in training mode that BN's batch statistics
-also count the border, so training-mode outputs differ slightly (``train_exact=False``)."""
+also count the border, so training-mode outputs differ slightly (``train_exact=False``).
+
+Its checkpoints (format ``dbb``), non-depthwise variant: ``dbb_origin.conv/bn``, ``dbb_1x1.conv/bn``,
+``dbb_avg.conv``, ``dbb_avg.bn.bn`` (BN-and-pad), ``dbb_avg.avgbn``, ``dbb_1x1_kxk.idconv1.weight`` (+ its
+fixed ``id_tensor``), ``dbb_1x1_kxk.bn1.bn``, ``dbb_1x1_kxk.conv2``, ``dbb_1x1_kxk.bn2``; deployed
+``dbb_reparam``. Spec: ``dbb``."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from reparam_zoo.interop.adopt import register_adopter
-from reparam_zoo.interop.adopt._build import AdoptRefused, Part, Recognised, conv_part, norm_spec, plain_conv
-from reparam_zoo.interop.adopt._seq import seq_conv_bn
+from reparam_zoo.interop.adopt.build import (
+    AdoptRefused,
+    Part,
+    Recognised,
+    conv_part,
+    norm_spec,
+    plain_conv,
+    seq_conv_bn,
+)
+from reparam_zoo.interop.checkpoints import FORMATS, CheckpointError
+from reparam_zoo.interop.checkpoints.renames import adapt_blocks, conv_bn
 
 
 def _bn_and_pad(layer, block: Recognised, what: str) -> nn.Module:
@@ -76,3 +91,23 @@ def recognise(m) -> Recognised:
          "mid_norm": norm_spec(mid, "dbb_1x1_kxk.bn1"), "norm": norm_spec(kxk["bn2"], "dbb_1x1_kxk.bn2")},
         [{"weight": first.weight}, mid, conv2, kxk["bn2"]]))
     return found
+
+
+TRAIN = {**conv_bn("dbb_origin.conv.", "dbb_origin.bn.", 0), **conv_bn("dbb_1x1.conv.", "dbb_1x1.bn.", 1),
+         "dbb_avg.conv.": "branches.2.0.", "dbb_avg.bn.bn.": "branches.2.1.", "dbb_avg.avgbn.": "branches.2.3.",
+         "dbb_1x1_kxk.idconv1.weight": "branches.3.0.weight", "dbb_1x1_kxk.bn1.bn.": "branches.3.1.",
+         "dbb_1x1_kxk.conv2.": "branches.3.2.", "dbb_1x1_kxk.bn2.": "branches.3.3."}
+DEPLOY = {"dbb_reparam.": "conv."}
+
+
+def _is_identity(value: torch.Tensor, key: str) -> None:
+    c, per_group = value.shape[0], value.shape[1]
+    eye = torch.zeros_like(value)
+    eye[torch.arange(c), torch.arange(c) % per_group] = 1
+    if not torch.equal(value, eye):
+        raise CheckpointError(f"{key} should be the fixed identity of IdentityBasedConv1x1 but is not")
+
+
+@FORMATS.register("dbb")
+def adapt(state, model):
+    return adapt_blocks(state, model, "DBB", TRAIN, DEPLOY, {"dbb_1x1_kxk.idconv1.id_tensor": _is_identity})

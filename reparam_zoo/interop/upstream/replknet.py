@@ -6,8 +6,7 @@ no activation (RepLKBlock applies one after it); deployed ``lkb_reparam``. RepLK
 from __future__ import annotations
 
 from reparam_zoo.interop.adopt import register_adopter
-from reparam_zoo.interop.adopt._build import AdoptRefused, Recognised, conv_part
-from reparam_zoo.interop.adopt._seq import seq_conv_bn
+from reparam_zoo.interop.adopt.build import AdoptRefused, Recognised, conv_part, seq_conv_bn
 
 
 @register_adopter("RepLKNet ReparamLargeKernelConv", "ReparamLargeKernelConv")

@@ -1,13 +1,17 @@
-"""``RepVGGBlock`` of the official RepVGG (DingXiaoH/RepVGG, repvgg.py) and of YOLOv6
+"""RepVGG: ``RepVGGBlock`` of the official RepVGG (DingXiaoH/RepVGG, repvgg.py) and of YOLOv6
 (yolov6/layers/common.py), which share the layout: ``rbr_dense`` and ``rbr_1x1`` (Sequential conv + bn),
 ``rbr_identity`` (a BN, or None), ``se`` (Identity, or an SE block applied to the sum),
-``nonlinearity``; deployed ``rbr_reparam``."""
+``nonlinearity``; deployed ``rbr_reparam``.
+
+Its checkpoints (format ``repvgg``): blocks ``stage0``, ``stage1.0`` ... with ``rbr_dense.conv/bn``,
+``rbr_1x1.conv/bn``, ``rbr_identity`` (a BN); deployed ``rbr_reparam``; head ``linear``. Spec: ``repvgg``."""
 
 from __future__ import annotations
 
 from reparam_zoo.interop.adopt import register_adopter
-from reparam_zoo.interop.adopt._build import AdoptRefused, Recognised, conv_part, identity_part
-from reparam_zoo.interop.adopt._seq import seq_conv_bn
+from reparam_zoo.interop.adopt.build import AdoptRefused, Recognised, conv_part, identity_part, seq_conv_bn
+from reparam_zoo.interop.checkpoints import FORMATS
+from reparam_zoo.interop.checkpoints.renames import adapt_blocks, conv_bn
 
 
 @register_adopter("RepVGGBlock (official RepVGG, YOLOv6)", "RepVGGBlock")
@@ -26,3 +30,13 @@ def recognise(m) -> Recognised:
     if m.rbr_identity is not None:
         found.branches.append(identity_part(m.rbr_identity, "rbr_identity"))
     return found
+
+
+TRAIN = {**conv_bn("rbr_dense.conv.", "rbr_dense.bn.", 0), **conv_bn("rbr_1x1.conv.", "rbr_1x1.bn.", 1),
+         "rbr_identity.": "branches.2.1."}
+DEPLOY = {"rbr_reparam.": "conv."}
+
+
+@FORMATS.register("repvgg")
+def adapt(state, model):
+    return adapt_blocks(state, model, "RepVGG", TRAIN, DEPLOY)

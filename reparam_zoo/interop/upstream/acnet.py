@@ -2,14 +2,19 @@
 ``ver_conv`` + ``ver_bn`` (kx1), ``hor_conv`` + ``hor_bn`` (1xk), an optional ``last_bn`` on the sum;
 no activation; deployed ``fused_conv``. Where ``padding < k // 2`` the official code crops the
 input of the asymmetric convs (``crop``; older versions ``ver_conv_crop_layer``/``hor_conv_crop_layer``):
-refused here."""
+refused here.
+
+Its checkpoints (format ``acnet``): ``square_conv/bn``, ``hor_conv/bn``, ``ver_conv/bn``; deployed
+``fused_conv``. Spec: ``acb``."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from reparam_zoo.interop.adopt import register_adopter
-from reparam_zoo.interop.adopt._build import AdoptRefused, Recognised, conv_part
+from reparam_zoo.interop.adopt.build import AdoptRefused, Recognised, conv_part
+from reparam_zoo.interop.checkpoints import FORMATS
+from reparam_zoo.interop.checkpoints.renames import adapt_blocks, conv_bn
 
 
 @register_adopter("ACNet ACBlock", "ACBlock")
@@ -31,3 +36,13 @@ def recognise(m) -> Recognised:
     found.branches.append(conv_part(found, m.ver_conv, m.ver_bn, "ver"))
     found.branches.append(conv_part(found, m.hor_conv, m.hor_bn, "hor"))
     return found
+
+
+TRAIN = {**conv_bn("square_conv.", "square_bn.", 0), **conv_bn("hor_conv.", "hor_bn.", 1),
+         **conv_bn("ver_conv.", "ver_bn.", 2)}
+DEPLOY = {"fused_conv.": "conv."}
+
+
+@FORMATS.register("acnet")
+def adapt(state, model):
+    return adapt_blocks(state, model, "ACNet", TRAIN, DEPLOY)

@@ -1,5 +1,6 @@
-"""The shared shape of the research repos' formats: a sequence of blocks, each with named
-branch sub-modules, plus a classifier head. An adapter is a table of renames."""
+"""Key renames for the research repos' checkpoint formats, which share one shape: a sequence of
+blocks, each with named branch sub-modules, plus a classifier head. A format (in its upstream's
+file of :mod:`reparam_zoo.interop.upstream`) is a table of renames given to :func:`adapt_blocks`."""
 
 from __future__ import annotations
 

@@ -1,0 +1,100 @@
+"""A branch's training module (:class:`Chain`) and its conversion to one dense kernel.
+
+:func:`chain_kernel` composes the steps' kernels with the kernel algebra (float64 when folding);
+:func:`chain_module` and :func:`chain_converter` are what a branch type gets when it registers
+no module or converter of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reparam_zoo.engine import kernels as K
+from reparam_zoo.engine.geometry import BlockGeometry, Pair
+from reparam_zoo.engine.steps.base import Step, step_kernel
+from reparam_zoo.errors import SpecError
+
+
+class Chain(nn.Sequential):
+    """The training module of a branch: its steps in sequence, none of them padded.
+
+    It receives the block input already padded and cropped to the branch's window
+    (``RepBlock`` does that), so it needs no geometry of its own.
+    """
+
+    @classmethod
+    def from_plan(cls, plan: Sequence[Step]) -> "Chain":
+        return cls(*[step.build() for step in plan])
+
+
+class ComposedChain(Chain):
+    """A chain trained as its composed kernel: every forward composes the steps' kernels
+    (differentiably, with the kernel algebra) and runs ONE conv. Same parameters, same
+    function as :class:`Chain`; no BatchNorm allowed (it needs the features).
+    """
+
+    def __init__(self, *modules: nn.Module, in_channels: int):
+        super().__init__(*modules)
+        self.in_channels = in_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = chain_kernel(list(self), self.in_channels, x.device, x.dtype)
+        return F.conv2d(x, k.weight, k.bias, stride=k.stride, groups=k.groups)
+
+
+@dataclass
+class BranchKernel:
+    """A branch as one dense (undilated) kernel: ``(C_out, C_in/groups, eh, ew)``, float64."""
+
+    weight: Tensor
+    bias: Tensor | None
+    groups: int
+    stride: Pair
+
+
+def chain_kernel(modules: Sequence[nn.Module], in_channels: int,
+                 device: torch.device | None = None, dtype: torch.dtype = torch.float64) -> BranchKernel:
+    """Compose a chain of step modules into one kernel (differentiable), computed in ``dtype``
+    (float64 for folding; online training may use the parameters' own dtype).
+
+    ``device`` is where parameter-free steps build their fixed kernels (default: the
+    device of the chain's first parameter or buffer, else the CPU).
+    """
+    if device is None:
+        device = next((t.device for m in modules for t in [*m.parameters(), *m.buffers()]), None)
+    w = b = None
+    groups, stride, channels = 1, (1, 1), in_channels
+    for m in modules:
+        sk = step_kernel(m, channels, device, dtype)
+        if sk.weight is None:  # per-channel affine
+            if w is None:
+                w = sk.scale.reshape(-1, 1, 1, 1)
+                b, groups = sk.shift, channels
+            else:
+                w, b = K.scale_channels(w, b, sk.scale, sk.shift)
+            continue
+        if w is None:
+            w, b, groups, stride = K.dilate(sk.weight, sk.dilation), sk.bias, sk.groups, sk.stride
+        else:
+            w, b, groups = K.compose((w, b), (sk.weight, sk.bias), groups=(groups, sk.groups),
+                                     stride=stride, dilation=(1, sk.dilation))
+            stride = (stride[0] * sk.stride[0], stride[1] * sk.stride[1])
+        channels = w.shape[0]
+    if w is None:
+        raise SpecError("an empty chain has no kernel")
+    return BranchKernel(weight=w, bias=b, groups=groups, stride=stride)
+
+
+def chain_module(spec, plan: list[Step], block: BlockGeometry) -> nn.Module:
+    """Default training module of a branch type: the planned steps in sequence."""
+    return Chain.from_plan(plan)
+
+
+def chain_converter(module: nn.Module, block: BlockGeometry) -> BranchKernel:
+    """Default converter of a branch type: compose the chain's steps with the kernel algebra."""
+    return chain_kernel(list(module), block.in_channels)

@@ -1,0 +1,30 @@
+"""``IdentityStep``: the identity map (RepVGG's identity branch, before its BatchNorm)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from reparam_zoo.engine import kernels as K
+from reparam_zoo.engine.geometry import Pair
+from reparam_zoo.engine.steps.base import ChannelWise, StepKernel, register_step, register_step_converter
+
+
+@register_step("identity")
+@dataclass(frozen=True)
+class IdentityStep(ChannelWise):
+    """The identity map on ``channels`` channels."""
+
+    channels: int
+    loc: str = ""
+
+    stride: Pair = (1, 1)
+
+    def build(self) -> nn.Module:
+        return nn.Identity()
+
+
+@register_step_converter(nn.Identity)
+def identity_kernel(m: nn.Identity, channels: int, device, dtype) -> StepKernel:
+    return StepKernel(weight=K.identity_kernel(channels, channels, 1, dtype=dtype, device=device), groups=channels)

@@ -1,0 +1,88 @@
+"""``NormStep``: a per-channel affine step, eval-mode BatchNorm (``bn``) or a learnable scale."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from reparam_zoo.engine import kernels as K
+from reparam_zoo.engine.geometry import Pair
+from reparam_zoo.engine.steps.base import ChannelWise, Step, StepKernel, register_step, register_step_converter
+from reparam_zoo.errors import SpecError
+from reparam_zoo.spec.schema import NormSpec
+
+
+class ChannelScale(nn.Module):
+    """A learnable per-channel scale ``y = w[c] * x`` (OREPA's linear scaling)."""
+
+    def __init__(self, channels: int, init: float = 1.0, *, dtype=None, device=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels,), float(init), dtype=dtype, device=device))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.weight.reshape(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}"
+
+
+@register_step("norm")
+@dataclass(frozen=True)
+class NormStep(ChannelWise):
+    """A per-channel affine step: eval-mode BatchNorm (``kind="bn"``) or a learnable scale (``"scale"``)."""
+
+    channels: int
+    kind: str = "bn"  # "bn" | "scale"
+    eps: float = 1e-5
+    momentum: float | None = 0.1
+    affine: bool = True
+    init: float = 1.0  # initial value of a scale
+    loc: str = ""
+
+    stride: Pair = (1, 1)
+
+    def __post_init__(self):
+        if self.kind not in ("bn", "scale"):
+            raise ValueError(f"Expected kind 'bn' or 'scale' but got {self.kind!r}")
+
+    @property
+    def needs_features(self) -> bool:  # type: ignore[override]
+        return self.kind == "bn"
+
+    def online(self) -> Step:
+        """OREPA's linear scaling: a BatchNorm inside a branch becomes a per-channel scale."""
+        return replace(self, kind="scale", init=1.0) if self.kind == "bn" else self
+
+    def build(self) -> nn.Module:
+        if self.kind == "bn":
+            return nn.BatchNorm2d(self.channels, eps=self.eps, momentum=self.momentum, affine=self.affine)
+        return ChannelScale(self.channels, self.init)
+
+
+def norm_steps(norm: NormSpec, channels: int, loc: str = "norm") -> list[Step]:
+    """The steps of a spec's ``norm:`` (none for ``type: none``)."""
+    if norm.type == "none":
+        return []
+    return [NormStep(channels, kind=norm.type, eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
+                     init=norm.init, loc=loc)]
+
+
+@register_step_converter(_BatchNorm)
+def bn_kernel(m: _BatchNorm, channels: int, device, dtype) -> StepKernel:
+    if not m.track_running_stats or m.running_mean is None or m.running_var is None:
+        raise SpecError(f"{m!r} has no running statistics (track_running_stats=False); "
+                        "it normalises with batch statistics and cannot be folded")
+
+    def f(t):
+        return None if t is None else t.to(dtype)
+
+    scale, shift = K.bn_scale_shift(f(m.running_mean), f(m.running_var), m.eps, f(m.weight), f(m.bias))
+    return StepKernel(scale=scale, shift=shift)
+
+
+@register_step_converter(ChannelScale)
+def scale_kernel(m: ChannelScale, channels: int, device, dtype) -> StepKernel:
+    return StepKernel(scale=m.weight.to(dtype))

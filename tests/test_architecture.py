@@ -193,3 +193,16 @@ def test_pyproject_lists_every_package():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {_module_name(p) for p in PKG.rglob("__init__.py")} | {"reparam_zoo.specs"}
     assert listed == found
+
+
+def test_every_check_measures_with_the_one_relative_error():
+    import re
+
+    users = ["engine/verify.py", "interop/export.py", "interop/adopt/build.py", "interop/deployed.py"]
+    for rel in users:  # verify, export, adopt, and convert + expand (their library side)
+        assert "relative_error(" in (PKG / rel).read_text(), rel
+    # nobody divides by a max |tensor| of their own: that is relative_error's job
+    ratio = re.compile(r"/\s*(?:max\(\s*)?[\w.()]+\.abs\(\)\.max\(\)")
+    bad = [str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
+           if p.name != "verify.py" and ratio.search(p.read_text())]
+    assert not bad, f"relative errors computed outside engine/verify.relative_error: {bad}"

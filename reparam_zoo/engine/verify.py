@@ -195,7 +195,6 @@ def verify(module: nn.Module, input_shape: tuple[int, int, int, int], *, dtype: 
     gen = torch.Generator().manual_seed(seed + 1)
     result = VerifyResult(0.0, 0.0, dt, TOLERANCE.get(dt, 1e-6) if tolerance is None else tolerance,
                           floor_allowed=tolerance is None)
-    tiny = torch.finfo(torch.float64).tiny
     for shape in shapes or border_shapes(tuple(input_shape)):
         x = torch.randn(shape, generator=gen, dtype=torch.float64).to(device)
         want, got = _run(exact, x), _run(folded, x.to(dt))
@@ -211,10 +210,10 @@ def verify(module: nn.Module, input_shape: tuple[int, int, int, int], *, dtype: 
         if not bool(torch.isfinite(want).all()):
             _flag(result, "the training form in float64")
             continue
-        scale = max(want.abs().max().item(), tiny)
-        diff = _err(got, want, result, f"the folded form in {str(dt).replace('torch.', '')}")
-        result.max_abs = max(result.max_abs, diff)
-        result.max_rel = max(result.max_rel, diff / scale)
+        rel = _rel(got, want, result, f"the folded form in {str(dt).replace('torch.', '')}")
+        if math.isfinite(rel):
+            result.max_abs = max(result.max_abs, (got.double() - want).abs().max().item())
+        result.max_rel = max(result.max_rel, rel)
         if exact is ref:
             result.fold_rel = result.max_rel
             continue
@@ -222,7 +221,7 @@ def verify(module: nn.Module, input_shape: tuple[int, int, int, int], *, dtype: 
                                    ("train_rel", ref, x.to(dt), "the training form in its dtype"),
                                    ("round_rel", floor, x, "the float64 fold stored in the dtype")):
             y = _run(m, inp)
-            err = float("inf") if y is None else _err(y, want, result, what) / scale
+            err = float("inf") if y is None else _rel(y, want, result, what)
             setattr(result, attr, max(getattr(result, attr), err))
     return result
 
@@ -233,9 +232,9 @@ def _flag(result: VerifyResult, what: str) -> None:
     result.max_abs = result.max_rel = result.fold_rel = float("inf")
 
 
-def _err(got: torch.Tensor, want: torch.Tensor, result: VerifyResult, what: str) -> float:
-    """max |got - want|; inf (and the form flagged) when ``got`` has a NaN or inf."""
+def _rel(got: torch.Tensor, want: torch.Tensor, result: VerifyResult, what: str) -> float:
+    """:func:`relative_error`, with the form named in ``result.nonfinite`` when ``got`` has a NaN or inf."""
     if not bool(torch.isfinite(got).all()):
         _flag(result, what)
         return float("inf")
-    return (got.double() - want).abs().max().item()
+    return relative_error(got, want)

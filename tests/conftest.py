@@ -18,7 +18,7 @@ def assert_close(a, b, rel=1e-12):
 
 
 # Hypothesis: reproducible by default (CI must not turn red on a new random draw); explore new
-# examples with `python -m pytest --hypothesis-profile=explore tests/test_hypothesis.py`.
+# examples with `python -m pytest --hypothesis-profile=explore tests/engine/test_hypothesis.py`.
 from hypothesis import settings  # noqa: E402
 
 settings.register_profile("ci", derandomize=True)

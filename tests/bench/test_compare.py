@@ -14,7 +14,7 @@ import pytest
 from reparam_zoo.cli.app import main
 from reparam_zoo.bench.data import load_data
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--net", "tiny_vgg", "--data", "digits", "--epochs", "4", "--seeds", "1", "--limit", "512",
          "--latency-runs", "2", "--latency-batch", "8", "--quiet"]
 
@@ -146,7 +146,7 @@ def test_ddp_two_processes_with_gloo_train_and_fold(tmp_path):
     result = json.loads((out / "results.json").read_text())
     assert result["config"]["world_size"] == 2
     run = result["runs"][0]
-    assert run["sync_batchnorm"] == 0  # SyncBatchNorm is CUDA-only in torch; tests/test_fold.py folds it
+    assert run["sync_batchnorm"] == 0  # SyncBatchNorm is CUDA-only in torch; tests/engine/test_fold.py folds it
     assert run["same_predictions"] and run["folded_blocks"] == 5
     assert run["train_acc"] > 0.1
 

@@ -9,9 +9,9 @@ from torch import nn
 import reparam_zoo as rz
 from reparam_zoo.interop.adopt import ADOPTERS, adopt, register_adopter
 
-from .conftest import assert_close
-from .reference import upstream_blocks as up
-from .test_reference import randomize
+from tests.conftest import assert_close
+from tests.reference import upstream_blocks as up
+from tests.engine.test_reference import randomize
 
 CASES = {
     # name: (factory, input channels, train-mode exact)

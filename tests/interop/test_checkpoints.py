@@ -6,13 +6,13 @@ import torch
 import reparam_zoo as rz
 from reparam_zoo.interop.checkpoints import CheckpointError, load_checkpoint
 
-from .conftest import assert_close
-from .reference.acb import RefACB
-from .reference.dbb import RefDBB
-from .reference.mobileone import RefMobileOne
-from .reference.official_repvgg import OfficialRepVGG
-from .reference.repvgg import RefRepVGG
-from .test_reference import randomize
+from tests.conftest import assert_close
+from tests.reference.acb import RefACB
+from tests.reference.dbb import RefDBB
+from tests.reference.mobileone import RefMobileOne
+from tests.reference.official_repvgg import OfficialRepVGG
+from tests.reference.repvgg import RefRepVGG
+from tests.engine.test_reference import randomize
 
 
 def _official():
@@ -253,7 +253,7 @@ def test_timm_mobileone_checkpoint_loads_into_the_shipped_net_spec(name):
 
 @pytest.mark.parametrize("name", ["mobileone_s0", "mobileone_s1"])
 def test_apple_mobileone_checkpoint_loads_into_the_shipped_net_spec(name, tmp_path):
-    from .reference.upstream_blocks import MobileOne
+    from tests.reference.upstream_blocks import MobileOne
 
     widths, k = MOBILEONE[name]
     torch.manual_seed(0)
@@ -270,7 +270,7 @@ def test_apple_mobileone_checkpoint_loads_into_the_shipped_net_spec(name, tmp_pa
 
 
 def test_a_checkpoint_with_more_branches_than_the_model_is_refused():
-    from .reference.upstream_blocks import MobileOne
+    from tests.reference.upstream_blocks import MobileOne
 
     theirs = MobileOne(width_multipliers=MOBILEONE["mobileone_s0"][0], k=4, num_classes=10)
     with pytest.raises(CheckpointError, match="rbr_conv.3"):

@@ -138,7 +138,7 @@ def test_the_int8_study_net_and_script_are_valid():
 
     from reparam_zoo.cli.app import build_parser
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     net = rz.load_net(root / "benchmarks" / "int8_deep_vgg.yaml")
     assert sum(isinstance(m, rz.RepBlock) for m in rz.build_model(net, 10, in_channels=1).modules()) == 13
     script = (root / "benchmarks" / "int8.sh").read_text().replace("\\\n", " ")

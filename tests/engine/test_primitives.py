@@ -11,7 +11,7 @@ from reparam_zoo.engine.primitives.identity_residual import IdentityResidualConv
 from reparam_zoo.engine.primitives.weight_norm import NormalizedConv2d
 from reparam_zoo.engine.steps import CONV_PARAMS, ConvStep, step_kernel
 
-from .conftest import assert_close, rand
+from tests.conftest import assert_close, rand
 
 
 def test_basis_kernel_then_1x1_is_the_row_major_kxk_kernel():

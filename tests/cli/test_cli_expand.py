@@ -7,7 +7,7 @@ import reparam_zoo as rz
 from reparam_zoo.cli.app import main
 from reparam_zoo.interop.deployed import rebuild_expanded
 
-from .conftest import assert_close
+from tests.conftest import assert_close
 
 
 def test_expand_then_convert_back_into_the_original_torchvision_model(tmp_path, capsys):

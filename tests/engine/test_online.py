@@ -7,7 +7,7 @@ from torch import nn
 import reparam_zoo as rz
 from reparam_zoo.engine.steps import ChannelScale
 
-from .conftest import assert_close
+from tests.conftest import assert_close
 
 
 def _offline_online(name, cin=4, cout=4, stride=1, groups=1):

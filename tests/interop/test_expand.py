@@ -10,7 +10,7 @@ from torch import nn
 import reparam_zoo as rz
 from reparam_zoo.interop.expand import AbsorbedNorm
 
-from .conftest import assert_close
+from tests.conftest import assert_close
 
 
 def _torchvision(name):

@@ -15,19 +15,19 @@ from torch import nn
 
 import reparam_zoo as rz
 
-from .conftest import assert_close
-from .reference.acb import RefACB
-from .reference.dbb import RefDBB
-from .reference.diracnet import RefDirac
-from .reference.doconv import RefDOConv
-from .reference.expandnet import RefExpandCK, RefExpandCL
-from .reference.mobileone import RefMobileOne
-from .reference.orepa import RefOREPA
-from .reference.plain import RefPlain
-from .reference.qarepvgg import RefQARepVGG
-from .reference.replknet import RefRepLK
-from .reference.repvgg import RefRepVGG
-from .reference.unireplknet import RefUniRepLK
+from tests.conftest import assert_close
+from tests.reference.acb import RefACB
+from tests.reference.dbb import RefDBB
+from tests.reference.diracnet import RefDirac
+from tests.reference.doconv import RefDOConv
+from tests.reference.expandnet import RefExpandCK, RefExpandCL
+from tests.reference.mobileone import RefMobileOne
+from tests.reference.orepa import RefOREPA
+from tests.reference.plain import RefPlain
+from tests.reference.qarepvgg import RefQARepVGG
+from tests.reference.replknet import RefRepLK
+from tests.reference.repvgg import RefRepVGG
+from tests.reference.unireplknet import RefUniRepLK
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 

@@ -6,7 +6,7 @@ from reparam_zoo.cli.app import main
 from reparam_zoo.spec.lookup import list_specs
 from reparam_zoo.bench.zoo import format_row, zoo_markdown, zoo_rows
 
-ZOO = Path(__file__).resolve().parent.parent / "docs" / "zoo.md"
+ZOO = Path(__file__).resolve().parents[2] / "docs" / "zoo.md"
 
 
 def _cells(line):

@@ -7,7 +7,7 @@ from torch import nn
 
 from reparam_zoo.engine import kernels as K
 
-from .conftest import assert_close, rand
+from tests.conftest import assert_close, rand
 
 
 def test_fuse_bn_matches_conv_then_bn_with_eps_and_conv_bias():

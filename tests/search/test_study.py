@@ -21,7 +21,7 @@ from reparam_zoo.cli.app import main  # noqa: E402
 from reparam_zoo.search.space import SearchSpace  # noqa: E402
 from reparam_zoo.search.study import grid_candidates, storage_url, suggest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # 8 distinct candidates: a kxk branch and three optional ones
 SPACE_YAML = """\

@@ -1,4 +1,4 @@
-"""Malformed specs: each file in tests/bad_specs/ states the message it must produce.
+"""Malformed specs: each file in tests/spec/bad_specs/ states the message it must produce.
 
 ``# expect: TEXT`` lines are fragments the SpecError message must contain (the message
 must also name the file); an optional ``# build: IN OUT STRIDE GROUPS`` line gives the

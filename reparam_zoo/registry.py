@@ -15,9 +15,10 @@ from reparam_zoo.errors import SpecError
 T = TypeVar("T")
 
 
-def closest(name: str, candidates: list[str]) -> str | None:
-    """The registered name closest to ``name`` (``None`` when nothing is close)."""
-    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+def closest(name: str, candidates, cutoff: float = 0.5) -> str | None:
+    """The candidate closest to ``name`` other than ``name`` itself (``None`` when nothing is close):
+    the one close-name hint of the package (registries, shipped specs, spec keys)."""
+    match = [m for m in difflib.get_close_matches(name, list(candidates), n=2, cutoff=cutoff) if m != name]
     return match[0] if match else None
 
 

@@ -15,7 +15,6 @@ from reparam_zoo.cli import fail
 
 
 def add_parser(sub) -> None:
-    from reparam_zoo.search.run import DEFAULT_LAM
     from reparam_zoo.search.study import COSTS, PRUNERS, SAMPLERS
     from reparam_zoo.search.supernet import SCHEMES
 
@@ -65,7 +64,7 @@ def add_parser(sub) -> None:
                     help="supernet gating scheme (docs/search.md compares them)")
     ps.add_argument("--lam", "--gate-l1", dest="lam", type=nonneg_float,
                     help="supernet: strength of the gate penalty (default: " + ", ".join(
-                        f"{k} {v}" for k, v in DEFAULT_LAM.items()) + ")")
+                        f"{name} {SCHEMES.get(name).default_lam}" for name in SCHEMES) + ")")
     ps.add_argument("--top-k", type=positive_int, default=2, help="supernet: optional branches to keep")
     ps.add_argument("--no-elimination", dest="eliminate", action="store_false",
                     help="supernet: keep every branch until the end (no progressive elimination)")

@@ -34,7 +34,6 @@ from reparam_zoo.spec.lookup import load_spec
 from reparam_zoo.spec.schema import BlockSpec
 
 #: the gate penalty of each supernet scheme when none is given (measured in docs/search.md)
-DEFAULT_LAM = {"group-lasso": 0.03, "gate-l1": 0.01, "scale-lasso": 0.1}
 
 Log = Callable[[str], None]
 
@@ -149,7 +148,7 @@ def study_search(sc: SearchConfig, test_data: Dataset, reevaluate_top: int, reev
 class SupernetSettings:
     """How a supernet search trains and cuts (the ``--supernet`` options of ``reparam-zoo search``)."""
     scheme: str = "group-lasso"
-    lam: float | None = None  # the gate penalty; None: DEFAULT_LAM[scheme]
+    lam: float | None = None  # the gate penalty; None: the scheme's default_lam
     top_k: int = 2  # optional branches the derived block keeps
     eliminate: bool = True  # progressive elimination down to top_k during the training
     seed: int = 0
@@ -159,7 +158,7 @@ class SupernetSettings:
     @property
     def penalty(self) -> float:
         """The gate penalty used: ``lam``, or the scheme's default."""
-        return self.lam if self.lam is not None else DEFAULT_LAM[self.scheme]
+        return self.lam if self.lam is not None else snm.SCHEMES.get(self.scheme).default_lam
 
 
 @dataclass(frozen=True)
@@ -206,5 +205,5 @@ def supernet_search(space: SearchSpace, cfg: CompareConfig, test_data: Dataset, 
     return SupernetOutcome(sn, spec, result)
 
 
-__all__ = ["DEFAULT_LAM", "StudyOutcome", "SupernetOutcome", "SupernetSettings", "publish_held", "reevaluate",
+__all__ = ["StudyOutcome", "SupernetOutcome", "SupernetSettings", "publish_held", "reevaluate",
            "search_data", "study_search", "supernet_search"]

@@ -43,7 +43,8 @@ from torch import nn
 
 from reparam_zoo.engine.block import RepBlock, build_block
 from reparam_zoo.errors import SpecError
-from reparam_zoo.engine.steps import ChannelScale
+from reparam_zoo.engine.steps import BranchGate, ChannelScale
+from reparam_zoo.registry import Registry
 from reparam_zoo.search.space import CHOICE, SearchSpace, is_choice
 from reparam_zoo.spec.lookup import spec_from_data
 from reparam_zoo.spec.schema import BlockSpec
@@ -51,7 +52,60 @@ from reparam_zoo.spec.schema import BlockSpec
 if TYPE_CHECKING:
     from reparam_zoo.bench.trainer import AfterStep, OnEpoch, Penalty
 
-SCHEMES = {"group-lasso": "offline", "scale-lasso": "online", "gate-l1": "offline"}
+@dataclass(frozen=True)
+class Scheme:
+    """A gating scheme: what a supernet's optional branch ends in (its gate), how it trains, and how
+    the gates are pushed to zero (``proximal``: group soft-thresholding after every step; otherwise an
+    L1 term in the loss)."""
+
+    name: str
+    gate: Callable[[nn.Module], list[nn.Parameter] | None]  # a branch module -> its gate's parameters
+    mode: str  # the RepBlock mode the supernet trains in
+    spec_gate: str  # the ``gate:`` the supernet spec gives each optional branch
+    proximal: bool
+    default_lam: float  # measured in docs/search.md
+    needs: str  # what the branch must end in (for the error)
+
+
+#: gating scheme name -> :class:`Scheme` (``register_scheme`` decorates the gate finder)
+SCHEMES: Registry[Scheme] = Registry("gating scheme")
+
+
+def register_scheme(name: str, *, mode: str, proximal: bool, default_lam: float, needs: str,
+                    spec_gate: str = "none"):
+    """Register ``gate(branch_module) -> parameters or None`` as the gating scheme ``name``."""
+
+    def wrap(gate: Callable[[nn.Module], list[nn.Parameter] | None]):
+        SCHEMES.register(name, Scheme(name, gate, mode, spec_gate, proximal, default_lam, needs))
+        return gate
+
+    return wrap
+
+
+def _last(module: nn.Module) -> nn.Module | None:
+    return module[-1] if isinstance(module, nn.Sequential) and len(module) else None
+
+
+@register_scheme("group-lasso", mode="offline", proximal=True, default_lam=0.03, needs="an affine BatchNorm")
+def bn_gate(module: nn.Module) -> list[nn.Parameter] | None:
+    """The affine part of the branch's last BatchNorm."""
+    last = _last(module)
+    return [last.weight, last.bias] if isinstance(last, nn.BatchNorm2d) and last.affine else None
+
+
+@register_scheme("scale-lasso", mode="online", proximal=True, default_lam=0.1, needs="a scale (online mode)")
+def scale_gate(module: nn.Module) -> list[nn.Parameter] | None:
+    """The branch's last per-channel scale (online mode turns its BatchNorm into one)."""
+    last = _last(module)
+    return [last.weight] if isinstance(last, ChannelScale) else None
+
+
+@register_scheme("gate-l1", mode="offline", proximal=False, default_lam=0.01, needs="a gate step",
+                 spec_gate="learnable")
+def scalar_gate(module: nn.Module) -> list[nn.Parameter] | None:
+    """The branch's scalar gate step (``gate: learnable``)."""
+    gate = next((m for m in module if isinstance(m, BranchGate)), None) if isinstance(module, nn.Sequential) else None
+    return [gate.weight] if gate is not None else None
 
 
 def _template(node: Any, gate: str) -> tuple[Any, list[bool]]:
@@ -94,14 +148,14 @@ class Supernet:
 
     @property
     def mode(self) -> str:
-        return SCHEMES[self.scheme]
+        return SCHEMES.get(self.scheme).mode
 
 
 def supernet_spec(space: SearchSpace, scheme: str = "group-lasso") -> Supernet:
     """The supernet of ``space`` under ``scheme`` (see the module docstring)."""
     if scheme not in SCHEMES:
-        raise SpecError(f"Expected a gating scheme in {sorted(SCHEMES)} but got {scheme!r}", "scheme")
-    template, flags = _template(space.template, "learnable" if scheme == "gate-l1" else "none")
+        raise SpecError(SCHEMES.unknown_message(scheme), "scheme")
+    template, flags = _template(space.template, SCHEMES.get(scheme).spec_gate)
     spec = spec_from_data({**template, "name": f"{space.name}_supernet"})
     optional = tuple(i for i, f in enumerate(flags) if f)
     if not optional:
@@ -126,26 +180,15 @@ def _branch_index(name: str) -> int:
 def gate_groups(block: RepBlock, sn: Supernet) -> dict[str, list[nn.Parameter]]:
     """``{branch name: the parameters of its gate}`` for the optional branches of one block (the
     copies of a ``count: n`` branch are one gate: ``branches.3``, not ``branches.3#0`` ...)."""
-    from reparam_zoo.engine.steps import BranchGate
-
+    scheme = SCHEMES.get(sn.scheme)
     out = {}
     for module, info in zip(block.branches, block.branch_info):
         if _branch_index(info.name) not in sn.optional:
             continue
-        last = module[-1] if isinstance(module, nn.Sequential) and len(module) else None
-        if sn.scheme == "gate-l1":
-            gate = next((m for m in module if isinstance(m, BranchGate)), None)
-            params = [gate.weight] if gate is not None else None
-        elif isinstance(last, nn.BatchNorm2d) and last.affine and sn.scheme == "group-lasso":
-            params = [last.weight, last.bias]
-        elif isinstance(last, ChannelScale) and sn.scheme == "scale-lasso":
-            params = [last.weight]
-        else:
-            params = None
+        params = scheme.gate(module)
         if params is None:
             raise SpecError(f"{sn.scheme}: the branch {info.name} ({info.spec.label()}) does not end in the gate "
-                            f"this scheme needs (an affine BatchNorm for group-lasso, a scale for scale-lasso)",
-                            info.name, block.spec.source)
+                            f"this scheme needs ({scheme.needs})", info.name, block.spec.source)
         out.setdefault(info.name.split("#")[0], []).extend(params)
     return out
 
@@ -172,7 +215,7 @@ def gate_table(model: nn.Module, sn: Supernet) -> dict[str, list[float]]:
 
 def penalty(sn: Supernet, lam: float) -> Penalty | None:
     """The loss term of ``gate-l1`` (``lam * sum |gate|``); ``None`` for the proximal schemes."""
-    if sn.scheme != "gate-l1" or not lam:
+    if SCHEMES.get(sn.scheme).proximal or not lam:
         return None
 
     def l1(model: nn.Module) -> torch.Tensor:
@@ -184,7 +227,7 @@ def penalty(sn: Supernet, lam: float) -> Penalty | None:
 def proximal_step(sn: Supernet, lam: float) -> AfterStep | None:
     """The after-step update of the lasso schemes: group soft-thresholding of every gate with the
     step's learning rate (``None`` for ``gate-l1`` or ``lam == 0``)."""
-    if sn.scheme == "gate-l1" or not lam:
+    if not SCHEMES.get(sn.scheme).proximal or not lam:
         return None
 
     def step(model: nn.Module, lr: float) -> None:
@@ -265,5 +308,5 @@ def derive(model: nn.Module, sn: Supernet, *, top_k: int | None = None, threshol
     return spec, ranking, pruned
 
 
-__all__ = ["SCHEMES", "Supernet", "build_supernet", "derive", "eliminator", "gate_table", "gate_value", "penalty",
+__all__ = ["SCHEMES", "Scheme", "Supernet", "register_scheme", "build_supernet", "derive", "eliminator", "gate_table", "gate_value", "penalty",
            "proximal_step", "supernet_spec"]

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from pydantic import ValidationError
 
 from reparam_zoo.errors import SpecError
+from reparam_zoo.registry import closest
 from reparam_zoo.spec.limits import LIMITS
 from reparam_zoo.spec.registry import BRANCHES, SEQ_STEPS
 from reparam_zoo.spec.schema import BlockSpec, NormSpec, short
@@ -50,10 +50,9 @@ def translate(err: ValidationError, source: str | None, extra_models: tuple = ()
         elif kind == "extra_forbidden":
             key = loc[-1] if loc else "?"
             rule = f"unknown key {key!r}"
-            hint = [h for h in difflib.get_close_matches(key, _vocabulary(extra_models), n=2, cutoff=0.6)
-                    if h != key]  # a key valid elsewhere (a BN's eps on a branch) is no suggestion
-            if hint:
-                rule += f"; did you mean {hint[0]!r}?"
+            hint = closest(key, _vocabulary(extra_models), cutoff=0.6)  # never the key itself: a key valid
+            if hint:  # elsewhere (a BN's eps on a branch) is no suggestion
+                rule += f"; did you mean {hint!r}?"
         elif kind == "missing":
             rule = f"missing required key {loc[-1]!r}" if loc else "missing required key"
         elif kind == "model_type" or kind == "model_attributes_type":

@@ -11,7 +11,6 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from reparam_zoo.errors import SpecError
 from reparam_zoo.engine.kernels import as_pair
 from reparam_zoo.spec.registry import SEQ_STEPS, register_branch
 from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize, NormSpec, linear_pooling
@@ -19,11 +18,20 @@ from reparam_zoo.engine.steps import CONV_PARAMS, AvgStep, BlockGeometry, ConvSt
 from reparam_zoo.engine.branches.conv import Groups, resolve_groups
 
 
-class _Step(BaseModel):
+class SeqStepSpec(BaseModel):
+    """Base of a ``seq`` step's model: ``plan_step`` turns it into an engine step for the channels
+    it receives (the block's geometry at hand); ``label`` describes it."""
+
     model_config = ConfigDict(extra="forbid")
 
+    def plan_step(self, channels: int, block: BlockGeometry, loc: str) -> Step:
+        raise NotImplementedError
 
-class ConvStepSpec(_Step):
+    def label(self) -> str:
+        return self.type
+
+
+class ConvStepSpec(SeqStepSpec):
     type: Literal["conv"] = "conv"
     kernel: KernelSize = Field(description="k or [kh, kw]")
     dilation: Dilation = Field(1, description="the step's dilation")
@@ -42,8 +50,17 @@ class ConvStepSpec(_Step):
             raise ValueError(CONV_PARAMS.unknown_message(v))
         return v
 
+    def plan_step(self, channels: int, block: BlockGeometry, loc: str) -> Step:
+        base = {"in": block.in_channels, "out": block.out_channels}.get(self.out_channels, self.out_channels)
+        groups = resolve_groups(self.groups, channels, block, f"{loc}.groups")
+        return ConvStep(channels, base * self.multiplier, as_pair(self.kernel), as_pair(self.dilation), groups,
+                        bias=self.bias, param=self.param, loc=loc)
 
-class BNStepSpec(_Step):
+    def label(self) -> str:
+        return "conv {}x{}".format(*as_pair(self.kernel))
+
+
+class BNStepSpec(SeqStepSpec):
     type: Literal["bn"] = "bn"
     eps: float = Field(1e-5, gt=0)
     momentum: Optional[float] = Field(0.1, ge=0, le=1)
@@ -55,19 +72,31 @@ class BNStepSpec(_Step):
         NormSpec(type="bn", track_running_stats=self.track_running_stats)  # same rule, same message
         return self
 
+    def plan_step(self, channels: int, block: BlockGeometry, loc: str) -> Step:
+        return NormStep(channels, "bn", self.eps, self.momentum, self.affine, loc=loc)
 
-class ScaleStepSpec(_Step):
+
+class ScaleStepSpec(SeqStepSpec):
     type: Literal["scale"] = "scale"
     init: float = Field(1.0, description="initial scale")
 
+    def plan_step(self, channels: int, block: BlockGeometry, loc: str) -> Step:
+        return NormStep(channels, "scale", init=self.init, loc=loc)
 
-class AvgPoolStepSpec(_Step):
+
+class AvgPoolStepSpec(SeqStepSpec):
     type: Literal["avgpool"] = "avgpool"
     kernel: KernelSize = Field(description="pooling window")
     dilation: Dilation = Field(1)
     count_include_pad: bool = Field(True, description="must be true")
 
     _linear = field_validator("count_include_pad")(linear_pooling)
+
+    def plan_step(self, channels: int, block: BlockGeometry, loc: str) -> Step:
+        return AvgStep(channels, as_pair(self.kernel), as_pair(self.dilation), loc=loc)
+
+    def label(self) -> str:
+        return "avgpool {}x{}".format(*as_pair(self.kernel))
 
 
 for _model in (ConvStepSpec, BNStepSpec, ScaleStepSpec, AvgPoolStepSpec):
@@ -84,31 +113,10 @@ class SeqBranch(BranchSpec):
         plan: list[Step] = []
         channels = block.in_channels
         for i, s in enumerate(self.steps):
-            loc = f"steps.{i}"
-            if isinstance(s, ConvStepSpec):
-                base = {"in": block.in_channels, "out": block.out_channels}.get(s.out_channels, s.out_channels)
-                out = base * s.multiplier
-                groups = resolve_groups(s.groups, channels, block, f"{loc}.groups")
-                plan.append(ConvStep(channels, out, as_pair(s.kernel), as_pair(s.dilation), groups,
-                                     bias=s.bias, param=s.param, loc=loc))
-                channels = out
-            elif isinstance(s, BNStepSpec):
-                plan.append(NormStep(channels, "bn", s.eps, s.momentum, s.affine, loc=loc))
-            elif isinstance(s, ScaleStepSpec):
-                plan.append(NormStep(channels, "scale", init=s.init, loc=loc))
-            elif isinstance(s, AvgPoolStepSpec):
-                plan.append(AvgStep(channels, as_pair(s.kernel), as_pair(s.dilation), loc=loc))
-            else:  # pragma: no cover - the union is closed
-                raise SpecError(f"unknown step {s!r}", loc)
+            plan.append(s.plan_step(channels, block, f"steps.{i}"))
+            channels = plan[-1].out
         return [*plan, *norm_steps(self.norm, channels)]
 
     def label(self) -> str:
-        parts = []
-        for s in self.steps:
-            if isinstance(s, (ConvStepSpec, AvgPoolStepSpec)):
-                kh, kw = as_pair(s.kernel)
-                parts.append(f"{s.type} {kh}x{kw}")
-            else:
-                parts.append(s.type)
         norm = "" if self.norm.type == "none" else f" + {self.norm.type}"
-        return "seq(" + " -> ".join(parts) + ")" + norm
+        return "seq(" + " -> ".join(s.label() for s in self.steps) + ")" + norm

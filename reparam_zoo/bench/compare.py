@@ -22,18 +22,24 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from reparam_zoo.errors import SpecError
+from reparam_zoo.bench import report
+from reparam_zoo.bench.measure import latency_ms
+from reparam_zoo.bench.trainer import (
+    TrainConfig,
+    build_subject,
+    dist_env,
+    init_distributed,
+    run_device,
+    train_and_measure,
+)
+from reparam_zoo.engine.cost import count_params
 from reparam_zoo.engine.fold import fold_model
 from reparam_zoo.engine.nets import NetSpec, block_fits
+from reparam_zoo.errors import SpecError
 from reparam_zoo.outputs import RunLock, publish, write_json
-from reparam_zoo.engine.cost import count_params
 from reparam_zoo.spec.lookup import get_spec, list_specs
 from reparam_zoo.spec.schema import BlockSpec
 from reparam_zoo.stats import spread
-from reparam_zoo.bench import report
-from reparam_zoo.bench.measure import latency_ms
-from reparam_zoo.bench.trainer import (TrainConfig, build_subject, dist_env, init_distributed, run_device,
-                                       train_and_measure)
 
 #: the block name of the plain conv+BN control
 CONTROL = "plain"

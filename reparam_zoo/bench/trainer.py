@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reparam_zoo.bench.data import Dataset
-from reparam_zoo.bench.measure import (chance_level, evaluate, latency_ms, measure_int8, saved_activation_mb,
-                                       sync_device)
+from reparam_zoo.bench.measure import chance_level, evaluate, latency_ms, measure_int8, saved_activation_mb, sync_device
 from reparam_zoo.engine.cost import count_macs, count_params
 from reparam_zoo.engine.fold import fold_model
 from reparam_zoo.engine.nets import NetSpec, build_model

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from reparam_zoo.engine.block import build_block
+from reparam_zoo.engine.cost import train_deploy_costs
 from reparam_zoo.engine.fold import fold_model
-from reparam_zoo.engine.cost import count_macs, count_params
-from reparam_zoo.spec.lookup import get_spec, list_specs
 from reparam_zoo.engine.verify import verify
+from reparam_zoo.spec.lookup import get_spec, list_specs
 
 #: the reference layer of the table
 REFERENCE = {"channels": 64, "stride": 1, "size": 56}
@@ -39,8 +39,7 @@ def zoo_rows(seed: int = 0) -> list[dict]:
         rows.append({
             "spec": name, "paper": spec.description.split(" - ")[0],
             "branches": _branches(block),
-            "groups": groups, "train_params": count_params(block), "deploy_params": count_params(folded),
-            "train_macs": count_macs(block, shape), "deploy_macs": count_macs(folded, shape),
+            "groups": groups, **train_deploy_costs(block, folded, shape),
             "err64": errs[torch.float64], "err32": errs[torch.float32],
         })
     return rows

@@ -11,7 +11,7 @@ import torch
 
 from reparam_zoo.cli.argtypes import nonneg_int, positive_float, positive_int
 from reparam_zoo.engine.block import RepBlock, build_block
-from reparam_zoo.engine.cost import count_macs, count_params
+from reparam_zoo.engine.cost import train_deploy_costs
 from reparam_zoo.engine.fold import fold_model
 from reparam_zoo.engine.verify import TOLERANCE, check_size, verify
 from reparam_zoo.outputs import atomic_write, check_writable
@@ -41,8 +41,7 @@ def _measure(block: RepBlock, size: int, dtype: torch.dtype, seed: int, toleranc
     shape = (1, g.in_channels, size, size)
     res = verify(block, (2, g.in_channels, h, w), dtype=dtype, seed=seed, tolerance=tolerance, randomize=True)
     return {
-        "train_params": count_params(block), "deploy_params": count_params(folded),
-        "train_macs": count_macs(block, shape), "deploy_macs": count_macs(folded, shape),
+        **train_deploy_costs(block, folded, shape),
         "max_abs": res.max_abs, "max_rel": res.max_rel, "fold_rel": res.fold_rel, "train_rel": res.train_rel,
         "tolerance": res.tolerance, "ok": res.ok, "compared": len(res.shapes), "nonfinite": res.nonfinite,
         "macs_size": size, "round_rel": res.round_rel,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from reparam_zoo.spec.lookup import list_specs
-from reparam_zoo.cli.argtypes import DATA_HELP, DefaultsHelp, add_int8_args, positive_float, positive_int
 from reparam_zoo.cli import fail
+from reparam_zoo.cli.argtypes import DATA_HELP, DefaultsHelp, add_int8_args, positive_float, positive_int
+from reparam_zoo.spec.lookup import list_specs
 
 
 def add_parser(sub) -> None:

@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from reparam_zoo.outputs import check_out_dir
-from reparam_zoo.cli.argtypes import DefaultsHelp, nonneg_float, nonneg_int, positive_int
 from reparam_zoo.cli import fail
+from reparam_zoo.cli.argtypes import DefaultsHelp, nonneg_float, nonneg_int, positive_int
+from reparam_zoo.outputs import check_out_dir
 
 
 def add_parser(sub) -> None:

@@ -18,10 +18,6 @@ from torch import Tensor, nn
 from reparam_zoo.engine import kernels as K
 from reparam_zoo.engine.fastfold import fold_weights
 from reparam_zoo.engine.plan import BranchInfo, block_geometry, plan_branches
-from reparam_zoo.errors import SpecError
-from reparam_zoo.spec.activations import ACTIVATIONS
-from reparam_zoo.spec.lookup import resolve_spec
-from reparam_zoo.spec.schema import BlockSpec, NormSpec
 from reparam_zoo.engine.steps import (
     BlockGeometry,
     Chain,
@@ -32,6 +28,10 @@ from reparam_zoo.engine.steps import (
     norm_steps,
     step_kernel,
 )
+from reparam_zoo.errors import SpecError
+from reparam_zoo.spec.activations import ACTIVATIONS
+from reparam_zoo.spec.lookup import resolve_spec
+from reparam_zoo.spec.schema import BlockSpec, NormSpec
 
 _PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reparam_zoo.engine.steps import AvgPool
-from reparam_zoo.engine.steps import ComposedChain, chain_kernel
+from reparam_zoo.engine.steps import AvgPool, ComposedChain, chain_kernel
 
 
 def count_params(module: nn.Module) -> int:
     """Learnable parameters (buffers such as BN running statistics excluded)."""
     return sum(p.numel() for p in module.parameters())
+
+
+def train_deploy_costs(train: nn.Module, deployed: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """``train_params``, ``deploy_params``, ``train_macs``, ``deploy_macs`` of a training form and its fold
+    (MACs for one forward of ``input_shape``): the columns every table of the library shows."""
+    return {"train_params": count_params(train), "deploy_params": count_params(deployed),
+            "train_macs": count_macs(train, input_shape), "deploy_macs": count_macs(deployed, input_shape)}
 
 
 def saved_tensor_mb(step) -> float:

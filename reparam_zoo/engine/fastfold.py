@@ -30,8 +30,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from reparam_zoo.engine import kernels as K
-from reparam_zoo.engine.steps import chain_converter
-from reparam_zoo.engine.steps import Chain, step_kernel
+from reparam_zoo.engine.steps import Chain, chain_converter, step_kernel
 
 #: float64 elements of one chunk's scratch buffer: 4 MiB, within the last-level cache and large enough
 #: to hold a 192-channel 3x3 kernel in one chunk (the fastest of 2**15 ... 2**21 in benchmarks/fold.py)

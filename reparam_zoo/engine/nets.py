@@ -23,7 +23,6 @@ from reparam_zoo.spec.reader import parse_yaml, read_text
 from reparam_zoo.spec.schema import BlockSpec
 from reparam_zoo.spec.translate import translate
 
-
 #: whole numbers only (``2.0`` or ``true`` is refused, not read as 2 or 1), each with its limit (docs/spec.md)
 Width = Annotated[int, Field(strict=True, ge=1, le=LIMITS["channels"])]
 Depth = Annotated[int, Field(strict=True, ge=1, le=LIMITS["net_blocks"])]

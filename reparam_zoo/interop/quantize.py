@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from reparam_zoo.interop.export import ExportError, export_onnx
 from reparam_zoo.engine.fold import fold_model
+from reparam_zoo.interop.export import ExportError, export_onnx
 from reparam_zoo.stats import nan_max
 
 INSTALL_HINT = "INT8 export needs onnx and onnxruntime: pip install 'reparam_zoo[onnx]'"
@@ -181,8 +181,13 @@ def quantize_onnx(model: nn.Module, calibration: Tensor, path: str | Path, *, ch
     :class:`~reparam_zoo.export.ExportError` and write nothing."""
     try:
         import onnx
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                              QuantType, quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         raise ExportError(INSTALL_HINT) from None

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from torch import nn
 
-from reparam_zoo.interop.checkpoints import load_checkpoint
 from reparam_zoo.errors import SpecError
+from reparam_zoo.interop.checkpoints import load_checkpoint
 
 
 class ModelError(ValueError):

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 
 from reparam_zoo.engine.block import build_block
-from reparam_zoo.errors import SpecError
+from reparam_zoo.engine.cost import saved_tensor_mb, train_deploy_costs
 from reparam_zoo.engine.fold import fold_model
-from reparam_zoo.engine.cost import count_macs, count_params, saved_tensor_mb
+from reparam_zoo.errors import SpecError
 from reparam_zoo.spec.limits import LIMITS
 from reparam_zoo.spec.lookup import shipped_path, spec_from_data
 from reparam_zoo.spec.reader import parse_yaml, read_text
@@ -224,9 +224,7 @@ def candidate_cost(spec: BlockSpec, geometry: Geometry = Geometry(), size: int =
     shape = (1, g.in_channels, size, size)
     block.train()
     saved_mb = saved_tensor_mb(lambda: block(torch.randn(shape)).sum().backward())
-    out = {"hash": spec_hash(spec), "train_params": count_params(block), "deploy_params": count_params(folded),
-           "train_macs": count_macs(block, shape), "deploy_macs": count_macs(folded, shape),
-           "train_act_mb": saved_mb}
+    out = {"hash": spec_hash(spec), **train_deploy_costs(block, folded, shape), "train_act_mb": saved_mb}
     if latency:
         conv = folded if isinstance(folded, torch.nn.Conv2d) else folded.conv
         key = (conv.kernel_size, conv.stride, conv.dilation, conv.groups, g.in_channels, g.out_channels, size,

@@ -254,8 +254,9 @@ def _values(sc: SearchConfig, row: dict) -> list[float]:
 def run_study(sc: SearchConfig, log=print) -> tuple[Any, dict]:
     """Work on the study until it holds ``budget`` trained candidates (with every other process on
     the same storage and study); returns the study and this process's counts."""
-    from reparam_zoo.engine.nets import build_model
     import yaml
+
+    from reparam_zoo.engine.nets import build_model
 
     optuna = _optuna()
     S = optuna.trial.TrialState

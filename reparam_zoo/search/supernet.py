@@ -42,8 +42,8 @@ import torch
 from torch import nn
 
 from reparam_zoo.engine.block import RepBlock, build_block
-from reparam_zoo.errors import SpecError
 from reparam_zoo.engine.steps import BranchGate, ChannelScale
+from reparam_zoo.errors import SpecError
 from reparam_zoo.registry import Registry
 from reparam_zoo.search.space import CHOICE, SearchSpace, is_choice
 from reparam_zoo.spec.lookup import spec_from_data

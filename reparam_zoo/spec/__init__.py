@@ -7,7 +7,16 @@ name, files, text), ``limits``. It imports nothing from the engine (docs/archite
 """
 
 from reparam_zoo.spec.activations import ACTIVATIONS
-from reparam_zoo.spec.lookup import get_spec, list_specs, load_spec, resolve_spec, shipped, shipped_path, spec_from_data, specs_root
+from reparam_zoo.spec.lookup import (
+           get_spec,
+           list_specs,
+           load_spec,
+           resolve_spec,
+           shipped,
+           shipped_path,
+           spec_from_data,
+           specs_root,
+)
 from reparam_zoo.spec.reader import parse_yaml, read_text
 from reparam_zoo.spec.registry import BRANCHES, SEQ_STEPS, BranchType, block_model, json_schema, register_branch
 from reparam_zoo.spec.schema import BlockSpec, BranchSpec, Dilation, KernelSize, Norm, NormSpec, Padding, linear_pooling

@@ -6,11 +6,11 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
-from reparam_zoo.errors import NotApplicable
 from reparam_zoo.engine.kernels import as_pair
+from reparam_zoo.engine.steps import AvgStep, BlockGeometry, ConvStep, Step, norm_steps
+from reparam_zoo.errors import NotApplicable
 from reparam_zoo.spec.registry import register_branch
 from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize, Norm, NormSpec, linear_pooling
-from reparam_zoo.engine.steps import norm_steps, AvgStep, BlockGeometry, ConvStep, Step
 
 
 @register_branch("avgpool")

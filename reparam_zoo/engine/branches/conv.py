@@ -6,11 +6,11 @@ from typing import Any, Literal, Union
 
 from pydantic import Field
 
-from reparam_zoo.errors import SpecError
 from reparam_zoo.engine.kernels import as_pair
+from reparam_zoo.engine.steps import BlockGeometry, ConvStep, Step, norm_steps
+from reparam_zoo.errors import SpecError
 from reparam_zoo.spec.registry import register_branch
 from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize
-from reparam_zoo.engine.steps import norm_steps, BlockGeometry, ConvStep, Step
 
 Groups = Union[int, Literal["block", "depthwise"]]
 

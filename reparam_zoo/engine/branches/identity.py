@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from reparam_zoo.engine.steps import BlockGeometry, IdentityStep, Step, norm_steps
 from reparam_zoo.errors import NotApplicable
 from reparam_zoo.spec.registry import register_branch
 from reparam_zoo.spec.schema import BranchSpec
-from reparam_zoo.engine.steps import norm_steps, BlockGeometry, IdentityStep, Step
 
 
 @register_branch("identity")

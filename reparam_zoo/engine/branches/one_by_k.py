@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from reparam_zoo.engine.steps import BlockGeometry, ConvStep, Step, norm_steps
 from reparam_zoo.spec.registry import register_branch
 from reparam_zoo.spec.schema import BranchSpec
-from reparam_zoo.engine.steps import norm_steps, BlockGeometry, ConvStep, Step
 
 
 @register_branch("1xk")

@@ -6,9 +6,9 @@ from typing import Literal, Union
 
 from pydantic import Field, PositiveInt
 
+from reparam_zoo.engine.steps import BlockGeometry, ConvStep, Step, norm_steps
 from reparam_zoo.spec.registry import register_branch
 from reparam_zoo.spec.schema import BranchSpec, Norm, NormSpec
-from reparam_zoo.engine.steps import norm_steps, BlockGeometry, ConvStep, Step
 
 
 @register_branch("1x1_kxk")

@@ -11,11 +11,11 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from reparam_zoo.engine.branches.conv import Groups, resolve_groups
 from reparam_zoo.engine.kernels import as_pair
+from reparam_zoo.engine.steps import CONV_PARAMS, AvgStep, BlockGeometry, ConvStep, NormStep, Step, norm_steps
 from reparam_zoo.spec.registry import SEQ_STEPS, register_branch
 from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize, NormSpec, linear_pooling
-from reparam_zoo.engine.steps import CONV_PARAMS, AvgStep, BlockGeometry, ConvStep, NormStep, Step, norm_steps
-from reparam_zoo.engine.branches.conv import Groups, resolve_groups
 
 
 class SeqStepSpec(BaseModel):

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 
 from reparam_zoo.engine import kernels as K
-from reparam_zoo.errors import SpecError
-from reparam_zoo.engine.steps import register_conv_param, register_step_converter
 from reparam_zoo.engine.primitives.residual import ResidualConv2d, residual_kernel
+from reparam_zoo.engine.steps import register_conv_param, register_step_converter
+from reparam_zoo.errors import SpecError
 
 
 @register_conv_param("basis")

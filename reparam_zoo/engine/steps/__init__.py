@@ -20,7 +20,14 @@ from reparam_zoo.engine.steps.base import (
     register_step_converter,
     step_kernel,
 )
-from reparam_zoo.engine.steps.chain import BranchKernel, Chain, ComposedChain, chain_converter, chain_kernel, chain_module
+from reparam_zoo.engine.steps.chain import (
+    BranchKernel,
+    Chain,
+    ComposedChain,
+    chain_converter,
+    chain_kernel,
+    chain_module,
+)
 from reparam_zoo.engine.steps.conv import CONV_PARAMS, ConvStep, conv_step_kernel, register_conv_param
 from reparam_zoo.engine.steps.gate import BranchGate, GateStep
 from reparam_zoo.engine.steps.identity import IdentityStep

@@ -95,10 +95,11 @@ class RepBlock(nn.Module):
         planned = plan_branches(spec, geometry, mode)
         infos: list[BranchInfo] = []
         modules: list[nn.Module] = []
-        for loc, bspec, btype, plan, placement in planned:  # nothing is allocated before this
+        for branch in planned:  # nothing is allocated before this
+            loc, bspec, btype = branch.loc, branch.spec, branch.type
             for copy_index in range(bspec.count):
                 name = loc if bspec.count == 1 else f"{loc}#{copy_index}"
-                module = (btype.module or chain_module)(bspec, plan, self.geometry)
+                module = (btype.module or chain_module)(bspec, branch.plan, self.geometry)
                 if mode == "online" and type(module) is not Chain:
                     raise SpecError(f"online training composes every branch's kernel, but {bspec.type!r} builds "
                                     f"a {type(module).__name__}, not a chain of linear steps", loc, source)
@@ -107,7 +108,7 @@ class RepBlock(nn.Module):
                         raise SpecError(f"train_as: kernel needs a chain branch, {bspec.type!r} builds a "
                                         f"{type(module).__name__}", f"{loc}.train_as", source)
                     module = ComposedChain(*module, in_channels=in_channels)
-                infos.append(BranchInfo(name, btype, bspec, placement))
+                infos.append(BranchInfo(name, btype, bspec, branch.placement))
                 modules.append(module)
         if not modules:
             raise SpecError(

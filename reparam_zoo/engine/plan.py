@@ -65,9 +65,6 @@ class PlannedBranch:
     plan: list[Step]
     placement: Placement
 
-    def __iter__(self):  # unpacks as (loc, spec, type, plan, placement)
-        return iter((self.loc, self.spec, self.type, self.plan, self.placement))
-
 
 def plan_branches(spec: BlockSpec, geometry: BlockGeometry, mode: str = "offline") -> list[PlannedBranch]:
     """Every branch of ``spec`` that applies to ``geometry``, planned and checked (SpecError otherwise).
@@ -115,11 +112,12 @@ def check_int(value: object, name: str, minimum: int = 1) -> int:
     return value
 
 
-def check_cost(planned: list, g: BlockGeometry, source: str | None) -> None:
+def check_cost(planned: list[PlannedBranch], g: BlockGeometry, source: str | None) -> None:
     """Refuse, before anything is allocated, a block whose weights (every conv of every branch copy,
     plus the folded kernel) would exceed ``LIMITS["block_weights"]`` values; the error gives the estimate."""
     total = g.out_channels * (g.in_channels // g.groups) * g.window[0] * g.window[1]  # the folded kernel
-    for _, bspec, _, plan, _ in planned:
+    for branch in planned:
+        bspec, plan = branch.spec, branch.plan
         for step in plan:
             if isinstance(step, ConvStep):
                 kh, kw = step.kernel

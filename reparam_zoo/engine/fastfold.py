@@ -22,6 +22,7 @@ the order of the float64 additions (docs/math.md §13).
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from reparam_zoo.engine import kernels as K
 from reparam_zoo.engine.steps import Chain, chain_converter, step_kernel
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 #: float64 elements of one chunk's scratch buffer: 4 MiB, within the last-level cache and large enough
 #: to hold a 192-channel 3x3 kernel in one chunk (the fastest of 2**15 ... 2**21 in benchmarks/fold.py)
@@ -61,7 +64,7 @@ class _Lazy:
     weight: Tensor
     scale: Tensor | None
     shift: Tensor | None
-    offset: tuple[int, int]
+    offset: tuple[int, ...]
     bn: nn.Module | None = None
     conv_bias: Tensor | None = None
     diagonal: bool = False  # the identity: weight None, ``scale[o]`` at input o (o mod C_in/groups)
@@ -73,7 +76,7 @@ class _Dense:
     depthwise kernel ``(C, 1, kh, kw)`` to spread over the block's groups."""
     weight: Tensor
     bias: Tensor | None
-    offset: tuple[int, int]
+    offset: tuple[int, ...]
     diagonal: bool
 
 
@@ -90,9 +93,10 @@ def _lazy(module: nn.Module, info, g, offset) -> _Lazy | None:
     if type(conv) is nn.Identity:  # identity -> BatchNorm: RepVGG's third branch
         return _Lazy(None, None, None, offset, bn=bn, diagonal=True) if bn is not None and \
             g.in_channels == g.out_channels else None
-    if type(conv) is not nn.Conv2d or conv.groups != g.groups or tuple(conv.dilation) != g.dilation:
+    if type(conv) is not _CONV[g.axes] or g.transposed or conv.groups != g.groups or \
+            tuple(conv.dilation) != g.dilation:
         return None
-    if conv.padding != (0, 0):  # a string or a non-zero padding: the reference refuses it, with its message
+    if conv.padding != (0,) * g.axes:  # a string or a non-zero padding: the reference refuses it, with its message
         return None
     weight, conv_bias = conv.weight, conv.bias
     if weight.shape[1] * conv.groups != g.in_channels or conv.out_channels != g.out_channels:
@@ -152,13 +156,12 @@ def _dense(module: nn.Module, info, g) -> _Dense:
     bk = (info.type.converter or chain_converter)(module, g)
     w = bk.weight.detach()
     bias = None if bk.bias is None else bk.bias.detach()
-    dh, dw = g.dilation
     diagonal = bk.groups != g.groups and bk.groups == g.out_channels == g.in_channels and w.shape[1] == 1
     if not diagonal:
         w = K.regroup(w, bk.groups, g.groups)
-    if (dh, dw) != (1, 1):  # on the dilated grid: place in the window and take the block's taps
+    if g.dilation != g.ones:  # on the dilated grid: place in the window and take the block's taps
         w = K.undilate(K.place(w, g.window, offset), g.dilation)
-        offset = (0, 0)
+        offset = (0,) * g.axes
     return _Dense(w, bias, offset, diagonal)
 
 
@@ -178,11 +181,11 @@ def _plan(block) -> _Plan | None:
         return None
     g = block.geometry
     dtype, device = block._dtype_device()
-    dh, dw = g.dilation
     parts = []
     for module, info in zip(block.branches, block.branch_info):
-        oh, ow = info.placement.offset
-        part = _lazy(module, info, g, (oh // dh, ow // dw)) if oh % dh == 0 and ow % dw == 0 else None
+        offset = info.placement.offset
+        on_grid = all(o % d == 0 for o, d in zip(offset, g.dilation))
+        part = _lazy(module, info, g, tuple(o // d for o, d in zip(offset, g.dilation))) if on_grid else None
         parts.append((module, info) if part is None else part)
     return _Plan(block, parts, dtype, device)
 
@@ -206,7 +209,7 @@ def fold_weights(block, *, norm_after: bool = True) -> tuple[Tensor, Tensor]:
 
 def _deployed_weights(block) -> tuple[Tensor, Tensor]:
     """A block already re-parameterized in place: its conv is the fold."""
-    conv = block.deployed if isinstance(block.deployed, nn.Conv2d) else block.deployed.conv
+    conv = block.deployed.conv if isinstance(block.deployed, nn.Sequential) else block.deployed
     return conv.weight.detach().clone(), conv.bias.detach().clone()
 
 
@@ -214,7 +217,8 @@ def _assemble(plan: _Plan, norm_after: bool) -> tuple[Tensor, Tensor]:
     """The block's kernel, chunk by chunk of output channels, and its bias."""
     block, dtype, device = plan.block, plan.dtype, plan.device
     g = block.geometry
-    kh, kw = g.kernel
+    kernel = tuple(g.kernel)
+    taps = math.prod(kernel)
     cin_g = g.in_channels // g.groups
     parts = []
     bias = None
@@ -235,60 +239,69 @@ def _assemble(plan: _Plan, norm_after: bool) -> tuple[Tensor, Tensor]:
         after = sk.scale.detach()
         bias = bias * after + (sk.shift.detach() if sk.shift is not None else 0)
     # the first lazy branch that covers the whole window initialises each chunk (no zero fill)
-    full = next((p for p in parts if isinstance(p, _Lazy) and p.weight is not None and p.offset == (0, 0)
-                 and tuple(p.weight.shape[-2:]) == (kh, kw)), None)
-    weight = torch.empty((g.out_channels, cin_g, kh, kw), dtype=dtype, device=device)
-    per_row = cin_g * kh * kw
+    full = next((p for p in parts if isinstance(p, _Lazy) and p.weight is not None and not any(p.offset)
+                 and tuple(p.weight.shape[2:]) == kernel), None)
+    weight = torch.empty((g.out_channels, cin_g, *kernel), dtype=dtype, device=device)
+    per_row = cin_g * taps
     rows = max(1, min(g.out_channels, CHUNK // max(per_row, 1)))
     direct = dtype == torch.float64
-    scratch = None if direct else _scratch(rows * per_row, device).view(rows, cin_g, kh, kw)
+    scratch = None if direct else _scratch(rows * per_row, device).view(rows, cin_g, *kernel)
+    ones = (1,) * (g.axes + 1)
     for i in range(0, g.out_channels, rows):
         j = min(i + rows, g.out_channels)
         tmp = weight[i:j] if direct else scratch[: j - i]
         if full is not None:
             tmp.copy_(full.weight[i:j])  # exact widening, then the float64 product in place
-            tmp.mul_(full.scale[i:j].view(-1, 1, 1, 1))
+            tmp.mul_(full.scale[i:j].view(-1, *ones))
         else:
             tmp.zero_()
         for p in parts:
             if p is not full:
                 _add(tmp, p, i, j, g, device)
         if after is not None:
-            tmp.mul_(after[i:j].view(-1, 1, 1, 1))
+            tmp.mul_(after[i:j].view(-1, *ones))
         if not direct:
             weight[i:j].copy_(tmp)
-    return weight, bias.to(dtype, copy=True)  # never a view of the batch's shared statistics
+    bias = bias.to(dtype, copy=True)  # never a view of the batch's shared statistics
+    if g.transposed or g.dims == 0:  # the deployed layer's own layout (block.deploy_layout)
+        weight = (K.transpose_layout(weight, g.groups).contiguous() if g.transposed
+                  else weight.reshape(g.out_channels, g.in_channels))
+    return weight, bias
+
+
+def _window(offset, shape) -> tuple[slice, ...]:
+    return (slice(None), slice(None), *(slice(o, o + n) for o, n in zip(offset, shape)))
 
 
 def _add(tmp: Tensor, p, i: int, j: int, g, device) -> None:
     """Add part ``p``'s output channels ``i:j`` to the float64 chunk ``tmp``."""
-    kh, kw = g.kernel
+    kernel = tuple(g.kernel)
+    taps = math.prod(kernel)
     cin_g = g.in_channels // g.groups
-    per_row = cin_g * kh * kw
-    if p.diagonal and (p.weight is None or p.weight.shape[-2:] == (1, 1)):
+    per_row = cin_g * taps
+    ones = (1,) * (g.axes + 1)
+    if p.diagonal and (p.weight is None or all(n == 1 for n in p.weight.shape[2:])):
         values = p.scale[i:j] if p.weight is None else p.weight[i:j].reshape(-1)
-        at = p.offset[0] * kw + p.offset[1]
+        at = 0
+        for o, n in zip(p.offset, kernel):  # row-major position of the tap in the window
+            at = at * n + o
         if cin_g == g.out_channels:  # one group: (r, i + r) is a strided line of the chunk
-            tmp.view(-1)[i * kh * kw + at::per_row + kh * kw][: j - i].add_(values)
+            tmp.view(-1)[i * taps + at::per_row + taps][: j - i].add_(values)
         elif cin_g == 1:  # depthwise: (r, 0)
             tmp.view(-1)[at::per_row][: j - i].add_(values)
         else:
             o = torch.arange(i, j, device=device)
-            flat = (o - i) * per_row + (o % cin_g) * (kh * kw) + at
+            flat = (o - i) * per_row + (o % cin_g) * taps + at
             tmp.view(-1).index_add_(0, flat, values)
     elif isinstance(p, _Lazy):
-        ph, pw = p.weight.shape[-2:]
-        tmp[:, :, p.offset[0]: p.offset[0] + ph, p.offset[1]: p.offset[1] + pw].addcmul_(
-            p.weight[i:j], p.scale[i:j].view(-1, 1, 1, 1))
+        tmp[_window(p.offset, p.weight.shape[2:])].addcmul_(p.weight[i:j], p.scale[i:j].view(-1, *ones))
     elif p.diagonal:  # output o reads input o: position o % (C_in / groups) in its group
-        ph, pw = p.weight.shape[-2:]
         r = torch.arange(j - i, device=device)
         c = torch.arange(i, j, device=device) % cin_g
-        sl = (r, c, slice(p.offset[0], p.offset[0] + ph), slice(p.offset[1], p.offset[1] + pw))
+        sl = (r, c, *_window(p.offset, p.weight.shape[2:])[2:])
         tmp[sl] = tmp[sl] + p.weight[i:j, 0]
     else:
-        ph, pw = p.weight.shape[-2:]
-        tmp[:, :, p.offset[0]: p.offset[0] + ph, p.offset[1]: p.offset[1] + pw] += p.weight[i:j]
+        tmp[_window(p.offset, p.weight.shape[2:])] += p.weight[i:j]
 
 
 __all__ = ["fold_blocks", "fold_weights"]

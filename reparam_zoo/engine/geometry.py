@@ -22,47 +22,86 @@ if TYPE_CHECKING:
     from reparam_zoo.engine.steps import Step
 
 Pair = tuple[int, int]
+Axes = tuple[int, ...]  # one entry per spatial axis
 
 
-def grid_taps(kernel: Pair, dilation: Pair) -> tuple[list[int], list[int]]:
+def grid_taps(kernel: Axes, dilation: Axes) -> tuple[list[int], ...]:
     """Tap positions per axis of a kernel with a dilation (relative to its first tap)."""
-    return ([dilation[0] * j for j in range(kernel[0])], [dilation[1] * j for j in range(kernel[1])])
+    return tuple([d * j for j in range(k)] for k, d in zip(kernel, dilation))
+
+
+def per_axis(value, n: int, key: str) -> Axes:
+    """A spec's ``k`` (every axis) or list (one entry per axis) as ``n`` ints; a list of another
+    length is a :class:`SpecError` naming ``key``."""
+    if isinstance(value, int):
+        return (value,) * n
+    value = tuple(value)
+    if len(value) != n:
+        raise SpecError(f"{key} {list(value)} has {len(value)} entries but the block has {n} spatial axes "
+                        f"(give one entry per axis, or one int for every axis)", key)
+    return value
 
 
 @dataclass(frozen=True)
 class BlockGeometry:
-    """What a block is, for the branches inside it: the one conv it folds into."""
+    """What a block is, for the branches inside it: the one conv it folds into.
+
+    ``kernel``, ``stride``, ``dilation``, ``padding`` (and ``output_padding``) have one entry per
+    spatial axis; omitted ones default to 1 (0 for paddings) on every axis. ``dims`` is what the
+    user asked for (1, 2, 3; 0 is a Linear layer, computed as one axis of extent 1);
+    ``transposed``: the block folds into a ``ConvTranspose``.
+    """
 
     in_channels: int
     out_channels: int
-    kernel: Pair
-    stride: Pair = (1, 1)
-    dilation: Pair = (1, 1)
+    kernel: Axes
+    stride: Axes | None = None
+    dilation: Axes | None = None
     groups: int = 1
-    padding: Pair = (0, 0)
+    padding: Axes | None = None
+    dims: int | None = None
+    transposed: bool = False
+    output_padding: Axes | None = None
+
+    def __post_init__(self):
+        n = len(self.kernel)
+        for name, default in (("stride", 1), ("dilation", 1), ("padding", 0), ("output_padding", 0)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, (default,) * n)
+        if self.dims is None:
+            object.__setattr__(self, "dims", n)
 
     @property
-    def window(self) -> Pair:
+    def axes(self) -> int:
+        """Spatial axes the engine computes with (``max(dims, 1)``)."""
+        return len(self.kernel)
+
+    @property
+    def ones(self) -> Axes:
+        return (1,) * len(self.kernel)
+
+    @property
+    def window(self) -> Axes:
         """Extent of the block's (dilated) kernel on the input."""
-        return (self.dilation[0] * (self.kernel[0] - 1) + 1, self.dilation[1] * (self.kernel[1] - 1) + 1)
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
 
 
 @dataclass(frozen=True)
 class Placement:
     """Where a branch's composite kernel sits in the block's window."""
 
-    offset: Pair
-    extent: Pair
+    offset: Axes
+    extent: Axes
     groups: int  # groups of the composite kernel (gcd of the steps' groups)
 
 
-def finalize(plan: Sequence[Step], stride: Pair) -> list[Step]:
+def finalize(plan: Sequence[Step], stride: Axes) -> list[Step]:
     """Give the block stride to the last spatial step; every other step has stride 1.
 
     A chain with no spatial step (identity, pure norm) cannot stride.
     """
     plan = list(plan)
-    if stride == (1, 1):
+    if all(s == 1 for s in stride):
         return plan
     for i in range(len(plan) - 1, -1, -1):
         if plan[i].spatial:
@@ -79,7 +118,11 @@ def _worst_loc(plan: Sequence[Step]) -> str:
     return big.loc
 
 
-def analyze(plan: Sequence[Step], block: BlockGeometry) -> Placement:
+def _x(v) -> str:
+    return "x".join(str(e) for e in v)
+
+
+def analyze(plan: Sequence[Step], block: BlockGeometry) -> Placement:  # noqa: C901
     """Check that ``plan`` folds into the block's conv and say where it sits.
 
     Raises :class:`SpecError` (locations relative to the branch) when the chain's
@@ -103,30 +146,35 @@ def analyze(plan: Sequence[Step], block: BlockGeometry) -> Placement:
     if channels != block.out_channels:
         raise SpecError(f"ends with {channels} channels but the block has out_channels={block.out_channels}",
                         last_change)
-    taps_h, taps_w, sh, sw, groups = {0}, {0}, 1, 1, 0
+    n = block.axes
+    taps, strides, groups = [{0} for _ in range(n)], [1] * n, 0
     for step in plan:
-        th, tw = step.taps()
-        taps_h = {a + sh * t for a in taps_h for t in th}
-        taps_w = {a + sw * t for a in taps_w for t in tw}
-        sh, sw = sh * step.stride[0], sw * step.stride[1]
         groups = math.gcd(groups, step.groups)
+        if not step.spatial:
+            continue
+        step_taps = step.taps()
+        if len(step_taps) != n:
+            raise SpecError(f"has {len(step_taps)} spatial axes but the block has {n}", step.loc)
+        taps = [{a + s * t for a in axis for t in st} for axis, st, s in zip(taps, step_taps, strides)]
+        strides = [s * t for s, t in zip(strides, step.stride)]
     loc = _worst_loc(plan)
-    extent = (max(taps_h) + 1, max(taps_w) + 1)
+    extent = tuple(max(axis) + 1 for axis in taps)
     window = block.window
-    if (sh, sw) != block.stride:  # finalize() guarantees this; a custom plan may not
-        raise SpecError(f"strides to {(sh, sw)} but the block's stride is {block.stride}", loc)
-    if extent[0] > window[0] or extent[1] > window[1]:
+    if tuple(strides) != tuple(block.stride):  # finalize() guarantees this; a custom plan may not
+        raise SpecError(f"strides to {tuple(strides)} but the block's stride is {block.stride}", loc)
+    if block.dims == 0 and extent != window:
+        raise SpecError(f"covers a {_x(extent)} window, but a Linear block (dims=0) has no window: its "
+                        "convs have kernel 1 and it has no pooling or line branches", loc)
+    if any(e > w for e, w in zip(extent, window)):
         raise SpecError(
-            f"the branch covers a {extent[0]}x{extent[1]} window, which does not fit in the block's "
-            f"{window[0]}x{window[1]} window (kernel {block.kernel[0]}x{block.kernel[1]}, "
-            f"dilation {block.dilation})", loc)
-    if (window[0] - extent[0]) % 2 or (window[1] - extent[1]) % 2:
+            f"the branch covers a {_x(extent)} window, which does not fit in the block's "
+            f"{_x(window)} window (kernel {_x(block.kernel)}, dilation {block.dilation})", loc)
+    if any((w - e) % 2 for e, w in zip(extent, window)):
         raise SpecError(
-            f"the branch's {extent[0]}x{extent[1]} window cannot be centred in the block's "
-            f"{window[0]}x{window[1]} window (the size difference must be even)", loc)
-    offset = ((window[0] - extent[0]) // 2, (window[1] - extent[1]) // 2)
-    dh, dw = block.dilation
-    if any((offset[0] + t) % dh for t in taps_h) or any((offset[1] + t) % dw for t in taps_w):
+            f"the branch's {_x(extent)} window cannot be centred in the block's "
+            f"{_x(window)} window (the size difference must be even)", loc)
+    offset = tuple((w - e) // 2 for e, w in zip(extent, window))
+    if any((o + t) % d for o, axis, d in zip(offset, taps, block.dilation) for t in axis):
         raise SpecError(
             f"the branch's taps do not lie on the block's dilation grid (dilation {block.dilation}); "
             "give the branch a dilation that is a multiple of the block's", loc)
@@ -135,4 +183,20 @@ def analyze(plan: Sequence[Step], block: BlockGeometry) -> Placement:
         raise SpecError(
             f"the branch connects channels in {groups} group(s), which a conv with the block's "
             f"groups={block.groups} cannot express (its groups must be a multiple of {block.groups})", culprit)
+    if block.transposed:
+        _check_transposed(plan)
     return Placement(offset=offset, extent=extent, groups=groups)
+
+
+def _check_transposed(plan: Sequence[Step]) -> None:
+    """A branch of a transposed block: at most one conv or pooling step, and nothing before it that adds
+    a constant (a BatchNorm's shift, a conv bias): a transposed conv spreads a constant unevenly near the
+    borders and between the strided taps, so it would not fold into one ConvTranspose's bias."""
+    spatial = [i for i, s in enumerate(plan) if s.spatial]
+    if len(spatial) > 1:
+        raise SpecError("a branch of a transposed block may hold one conv or pooling step (a chain of "
+                        "transposed convs does not compose into one with a per-channel bias)", plan[spatial[1]].loc)
+    for step in plan[: spatial[0]] if spatial else ():
+        if getattr(step, "kind", None) == "bn":
+            raise SpecError("a BatchNorm before the conv of a transposed block's branch adds a shift that the "
+                            "transposed conv spreads unevenly; it cannot fold into one ConvTranspose", step.loc)

@@ -15,8 +15,11 @@ convolutions (derived in ``docs/math.md``):
 * convolution is linear, so parallel branches sum (:func:`sum_kernels`; :func:`sum_placed` sums
   kernels of different extents and groupings without padding or expanding each one).
 
-Conventions: weights are ``(C_out, C_in // groups, kh, kw)`` as in ``F.conv2d``;
-a bias of ``None`` means zero. Functions that build or combine kernels work in the
+Conventions: weights are ``(C_out, C_in // groups, *k)`` as in ``F.conv1d/2d/3d``, with
+``len(k) = d`` spatial axes (d = 1, 2, 3; a Linear layer is the d = 1 kernel of extent 1 on a
+length-1 signal); the 2-D names (``kh, kw``) below stand for every axis. A transposed
+convolution's kernel is kept in this same layout (``transpose_layout`` converts it to and from
+``ConvTranspose``'s ``(C_in, C_out // groups, *k)``). A bias of ``None`` means zero. Functions that build or combine kernels work in the
 dtype they are given; the engine calls them in float64 to fold, and casts at the very end. All functions are differentiable with respect to their tensor
 arguments.
 """
@@ -32,8 +35,23 @@ from torch import Tensor
 
 Pair = tuple[int, int]
 
+class _ByAxes:
+    """``CONV[d]`` is ``F.conv{d}d``, looked up at each call (so a profiler's or a test's wrapper sees it)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __getitem__(self, axes: int):
+        return getattr(F, self.name.format(axes))
+
+
+CONV = _ByAxes("conv{}d")
+CONV_TRANSPOSE = _ByAxes("conv_transpose{}d")
+
 __all__ = [
     "as_pair",
+    "as_tuple",
+    "transpose_layout",
     "bn_scale_shift",
     "fuse_bn",
     "scale_channels",
@@ -59,6 +77,38 @@ def as_pair(value: int | Sequence[int], name: str = "value") -> Pair:
     if len(pair) != 2:
         raise ValueError(f"Expected {name} to be an int or a pair of ints but got {value!r}")
     return pair  # type: ignore[return-value]
+
+
+def as_tuple(value: int | Sequence[int], n: int, name: str = "value") -> tuple[int, ...]:
+    """``3 -> (3,) * n``; a sequence must have ``n`` entries (one per axis)."""
+    if isinstance(value, int):
+        return (value,) * n
+    out = tuple(int(v) for v in value)
+    if len(out) != n:
+        raise ValueError(f"Expected {name} to be an int or {n} ints (one per axis) but got {value!r}")
+    return out
+
+
+def _axes(weight: Tensor) -> int:
+    return weight.dim() - 2
+
+
+def _per_channel(v: Tensor, d: int) -> Tensor:
+    """``(C,)`` as ``(C, 1, *[1] * d)`` to broadcast over a kernel's input channels and taps."""
+    return v.reshape(-1, *([1] * (d + 1)))
+
+
+def transpose_layout(weight: Tensor, groups: int) -> Tensor:
+    """``(A, B // groups, *k)`` -> ``(B, A // groups, *k)``: swap the channel roles inside each group.
+
+    Between the conv layout ``(C_out, C_in // g, *k)`` the engine computes in and
+    ``ConvTranspose``'s ``(C_in, C_out // g, *k)``; its own inverse. No flip: a transposed
+    conv's tap ``j`` is the conv's tap ``j`` (docs/math.md, transposed convolutions)."""
+    a, bg, *k = weight.shape
+    if a % groups:
+        raise ValueError(f"Expected {a} channels divisible by groups={groups}")
+    w = weight.reshape(groups, a // groups, bg, *k).transpose(1, 2)
+    return w.reshape(groups * bg, a // groups, *k)
 
 
 def _bias_or_zeros(bias: Tensor | None, weight: Tensor) -> Tensor:
@@ -112,7 +162,7 @@ def scale_channels(
         raise ValueError(
             f"Expected a per-channel scale of shape ({weight.shape[0]},) but got {tuple(scale.shape)}"
         )
-    w = weight * scale.reshape(-1, 1, 1, 1)
+    w = weight * _per_channel(scale, _axes(weight))
     b = _bias_or_zeros(bias, weight) * scale
     if shift is not None:
         b = b + shift
@@ -142,16 +192,16 @@ def fuse_bn(
 def dilate(weight: Tensor, dilation: int | Sequence[int]) -> Tensor:
     """Inflate a dilated kernel into the equivalent dense kernel (zeros between taps).
 
-    ``(.., kh, kw)`` with dilation ``(dh, dw)`` becomes ``(.., dh*(kh-1)+1, dw*(kw-1)+1)``.
+    ``(.., k_i)`` with dilation ``d_i`` becomes ``(.., d_i*(k_i-1)+1)`` on every axis.
     """
-    dh, dw = as_pair(dilation, "dilation")
-    if dh < 1 or dw < 1:
-        raise ValueError(f"Expected a dilation >= 1 but got {(dh, dw)}")
-    if (dh, dw) == (1, 1):
+    dil = as_tuple(dilation, _axes(weight), "dilation")
+    if any(d < 1 for d in dil):
+        raise ValueError(f"Expected a dilation >= 1 but got {dil}")
+    if all(d == 1 for d in dil):
         return weight
-    kh, kw = weight.shape[-2:]
-    out = weight.new_zeros(*weight.shape[:-2], dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-    out[..., ::dh, ::dw] = weight
+    k = weight.shape[2:]
+    out = weight.new_zeros(*weight.shape[:2], *(d * (n - 1) + 1 for d, n in zip(dil, k)))
+    out[(..., *(slice(None, None, d) for d in dil))] = weight
     return out
 
 
@@ -161,40 +211,46 @@ def undilate(weight: Tensor, dilation: int | Sequence[int]) -> Tensor:
     The caller guarantees (the engine checks it structurally when a block is built)
     that every off-grid entry is zero.
     """
-    dh, dw = as_pair(dilation, "dilation")
-    eh, ew = weight.shape[-2:]
-    if (eh - 1) % dh or (ew - 1) % dw:
+    dil = as_tuple(dilation, _axes(weight), "dilation")
+    ext = tuple(weight.shape[2:])
+    if any((e - 1) % d for e, d in zip(ext, dil)):
         raise ValueError(
-            f"Expected a dense kernel of extent 1 + dilation*(k-1) but got {eh}x{ew} for dilation {(dh, dw)}"
+            f"Expected a dense kernel of extent 1 + dilation*(k-1) but got {_x(ext)} for dilation {dil}"
         )
-    if (dh, dw) == (1, 1):
+    if all(d == 1 for d in dil):
         return weight
-    return weight[..., ::dh, ::dw]
+    return weight[(..., *(slice(None, None, d) for d in dil))]
+
+
+def _x(shape: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in shape)
 
 
 def place(weight: Tensor, window: int | Sequence[int], offset: int | Sequence[int] | None = None) -> Tensor:
-    """Zero-pad ``weight`` (``.., kh, kw``) into a ``window`` at ``offset`` (top, left).
+    """Zero-pad ``weight`` (``.., *k``) into a ``window`` at ``offset`` (the first tap on each axis).
 
     ``offset=None`` centres the kernel; that needs ``window - k`` even on each axis.
     Raises ``ValueError`` when the kernel does not fit the window.
     """
-    wh, ww = as_pair(window, "window")
-    kh, kw = weight.shape[-2:]
+    d = _axes(weight)
+    win = as_tuple(window, d, "window")
+    k = tuple(weight.shape[2:])
     if offset is None:
-        if (wh - kh) % 2 or (ww - kw) % 2:
+        if any((w - n) % 2 for w, n in zip(win, k)):
             raise ValueError(
-                f"A {kh}x{kw} kernel cannot be centred in a {wh}x{ww} window: "
+                f"A {_x(k)} kernel cannot be centred in a {_x(win)} window: "
                 "the size difference must be even on each axis"
             )
-        offset = ((wh - kh) // 2, (ww - kw) // 2)
-    oh, ow = as_pair(offset, "offset")
-    if oh < 0 or ow < 0 or oh + kh > wh or ow + kw > ww:
-        raise ValueError(
-            f"A {kh}x{kw} kernel at offset {(oh, ow)} does not fit in a {wh}x{ww} window"
-        )
-    if (kh, kw) == (wh, ww):
+        offset = tuple((w - n) // 2 for w, n in zip(win, k))
+    off = as_tuple(offset, d, "offset")
+    if any(o < 0 or o + n > w for o, n, w in zip(off, k, win)):
+        raise ValueError(f"A {_x(k)} kernel at offset {off} does not fit in a {_x(win)} window")
+    if k == win:
         return weight
-    return F.pad(weight, (ow, ww - kw - ow, oh, wh - kh - oh))
+    pad: list[int] = []
+    for o, n, w in reversed(list(zip(off, k, win))):  # F.pad takes the last axis first
+        pad += [o, w - n - o]
+    return F.pad(weight, pad)
 
 
 # ----------------------------------------------------------------------------- fixed kernels
@@ -205,19 +261,22 @@ def identity_kernel(
     groups: int = 1,
     kernel_size: int | Sequence[int] = 1,
     *,
+    dims: int = 2,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """The conv kernel of the identity map: ``W[i, i % (C / groups), centre] = 1``."""
-    kh, kw = as_pair(kernel_size, "kernel_size")
-    if kh % 2 == 0 or kw % 2 == 0:
-        raise ValueError(f"Expected an odd kernel size for an identity kernel but got {(kh, kw)}")
+    """The conv kernel of the identity map: ``W[i, i % (C / groups), centre] = 1``.
+
+    ``kernel_size`` an int: that extent on ``dims`` axes; a sequence: one entry per axis."""
+    k = as_tuple(kernel_size, dims if isinstance(kernel_size, int) else len(kernel_size), "kernel_size")
+    if any(n % 2 == 0 for n in k):
+        raise ValueError(f"Expected an odd kernel size for an identity kernel but got {k}")
     if channels < 1 or groups < 1 or channels % groups:
         raise ValueError(f"Expected channels divisible by groups but got channels={channels}, groups={groups}")
     per_group = channels // groups
-    w = torch.zeros(channels, per_group, kh, kw, dtype=dtype, device=device)
+    w = torch.zeros(channels, per_group, *k, dtype=dtype, device=device)
     idx = torch.arange(channels, device=w.device)
-    w[idx, idx % per_group, kh // 2, kw // 2] = 1
+    w[(idx, idx % per_group, *(n // 2 for n in k))] = 1
     return w
 
 
@@ -227,23 +286,25 @@ def avgpool_kernel(
     groups: int | None = None,
     *,
     count_include_pad: bool = True,
+    dims: int = 2,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Depthwise average pooling as a conv kernel: ``1 / (kh * kw)`` on the diagonal.
+    """Depthwise average pooling as a conv kernel: ``1 / prod(k)`` on the diagonal.
 
     ``groups`` is the conv's groups (``None``: depthwise, ``groups=channels``).
     Only ``count_include_pad=True`` is linear at the borders (the divisor is always
-    ``kh * kw``); with ``False`` border outputs are divided by the number of valid
-    pixels, which no convolution does, so it is rejected.
+    ``prod(k)``); with ``False`` border outputs are divided by the number of valid
+    pixels, which no convolution does, so it is rejected. ``kernel_size`` an int: that
+    extent on ``dims`` axes.
     """
     if not count_include_pad:
         raise ValueError(
             "Average pooling with count_include_pad=False divides border outputs by the number "
             "of valid pixels, which is not a convolution; use count_include_pad=True"
         )
-    kh, kw = as_pair(kernel_size, "kernel_size")
-    w = torch.full((channels, 1, kh, kw), 1.0 / (kh * kw), dtype=dtype, device=device)
+    k = as_tuple(kernel_size, dims if isinstance(kernel_size, int) else len(kernel_size), "kernel_size")
+    w = torch.full((channels, 1, *k), 1.0 / math.prod(k), dtype=dtype, device=device)
     return regroup(w, channels, channels if groups is None else groups)
 
 
@@ -252,30 +313,32 @@ def basis_kernel(
     multiplier: int,
     kernel_size: int | Sequence[int],
     *,
+    dims: int = 2,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
     """DO-Conv's depthwise "identity": a depthwise conv (``groups=channels``) with
     ``multiplier`` outputs per channel, output ``d`` of each channel being the one-hot
-    kernel at spatial position ``d`` (row-major), zero for ``d >= kh * kw``.
+    kernel at spatial position ``d`` (row-major), zero for ``d >= prod(k)``.
 
     Followed by a 1x1 conv ``W[o, c * multiplier + d]``, it composes to the kxk kernel
     ``W[o, c, d]`` laid out row-major: the over-parameterisation starts as a plain conv.
-    Shape ``(channels * multiplier, 1, kh, kw)``; needs ``multiplier >= kh * kw``.
+    Shape ``(channels * multiplier, 1, *k)``; needs ``multiplier >= prod(k)``.
     """
-    kh, kw = as_pair(kernel_size, "kernel_size")
-    if multiplier < kh * kw:
-        raise ValueError(f"Expected a depth multiplier >= kh*kw = {kh * kw} but got {multiplier}")
-    eye = torch.zeros(multiplier, kh * kw, dtype=dtype, device=device)
-    eye[: kh * kw] = torch.eye(kh * kw, dtype=dtype, device=device)
-    return eye.reshape(1, multiplier, kh, kw).expand(channels, -1, -1, -1).reshape(channels * multiplier, 1, kh, kw)
+    k = as_tuple(kernel_size, dims if isinstance(kernel_size, int) else len(kernel_size), "kernel_size")
+    taps = math.prod(k)
+    if multiplier < taps:
+        raise ValueError(f"Expected a depth multiplier >= prod(k) = {taps} but got {multiplier}")
+    eye = torch.zeros(multiplier, taps, dtype=dtype, device=device)
+    eye[:taps] = torch.eye(taps, dtype=dtype, device=device)
+    return eye.reshape(1, multiplier, *k).expand(channels, -1, *k).reshape(channels * multiplier, 1, *k)
 
 
 def normalize_filters(weight: Tensor, eps: float = 1e-12) -> Tensor:
     """Each output filter divided by its L2 norm (DiracNet's ``normalize(W)``):
     ``W[o] / max(||W[o]||_2, eps)``, the norm over input channels and taps."""
     norm = weight.flatten(1).norm(dim=1).clamp_min(eps)
-    return weight / norm.reshape(-1, 1, 1, 1)
+    return weight / _per_channel(norm, _axes(weight))
 
 
 # ----------------------------------------------------------------------------- groups
@@ -295,17 +358,17 @@ def regroup(weight: Tensor, groups_from: int, groups_to: int) -> Tensor:
             f"A conv with groups={groups_from} cannot be written with groups={groups_to}: "
             "the target groups must divide the source groups"
         )
-    c_out, cin_g, kh, kw = weight.shape
+    c_out, cin_g, *k = weight.shape
     r = groups_from // groups_to  # source groups per target group
     if c_out % groups_from:
         raise ValueError(f"Expected C_out={c_out} divisible by groups={groups_from}")
     out_g = c_out // groups_from
-    # (groups_to, r, out_g, cin_g, kh, kw) -> block-diagonal over r inside each target group
-    w = weight.reshape(groups_to, r, out_g, cin_g, kh, kw)
+    # (groups_to, r, out_g, cin_g, taps) -> block-diagonal over r inside each target group
+    w = weight.reshape(groups_to, r, out_g, cin_g, -1)
     eye = torch.eye(r, dtype=weight.dtype, device=weight.device)
     # out[t, i, o, j, c] = w[t, i, o, c] * eye[i, j]
-    out = torch.einsum("tiockl,ij->tiojckl", w, eye)
-    return out.reshape(c_out, r * cin_g, kh, kw)
+    out = torch.einsum("tiock,ij->tiojck", w, eye)
+    return out.reshape(c_out, r * cin_g, *k)
 
 
 # ----------------------------------------------------------------------------- composition
@@ -331,10 +394,11 @@ def compose(
     """
     (w1, b1), (w2, b2) = first, second
     g1, g2 = groups
-    s1h, s1w = as_pair(stride, "stride")
+    d = _axes(w1)
+    s1 = as_tuple(stride, d, "stride")
     w1 = dilate(w1, dilation[0])
-    d2h, d2w = as_pair(dilation[1], "dilation")
-    w2 = dilate(w2, (d2h * s1h, d2w * s1w))
+    d2 = as_tuple(dilation[1], d, "dilation")
+    w2 = dilate(w2, tuple(a * b for a, b in zip(d2, s1)))
     c_mid = w1.shape[0]
     if w2.shape[1] * g2 != c_mid:
         raise ValueError(
@@ -344,20 +408,21 @@ def compose(
     g = math.gcd(g1, g2)
     w1 = regroup(w1, g1, g)
     w2 = regroup(w2, g2, g)
-    c_out, cmid_g, k2h, k2w = w2.shape
-    if k2h == 1 and k2w == 1 and cmid_g == 1 and c_out == c_mid and g == c_mid:
+    c_out, cmid_g, *k2 = w2.shape
+    if all(n == 1 for n in k2) and cmid_g == 1 and c_out == c_mid and g == c_mid:
         # the second step is per-channel (depthwise 1x1): a scale, no conv needed
         w, b = scale_channels(w1, b1, w2.reshape(-1), b2)
         return w, b, g
     # full convolution via cross-correlation with the flipped second kernel
-    w = F.conv2d(
-        w1.transpose(0, 1), w2.flip(2, 3), padding=(k2h - 1, k2w - 1), groups=g
+    spatial = tuple(range(2, 2 + d))
+    w = CONV[d](
+        w1.transpose(0, 1), w2.flip(spatial), padding=tuple(n - 1 for n in k2), groups=g
     ).transpose(0, 1)
     b = _bias_or_zeros(b2, w2)
     if b1 is not None:
         out_g = c_out // g
         b1_per_out = b1.reshape(g, cmid_g).repeat_interleave(out_g, dim=0)  # (C_out, C_mid/g)
-        b = b + (w2.sum(dim=(2, 3)) * b1_per_out).sum(dim=1)
+        b = b + (w2.sum(dim=spatial) * b1_per_out).sum(dim=1)
     return w, b, g
 
 
@@ -375,7 +440,7 @@ def sum_kernels(kernels: Sequence[tuple[Tensor, Tensor | None]]) -> tuple[Tensor
 
 
 def sum_placed(
-    parts: Sequence[tuple[Tensor, Tensor | None, int, Pair]],
+    parts: Sequence[tuple[Tensor, Tensor | None, int, Sequence[int]]],
     window: int | Sequence[int],
     in_channels: int,
     groups: int = 1,
@@ -387,23 +452,23 @@ def sum_placed(
     (``groups == C_out == in_channels``: identity, pooling) on a block with fewer groups is added
     on the diagonal ``o -> o mod (in_channels / groups)`` instead of being expanded to a dense one.
     The parts' tensors are never written to."""
-    wh, ww = as_pair(window, "window")
     if not parts:
         raise ValueError("Expected at least one kernel to sum but got none")
+    d = _axes(parts[0][0])
+    win = as_tuple(window, d, "window")
     c_out = parts[0][0].shape[0]
     cin_g = in_channels // groups
     full, placed = [], []
     for w, _, g, offset in parts:
-        kh, kw = w.shape[-2:]
         diagonal = g != groups and g == c_out == in_channels and w.shape[1] == 1
         if not diagonal:
             w = regroup(w, g, groups)
         if w.shape[0] != c_out or (not diagonal and w.shape[1] != cin_g):
             raise ValueError(f"Expected kernels of {c_out} x {cin_g} channels but got {tuple(w.shape[:2])}")
-        if not diagonal and (kh, kw) == (wh, ww):
+        if not diagonal and tuple(w.shape[2:]) == win:
             full.append(w)
         else:
-            placed.append((w, diagonal, as_pair(offset, "offset")))
+            placed.append((w, diagonal, as_tuple(offset, d, "offset")))
     if len(full) >= 2:
         out = full[0] + full[1]
         for w in full[2:]:
@@ -414,16 +479,17 @@ def sum_placed(
         out = full[0].clone()
     else:
         ref = parts[0][0]
-        out = torch.zeros(c_out, cin_g, wh, ww, dtype=ref.dtype, device=ref.device)
-    for w, diagonal, (oh, ow) in placed:
-        kh, kw = w.shape[-2:]
-        if oh < 0 or ow < 0 or oh + kh > wh or ow + kw > ww:
-            raise ValueError(f"A {kh}x{kw} kernel at offset {(oh, ow)} does not fit in a {wh}x{ww} window")
-        if diagonal:  # out[t*cin_g + j, j] for each group t: a diagonal view, (G, kh, kw, cin_g)
-            view = out.view(groups, cin_g, cin_g, wh, ww)[..., oh: oh + kh, ow: ow + kw].diagonal(0, 1, 2)
-            view += w.reshape(groups, cin_g, kh, kw).permute(0, 2, 3, 1)
+        out = torch.zeros(c_out, cin_g, *win, dtype=ref.dtype, device=ref.device)
+    for w, diagonal, off in placed:
+        k = tuple(w.shape[2:])
+        if any(o < 0 or o + n > e for o, n, e in zip(off, k, win)):
+            raise ValueError(f"A {_x(k)} kernel at offset {off} does not fit in a {_x(win)} window")
+        window_slice = tuple(slice(o, o + n) for o, n in zip(off, k))
+        if diagonal:  # out[t*cin_g + j, j] for each group t: a diagonal view, (G, *k, cin_g)
+            view = out.view(groups, cin_g, cin_g, *win)[(..., *window_slice)].diagonal(0, 1, 2)
+            view += w.reshape(groups, cin_g, *k).movedim(1, -1)
         else:
-            out[:, :, oh: oh + kh, ow: ow + kw] += w
+            out[(slice(None), slice(None), *window_slice)] += w
     biases = [b for _, b, _, _ in parts if b is not None]
     bias = biases[0] if biases else torch.zeros(c_out, dtype=out.dtype, device=out.device)
     for b in biases[1:]:

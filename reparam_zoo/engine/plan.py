@@ -8,9 +8,10 @@ the result; nothing here allocates a tensor.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from reparam_zoo.engine import kernels as K
+from reparam_zoo.engine.geometry import per_axis
 from reparam_zoo.engine.steps import BlockGeometry, ConvStep, GateStep, Placement, Step, analyze, finalize
 from reparam_zoo.errors import NotApplicable, SpecError
 from reparam_zoo.spec.limits import LIMITS
@@ -28,31 +29,68 @@ class BranchInfo:
     placement: Placement
 
 
-def block_geometry(spec: BlockSpec, in_channels: int, out_channels: int, *, stride=1, groups: int = 1
-                   ) -> BlockGeometry:
-    """The one conv a spec folds into, for these channels, stride and groups (checked)."""
+def _axes_arg(value, n: int, name: str, minimum: int = 1) -> tuple[int, ...]:
+    if isinstance(value, bool) or not (isinstance(value, int) or isinstance(value, (tuple, list)) and len(value) == n):
+        raise SpecError(f"Expected {name} to be an int or {n} ints (one per spatial axis) but got {value!r}"[:200],
+                        name)
+    out = (value,) * n if isinstance(value, int) else tuple(value)
+    for v in out:
+        check_int(v, name, minimum)
+    return out
+
+
+def block_geometry(spec: BlockSpec, in_channels: int, out_channels: int, *, stride=1, groups: int = 1,
+                   dims: int = 2, transposed: bool = False, output_padding=0) -> BlockGeometry:
+    """The one conv a spec folds into, for these channels, stride and groups (checked).
+
+    ``dims``: spatial axes, 1, 2 or 3 (``Conv{d}d``), or 0 for a Linear layer (the spec's kernel,
+    dilation and padding do not apply; computed as one axis of extent 1). ``transposed``: the block
+    folds into a ``ConvTranspose{d}d`` with this ``output_padding``."""
     try:
         for value, name in ((in_channels, "in_channels"), (out_channels, "out_channels")):
             check_int(value, name)
             if value > LIMITS["channels"]:
                 raise SpecError(f"{name}={value} is above the limit {LIMITS['channels']:,}", name)
         check_int(groups, "groups")
-        if not (isinstance(stride, int) or isinstance(stride, (tuple, list)) and len(stride) == 2):
-            raise SpecError(f"Expected stride to be an int or a pair of ints but got {stride!r}"[:200], "stride")
-        stride = K.as_pair(stride, "stride")
-        for s in stride:
-            check_int(s, "stride")
+        if isinstance(dims, bool) or dims not in (0, 1, 2, 3):
+            raise SpecError(f"Expected dims to be 0 (Linear), 1, 2 or 3 but got {dims!r}"[:200], "dims")
+        if transposed not in (True, False):
+            raise SpecError(f"Expected transposed to be True or False but got {transposed!r}"[:200], "transposed")
+        if transposed and dims == 0:
+            raise SpecError("a Linear block (dims=0) has no transposed form (transpose its weight instead)",
+                            "transposed")
+        n = max(dims, 1)
+        stride = _axes_arg(stride, n, "stride")
+        output_padding = _axes_arg(output_padding, n, "output_padding", minimum=0)
+        if dims == 0 and (any(s != 1 for s in stride) or groups != 1):
+            raise SpecError("a Linear block (dims=0) has no stride and no groups", "stride" if groups == 1 else "groups")
         if in_channels % groups or out_channels % groups:
             raise SpecError(f"in_channels={in_channels} and out_channels={out_channels} must both be "
                             f"divisible by groups={groups}", "groups")
+        if dims == 0:
+            kernel, dilation, padding = (1,), (1,), (0,)
+        else:
+            kernel, dilation = per_axis(spec.kernel, n, "kernel"), per_axis(spec.dilation, n, "dilation")
+            if spec.padding == "same":
+                if any(d * (k - 1) % 2 for k, d in zip(kernel, dilation)):
+                    raise SpecError(f"padding 'same' needs an odd (dilated) kernel on each axis, got kernel {kernel} "
+                                    f"with dilation {dilation}; give an explicit padding", "padding")
+                padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+            else:
+                padding = per_axis(spec.padding, n, "padding")
+        if transposed:
+            if spec.padding_mode != "zeros":
+                raise SpecError(f"a transposed block pads with zeros only (torch's ConvTranspose), got padding_mode "
+                                f"{spec.padding_mode!r}", "padding_mode")
+            if any(op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
+                raise SpecError(f"output_padding {output_padding} must be smaller than the stride {stride} or the "
+                                f"dilation {dilation} on each axis", "output_padding")
+        elif any(output_padding):
+            raise SpecError("output_padding applies to transposed blocks only", "output_padding")
     except (SpecError, ValueError) as exc:
         raise (exc if isinstance(exc, SpecError) else SpecError(str(exc))).located("", spec.source) from None
-    kernel, dilation = K.as_pair(spec.kernel), K.as_pair(spec.dilation)
-    if spec.padding == "same":
-        padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
-    else:
-        padding = K.as_pair(spec.padding)
-    return BlockGeometry(in_channels, out_channels, kernel, stride, dilation, groups, padding)
+    return BlockGeometry(in_channels, out_channels, kernel, stride, dilation, groups, padding, dims, transposed,
+                         output_padding)
 
 
 @dataclass(frozen=True)
@@ -82,12 +120,14 @@ def plan_branches(spec: BlockSpec, geometry: BlockGeometry, mode: str = "offline
         if bspec.when != "always" and (bspec.when == "depthwise") != depthwise:
             continue
         try:
-            plan = finalize(bspec.plan(geometry), stride)
-            if bspec.gate != "none":
-                plan.append(GateStep(out_channels, learnable=bspec.gate == "learnable"))
-            if mode == "online":
-                plan = [step.online() for step in plan]
-            placement = analyze(plan, geometry)
+            parts = []
+            for suffix, plan in bspec.parts(geometry):
+                plan = finalize([step.for_block(geometry) for step in plan], stride)
+                if bspec.gate != "none":
+                    plan.append(GateStep(out_channels, learnable=bspec.gate == "learnable"))
+                if mode == "online":
+                    plan = [step.online() for step in plan]
+                parts.append((suffix, plan, analyze(plan, geometry)))
         except NotApplicable as exc:
             if bspec.optional:
                 continue
@@ -96,12 +136,12 @@ def plan_branches(spec: BlockSpec, geometry: BlockGeometry, mode: str = "offline
                 f"{loc}.{exc.location}".rstrip("."), source) from None
         except SpecError as exc:
             raise exc.located(loc, source) from None
-        if bspec.train_as == "kernel":
-            if any(step.needs_features for step in plan):
+        for suffix, plan, placement in parts:
+            if bspec.train_as == "kernel" and any(step.needs_features for step in plan):
                 raise SpecError("train_as: kernel composes the branch's kernel every step, which a "
                                 "BatchNorm (it needs the features) does not allow; use norm: scale or none",
                                 f"{loc}.train_as", source)
-        planned.append(PlannedBranch(loc, bspec, btype, plan, placement))
+            planned.append(PlannedBranch(loc + suffix, bspec, btype, plan, placement))
     check_cost(planned, geometry, source)
     return planned
 
@@ -115,13 +155,12 @@ def check_int(value: object, name: str, minimum: int = 1) -> int:
 def check_cost(planned: list[PlannedBranch], g: BlockGeometry, source: str | None) -> None:
     """Refuse, before anything is allocated, a block whose weights (every conv of every branch copy,
     plus the folded kernel) would exceed ``LIMITS["block_weights"]`` values; the error gives the estimate."""
-    total = g.out_channels * (g.in_channels // g.groups) * g.window[0] * g.window[1]  # the folded kernel
+    total = g.out_channels * (g.in_channels // g.groups) * math.prod(g.window)  # the folded kernel
     for branch in planned:
         bspec, plan = branch.spec, branch.plan
         for step in plan:
             if isinstance(step, ConvStep):
-                kh, kw = step.kernel
-                total += bspec.count * step.out_channels * (step.in_channels // step.groups) * kh * kw
+                total += bspec.count * step.out_channels * (step.in_channels // step.groups) * math.prod(step.kernel)
     if total > LIMITS["block_weights"]:
         raise SpecError(f"this block at {g.in_channels} -> {g.out_channels} channels would hold about {total:.2e} "
                         f"weights ({total * 4 / 2**30:,.1f} GiB in float32, twice that to fold in float64); the "

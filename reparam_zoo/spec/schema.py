@@ -46,41 +46,47 @@ def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (value[0], value[1])
 
 
-def _positive_pair(value: Any, what: str, allow_zero: bool = False, limit: int | None = None
-                   ) -> int | tuple[int, int]:
+def axes_of(value: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """A validated per-axis value as a tuple (an int: one entry, meaning every axis)."""
+    return (value,) if isinstance(value, int) else tuple(value)
+
+
+def _positive_axes(value: Any, what: str, allow_zero: bool = False, limit: int | None = None
+                   ) -> int | tuple[int, ...]:
     low = 0 if allow_zero else 1
     ok_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low  # noqa: E731
-    if ok_int(value) or isinstance(value, (list, tuple)) and len(value) == 2 and all(ok_int(v) for v in value):
+    if ok_int(value) or isinstance(value, (list, tuple)) and 1 <= len(value) <= 3 and all(ok_int(v) for v in value):
         big = [v for v in ((value,) if isinstance(value, int) else value) if limit is not None and v > limit]
         if big:
             raise ValueError(f"{what.split(' ')[0]} {short(big[0])} is above the limit {limit} (a spec may not ask "
                              f"for more; see docs/spec.md, Limits)")
-        return value if isinstance(value, int) else (value[0], value[1])
+        return value if isinstance(value, int) else tuple(value)
     kind = "a non-negative" if allow_zero else "a positive"
     verb = "" if what.endswith(" or") else " must be"
-    raise ValueError(f"{what}{verb} {kind} int or a pair [h, w] of such ints, got {short(value)}")
+    raise ValueError(f"{what}{verb} {kind} int or a list of 1 to 3 such ints (one per spatial axis, e.g. "
+                     f"[h, w]), got {short(value)}")
 
 
 def _kernel(value: Any) -> int | tuple[int, int]:
-    return _positive_pair(value, "kernel", limit=LIMITS["kernel"])
+    return _positive_axes(value, "kernel", limit=LIMITS["kernel"])
 
 
 def _dilation(value: Any) -> int | tuple[int, int]:
-    return _positive_pair(value, "dilation", limit=LIMITS["dilation"])
+    return _positive_axes(value, "dilation", limit=LIMITS["dilation"])
 
 
 def _padding(value: Any) -> str | int | tuple[int, int]:
     if value == "same":
         return value
-    return _positive_pair(value, "padding must be 'same' or", allow_zero=True, limit=LIMITS["padding"])
+    return _positive_axes(value, "padding must be 'same' or", allow_zero=True, limit=LIMITS["padding"])
 
 
-_PairSchema = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
+_PairSchema = Union[PositiveInt, list[PositiveInt]]
 #: ``k`` or ``[kh, kw]``
 KernelSize = Annotated[Any, PlainValidator(_kernel, json_schema_input_type=_PairSchema)]
 Dilation = Annotated[Any, PlainValidator(_dilation, json_schema_input_type=_PairSchema)]
 Padding = Annotated[Any, PlainValidator(
-    _padding, json_schema_input_type=Union[Literal["same"], int, tuple[int, int]])]
+    _padding, json_schema_input_type=Union[Literal["same"], int, list[int]])]
 
 
 class NormSpec(BaseModel):
@@ -158,6 +164,11 @@ class BranchSpec(BaseModel):
         """
         raise NotImplementedError
 
+    def parts(self, block: BlockGeometry) -> list[tuple[str, list[Step]]]:
+        """The parallel sub-branches this entry stands for, ``(suffix, plan)`` each: one (``""``, its
+        :meth:`plan`) for most types; several for an entry such as ``line`` with ``axis: all``."""
+        return [("", self.plan(block))]
+
     def label(self) -> str:
         """A short human description, e.g. ``conv 1x1 + bn``."""
         norm = self.norm.label()
@@ -175,9 +186,10 @@ class BlockSpec(BaseModel):
 
     name: str = Field(description="the block's name")
     description: str = Field("", description="free text: the paper, what the spec reproduces")
-    kernel: KernelSize = Field(3, description="kernel of the folded conv: k or [kh, kw]")
+    kernel: KernelSize = Field(3, description="kernel of the folded conv: k (every axis) or one entry per axis")
     dilation: Dilation = Field(1, description="dilation of the folded conv")
-    padding: Padding = Field("same", validate_default=True, description="'same' (needs an odd dilated kernel), p or [ph, pw]")
+    padding: Padding = Field("same", validate_default=True,
+                             description="'same' (needs an odd dilated kernel), p or one entry per axis")
     padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = Field(
         "zeros", description="padding mode; the block pads once, at its input")
     norm_after: Norm = Field(default_factory=lambda: NormSpec(type="none"),
@@ -201,8 +213,11 @@ class BlockSpec(BaseModel):
         # is located at `padding`; skipped when kernel or dilation was itself invalid
         if v == "same" and "kernel" in info.data and "dilation" in info.data:
             kernel, dilation = info.data["kernel"], info.data["dilation"]
-            (kh, kw), (dh, dw) = pair(kernel), pair(dilation)
-            if (dh * (kh - 1)) % 2 or (dw * (kw - 1)) % 2:
+            k, d = axes_of(kernel), axes_of(dilation)
+            if len(k) != len(d) and 1 not in (len(k), len(d)):
+                return v  # the engine names the mismatch against the block's axes
+            k, d = k * (len(d) if len(k) == 1 else 1), d * (len(k) if len(d) == 1 else 1)
+            if any((b * (a - 1)) % 2 for a, b in zip(k, d)):
                 raise ValueError(
                     f"padding 'same' needs an odd (dilated) kernel on each axis, got kernel "
                     f"{kernel} with dilation {dilation}; give an explicit padding")

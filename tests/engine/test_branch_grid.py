@@ -30,6 +30,7 @@ VARIANTS = {
     "kx1": [{"type": "kx1", "norm": "scale"}],
     "conv": [{"type": "conv", "kernel": 1}, {"type": "conv", "kernel": [1, 3], "dilation": 2},
              {"type": "conv", "kernel": 3, "groups": "depthwise", "norm": {"type": "bn", "eps": 0.01}}],
+    "line": [{"type": "line", "axis": 0}, {"type": "line", "axis": "all", "norm": "scale", "bias": True}],
     "identity": [{"type": "identity"}, {"type": "identity", "optional": True, "norm": "scale"}],
     "avgpool": [{"type": "avgpool"}, {"type": "avgpool", "pre_1x1": True}],
     "1x1_kxk": [{"type": "1x1_kxk", "identity_init": True}, {"type": "1x1_kxk", "mid_channels": 8},

@@ -1,3 +1,13 @@
 """Built-in branch types, one file each; importing this package registers them."""
 
-from reparam_zoo.engine.branches import avgpool, conv, identity, k_by_one, kxk, one_by_k, one_kxk, seq  # noqa: F401
+from reparam_zoo.engine.branches import (  # noqa: F401
+    avgpool,
+    conv,
+    identity,
+    k_by_one,
+    kxk,
+    line,
+    one_by_k,
+    one_kxk,
+    seq,
+)

@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
-from reparam_zoo.engine.kernels import as_pair
+from reparam_zoo.engine.geometry import per_axis
 from reparam_zoo.engine.steps import AvgStep, BlockGeometry, ConvStep, Step, norm_steps
 from reparam_zoo.errors import NotApplicable
 from reparam_zoo.spec.registry import register_branch
@@ -25,17 +25,19 @@ class AvgPoolBranch(BranchSpec):
     _linear = field_validator("count_include_pad")(linear_pooling)
 
     def plan(self, block: BlockGeometry) -> list[Step]:
+        if block.dims == 0:
+            raise NotApplicable("average pooling needs a window and a Linear block (dims=0) has none")
         steps: list[Step] = []
         if self.pre_1x1:
-            steps += [ConvStep(block.in_channels, block.out_channels, (1, 1), groups=block.groups,
+            steps += [ConvStep(block.in_channels, block.out_channels, block.ones, groups=block.groups,
                                loc="pre_1x1"),
                       *norm_steps(self.mid_norm, block.out_channels, "mid_norm")]
         elif block.in_channels != block.out_channels:
             raise NotApplicable(
                 f"depthwise average pooling needs in_channels == out_channels, got "
                 f"{block.in_channels} -> {block.out_channels}; set pre_1x1: true to change channels")
-        kernel = block.kernel if self.kernel is None else as_pair(self.kernel)
-        dilation = block.dilation if self.dilation is None else as_pair(self.dilation)
+        kernel = block.kernel if self.kernel is None else per_axis(self.kernel, block.axes, "kernel")
+        dilation = block.dilation if self.dilation is None else per_axis(self.dilation, block.axes, "dilation")
         steps += [AvgStep(block.out_channels, kernel, dilation, loc="kernel"),
                   *norm_steps(self.norm, block.out_channels)]
         return steps

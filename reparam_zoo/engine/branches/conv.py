@@ -6,7 +6,7 @@ from typing import Any, Literal, Union
 
 from pydantic import Field
 
-from reparam_zoo.engine.kernels import as_pair
+from reparam_zoo.engine.geometry import per_axis
 from reparam_zoo.engine.steps import BlockGeometry, ConvStep, Step, norm_steps
 from reparam_zoo.errors import SpecError
 from reparam_zoo.spec.registry import register_branch
@@ -29,19 +29,20 @@ def resolve_groups(groups: Any, in_channels: int, block: BlockGeometry, loc: str
 @register_branch("conv")
 class ConvBranch(BranchSpec):
     type: Literal["conv"] = "conv"
-    kernel: KernelSize = Field(description="k or [kh, kw]")
+    kernel: KernelSize = Field(description="k (every axis) or one entry per axis, e.g. [kh, kw]")
     dilation: Dilation = Field(1, description="the branch's own dilation")
     groups: Groups = Field("block", description="'block' (the block's groups), 'depthwise' or an int")
     bias: bool = Field(False, description="conv bias")
 
     def plan(self, block: BlockGeometry) -> list[Step]:
         groups = resolve_groups(self.groups, block.in_channels, block)
-        conv = ConvStep(block.in_channels, block.out_channels, as_pair(self.kernel), as_pair(self.dilation),
-                        groups, bias=self.bias, loc="kernel")
+        n = block.axes
+        conv = ConvStep(block.in_channels, block.out_channels, per_axis(self.kernel, n, "kernel"),
+                        per_axis(self.dilation, n, "dilation"), groups, bias=self.bias, loc="kernel")
         return [conv, *norm_steps(self.norm, block.out_channels)]
 
     def label(self) -> str:
-        kh, kw = as_pair(self.kernel)
-        d = "" if as_pair(self.dilation) == (1, 1) else f" d{self.dilation}"
+        k = f"{self.kernel}x{self.kernel}" if isinstance(self.kernel, int) else "x".join(map(str, self.kernel))
+        d = "" if self.dilation in (1, (1, 1)) else f" d{self.dilation}"
         norm = "" if self.norm.type == "none" else f" + {self.norm.type}"
-        return f"conv {kh}x{kw}{d}{norm}"
+        return f"conv {k}{d}{norm}"

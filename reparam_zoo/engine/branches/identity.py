@@ -18,6 +18,6 @@ class IdentityBranch(BranchSpec):
         if block.in_channels != block.out_channels:
             raise NotApplicable(
                 f"identity needs in_channels == out_channels, got {block.in_channels} -> {block.out_channels}")
-        if block.stride != (1, 1):
+        if block.stride != block.ones:
             raise NotApplicable(f"identity needs stride 1, got {block.stride}")
         return [IdentityStep(block.in_channels), *norm_steps(self.norm, block.out_channels)]

@@ -1,4 +1,4 @@
-"""``1xk``: a horizontal 1 x kw conv (ACNet's horizontal kernel)."""
+"""``1xk``: a horizontal 1 x kw conv (ACNet's horizontal kernel); 2-D blocks only (``line`` in any d)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from reparam_zoo.errors import NotApplicable
 from reparam_zoo.engine.steps import BlockGeometry, ConvStep, Step, norm_steps
 from reparam_zoo.spec.registry import register_branch
 from reparam_zoo.spec.schema import BranchSpec
@@ -17,6 +18,9 @@ class OneByKBranch(BranchSpec):
     bias: bool = Field(False, description="conv bias")
 
     def plan(self, block: BlockGeometry) -> list[Step]:
+        if block.dims != 2:
+            raise NotApplicable(f"1xk is a 2-D branch and this block has dims={block.dims}; use `type: line, "
+                                "axis: 1` (or `axis: all`) in any number of dimensions")
         conv = ConvStep(block.in_channels, block.out_channels, (1, block.kernel[1]),
                         (1, block.dilation[1]), block.groups, bias=self.bias)
         return [conv, *norm_steps(self.norm, block.out_channels)]

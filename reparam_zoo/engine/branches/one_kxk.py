@@ -24,7 +24,7 @@ class OneKxKBranch(BranchSpec):
     def plan(self, block: BlockGeometry) -> list[Step]:
         mid = {"in": block.in_channels, "out": block.out_channels}.get(self.mid_channels, self.mid_channels)
         mid *= self.mid_multiplier
-        first = ConvStep(block.in_channels, mid, (1, 1), groups=block.groups,
+        first = ConvStep(block.in_channels, mid, block.ones, groups=block.groups,
                          param="identity" if self.identity_init else "plain", loc="mid_channels")
         second = ConvStep(mid, block.out_channels, block.kernel, block.dilation, block.groups, loc="")
         return [first, *norm_steps(self.mid_norm, mid, "mid_norm"), second, *norm_steps(self.norm, block.out_channels)]

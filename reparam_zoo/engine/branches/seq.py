@@ -12,8 +12,9 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from reparam_zoo.engine.branches.conv import Groups, resolve_groups
-from reparam_zoo.engine.kernels import as_pair
+from reparam_zoo.engine.geometry import per_axis
 from reparam_zoo.engine.steps import CONV_PARAMS, AvgStep, BlockGeometry, ConvStep, NormStep, Step, norm_steps
+from reparam_zoo.errors import SpecError
 from reparam_zoo.spec.registry import SEQ_STEPS, register_branch
 from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize, NormSpec, linear_pooling
 
@@ -33,7 +34,7 @@ class SeqStepSpec(BaseModel):
 
 class ConvStepSpec(SeqStepSpec):
     type: Literal["conv"] = "conv"
-    kernel: KernelSize = Field(description="k or [kh, kw]")
+    kernel: KernelSize = Field(description="k (every axis) or one entry per axis, e.g. [kh, kw]")
     dilation: Dilation = Field(1, description="the step's dilation")
     groups: Groups = Field("block", description="'block', 'depthwise' (groups = its input channels) or an int")
     out_channels: Union[PositiveInt, Literal["in", "out"]] = Field(
@@ -53,11 +54,13 @@ class ConvStepSpec(SeqStepSpec):
     def plan_step(self, channels: int, block: BlockGeometry, loc: str) -> Step:
         base = {"in": block.in_channels, "out": block.out_channels}.get(self.out_channels, self.out_channels)
         groups = resolve_groups(self.groups, channels, block, f"{loc}.groups")
-        return ConvStep(channels, base * self.multiplier, as_pair(self.kernel), as_pair(self.dilation), groups,
-                        bias=self.bias, param=self.param, loc=loc)
+        n = block.axes
+        return ConvStep(channels, base * self.multiplier, per_axis(self.kernel, n, f"{loc}.kernel"),
+                        per_axis(self.dilation, n, f"{loc}.dilation"), groups, bias=self.bias, param=self.param,
+                        loc=loc)
 
     def label(self) -> str:
-        return "conv {}x{}".format(*as_pair(self.kernel))
+        return f"conv {_label(self.kernel)}"
 
 
 class BNStepSpec(SeqStepSpec):
@@ -93,10 +96,18 @@ class AvgPoolStepSpec(SeqStepSpec):
     _linear = field_validator("count_include_pad")(linear_pooling)
 
     def plan_step(self, channels: int, block: BlockGeometry, loc: str) -> Step:
-        return AvgStep(channels, as_pair(self.kernel), as_pair(self.dilation), loc=loc)
+        if block.dims == 0:
+            raise SpecError("average pooling needs a window and a Linear block (dims=0) has none", loc)
+        n = block.axes
+        return AvgStep(channels, per_axis(self.kernel, n, f"{loc}.kernel"),
+                       per_axis(self.dilation, n, f"{loc}.dilation"), loc=loc)
 
     def label(self) -> str:
-        return "avgpool {}x{}".format(*as_pair(self.kernel))
+        return f"avgpool {_label(self.kernel)}"
+
+
+def _label(kernel) -> str:
+    return f"{kernel}x{kernel}" if isinstance(kernel, int) else "x".join(map(str, kernel))
 
 
 for _model in (ConvStepSpec, BNStepSpec, ScaleStepSpec, AvgPoolStepSpec):

@@ -51,6 +51,11 @@ class Step:
     def online(self) -> "Step":
         return self
 
+    def for_block(self, block) -> "Step":
+        """The step as a block of this geometry builds it (its number of axes, transposed or not);
+        a step whose module does not depend on them returns itself."""
+        return self
+
 
 class ChannelWise(Step):
     """Steps that map ``channels`` to ``channels``, each channel on its own (fully grouped)."""
@@ -89,11 +94,11 @@ def register_step(name: str):
 class StepKernel:
     """A step as linear algebra: either a per-channel affine map or a conv."""
 
-    weight: Tensor | None = None  # conv (C_out, C_in/g, kh, kw), in the compute dtype
-    bias: Tensor | None = None
+    weight: Tensor | None = None  # conv (C_out, C_in/g, *k), in the compute dtype (conv layout, also
+    bias: Tensor | None = None    # for a transposed conv's kernel)
     groups: int = 1
-    stride: Pair = (1, 1)
-    dilation: Pair = (1, 1)
+    stride: tuple[int, ...] | None = None  # None: 1 on every axis
+    dilation: tuple[int, ...] | None = None
     scale: Tensor | None = None  # affine
     shift: Tensor | None = None
 

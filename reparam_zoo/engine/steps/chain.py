@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reparam_zoo.engine import kernels as K
-from reparam_zoo.engine.geometry import BlockGeometry, Pair
+from reparam_zoo.engine.geometry import BlockGeometry
 from reparam_zoo.engine.steps.base import Step, step_kernel
 from reparam_zoo.errors import SpecError
 
@@ -43,51 +42,58 @@ class ComposedChain(Chain):
         self.in_channels = in_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        k = chain_kernel(list(self), self.in_channels, x.device, x.dtype)
-        return F.conv2d(x, k.weight, k.bias, stride=k.stride, groups=k.groups)
+        k = chain_kernel(list(self), self.in_channels, x.device, x.dtype, dims=x.dim() - 2)
+        return K.CONV[x.dim() - 2](x, k.weight, k.bias, stride=k.stride, groups=k.groups)
 
 
 @dataclass
 class BranchKernel:
-    """A branch as one dense (undilated) kernel: ``(C_out, C_in/groups, eh, ew)``, float64."""
+    """A branch as one dense (undilated) kernel: ``(C_out, C_in/groups, *extent)``, float64."""
 
     weight: Tensor
     bias: Tensor | None
     groups: int
-    stride: Pair
+    stride: tuple[int, ...]
 
 
 def chain_kernel(modules: Sequence[nn.Module], in_channels: int,
-                 device: torch.device | None = None, dtype: torch.dtype = torch.float64) -> BranchKernel:
+                 device: torch.device | None = None, dtype: torch.dtype = torch.float64, *,
+                 dims: int = 2) -> BranchKernel:
     """Compose a chain of step modules into one kernel (differentiable), computed in ``dtype``
     (float64 for folding; online training may use the parameters' own dtype).
 
     ``device`` is where parameter-free steps build their fixed kernels (default: the
-    device of the chain's first parameter or buffer, else the CPU).
+    device of the chain's first parameter or buffer, else the CPU). ``dims``: the spatial axes of
+    a chain without a conv or pooling step (identity, norms), whose kernel is ``1`` on each.
     """
     if device is None:
         device = next((t.device for m in modules for t in [*m.parameters(), *m.buffers()]), None)
     w = b = None
-    groups, stride, channels = 1, (1, 1), in_channels
+    groups, stride, channels = 1, None, in_channels
     for m in modules:
         sk = step_kernel(m, channels, device, dtype)
         if sk.weight is None:  # per-channel affine
             if w is None:
-                w = sk.scale.reshape(-1, 1, 1, 1)
+                w = sk.scale.reshape(-1, 1, *([1] * dims))
                 b, groups = sk.shift, channels
             else:
                 w, b = K.scale_channels(w, b, sk.scale, sk.shift)
             continue
+        n = sk.weight.dim() - 2
+        sk_stride = sk.stride or (1,) * n
+        sk_dilation = sk.dilation or (1,) * n
         if w is None:
-            w, b, groups, stride = K.dilate(sk.weight, sk.dilation), sk.bias, sk.groups, sk.stride
+            w, b, groups, stride = K.dilate(sk.weight, sk_dilation), sk.bias, sk.groups, sk_stride
         else:
+            if w.dim() != sk.weight.dim():
+                w = w.reshape(*w.shape[:2], *([1] * n))  # a leading per-channel step: a kernel of extent 1
             w, b, groups = K.compose((w, b), (sk.weight, sk.bias), groups=(groups, sk.groups),
-                                     stride=stride, dilation=(1, sk.dilation))
-            stride = (stride[0] * sk.stride[0], stride[1] * sk.stride[1])
+                                     stride=stride or (1,) * n, dilation=(1, sk_dilation))
+            stride = tuple(a * c for a, c in zip(stride or (1,) * n, sk_stride))
         channels = w.shape[0]
     if w is None:
         raise SpecError("an empty chain has no kernel")
-    return BranchKernel(weight=w, bias=b, groups=groups, stride=stride)
+    return BranchKernel(weight=w, bias=b, groups=groups, stride=stride or (1,) * (w.dim() - 2))
 
 
 def chain_module(spec, plan: list[Step], block: BlockGeometry) -> nn.Module:
@@ -97,4 +103,4 @@ def chain_module(spec, plan: list[Step], block: BlockGeometry) -> nn.Module:
 
 def chain_converter(module: nn.Module, block: BlockGeometry) -> BranchKernel:
     """Default converter of a branch type: compose the chain's steps with the kernel algebra."""
-    return chain_kernel(list(module), block.in_channels)
+    return chain_kernel(list(module), block.in_channels, dims=block.axes)

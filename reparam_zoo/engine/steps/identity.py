@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
-from reparam_zoo.engine import kernels as K
 from reparam_zoo.engine.geometry import Pair
 from reparam_zoo.engine.steps.base import ChannelWise, StepKernel, register_step, register_step_converter
 
@@ -27,4 +27,5 @@ class IdentityStep(ChannelWise):
 
 @register_step_converter(nn.Identity)
 def identity_kernel(m: nn.Identity, channels: int, device, dtype) -> StepKernel:
-    return StepKernel(weight=K.identity_kernel(channels, channels, 1, dtype=dtype, device=device), groups=channels)
+    """The identity as a per-channel scale of one: a kernel of extent 1 on every axis, whatever their number."""
+    return StepKernel(scale=torch.ones(channels, dtype=dtype, device=device))

@@ -23,7 +23,7 @@ class ChannelScale(nn.Module):
         self.weight = nn.Parameter(torch.full((channels,), float(init), dtype=dtype, device=device))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * self.weight.reshape(1, -1, 1, 1)
+        return x * self.weight.reshape(1, -1, *([1] * (x.dim() - 2)))
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}"
@@ -41,6 +41,7 @@ class NormStep(ChannelWise):
     affine: bool = True
     init: float = 1.0  # initial value of a scale
     loc: str = ""
+    axes: int = 2  # spatial axes of its input: BatchNorm1d (1), BatchNorm2d (2) or BatchNorm3d (3)
 
     stride: Pair = (1, 1)
 
@@ -52,13 +53,17 @@ class NormStep(ChannelWise):
     def needs_features(self) -> bool:  # type: ignore[override]
         return self.kind == "bn"
 
+    def for_block(self, block) -> Step:
+        return self if self.axes == block.axes else replace(self, axes=block.axes)
+
     def online(self) -> Step:
         """OREPA's linear scaling: a BatchNorm inside a branch becomes a per-channel scale."""
         return replace(self, kind="scale", init=1.0) if self.kind == "bn" else self
 
     def build(self) -> nn.Module:
         if self.kind == "bn":
-            return nn.BatchNorm2d(self.channels, eps=self.eps, momentum=self.momentum, affine=self.affine)
+            bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[self.axes]
+            return bn(self.channels, eps=self.eps, momentum=self.momentum, affine=self.affine)
         return ChannelScale(self.channels, self.init)
 
 

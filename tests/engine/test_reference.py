@@ -20,7 +20,7 @@ from tests.reference.acb import RefACB
 from tests.reference.dbb import RefDBB
 from tests.reference.diracnet import RefDirac
 from tests.reference.doconv import RefDOConv
-from tests.reference.expandnet import RefExpandCK, RefExpandCL
+from tests.reference.expandnet import RefExpandCK, RefExpandCL, RefExpandFC
 from tests.reference.mobileone import RefMobileOne
 from tests.reference.orepa import RefOREPA
 from tests.reference.plain import RefPlain
@@ -61,6 +61,10 @@ def map_repvgg(r):
 
 def map_acb(r):
     return {**cbn("branches.0", r.square), **cbn("branches.1", r.hor), **cbn("branches.2", r.ver)}
+
+
+def map_acb_nd(r):  # one line per axis: axis 0 (height, ACNet's vertical kx1) first
+    return {**cbn("branches.0", r.square), **cbn("branches.1", r.ver), **cbn("branches.2", r.hor)}
 
 
 def map_dbb(r):
@@ -151,6 +155,9 @@ CASES = {
     "doconv": (RefDOConv, map_doconv, DENSE),
     "expandnet": (RefExpandCL, map_expand_cl, DENSE),
     "expandnet_ck": (RefExpandCK, map_expand_ck, DENSE),
+    # in 2-D the FC expansion is the CL expansion of a 1x1 conv (dims=0, a Linear layer: test below)
+    "expandnet_fc": (lambda cin, cout, s, g: RefExpandCL(cin, cout, s, g, k=1), map_expand_cl, DENSE),
+    "acb_nd": (RefACB, map_acb_nd, DENSE),
     "diracnet": (RefDirac, map_dirac, [(4, 4, 1, 1), (4, 4, 1, 2), (4, 4, 1, 4), (4, 8, 1, 1), (4, 4, 2, 1)]),
     "qarepvgg": (RefQARepVGG, map_qarepvgg, DENSE),
     "orepa": (RefOREPA, map_orepa, DENSE),
@@ -232,3 +239,28 @@ def test_doconv_trains_as_the_composed_kernel_or_the_chain():
     x = torch.randn(2, 4, 9, 9, dtype=torch.float64)
     for m in (block, chain):
         assert_close(ref(x), m.train()(x))
+
+
+@pytest.mark.parametrize("cin,cout", [(4, 4), (5, 3), (3, 7)])
+def test_expandnet_fc_is_the_papers_fc_expansion(cin, cout):
+    """dims=0: three Linear layers and a BatchNorm1d, folded into ONE nn.Linear."""
+    torch.manual_seed(cin * cout)
+    ref = randomize(RefExpandFC(cin, cout).double(), cin)
+    with torch.no_grad():
+        for bn in (ref.bn,):  # randomize() gives BatchNorm2d statistics only
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.25, 2)
+    block = rz.build_block("expandnet_fc", cin, cout, dims=0).double()
+    state = {"branches.0.0.weight": ref.f1.weight[..., None], "branches.0.1.weight": ref.f2.weight[..., None],
+             "branches.0.2.weight": ref.f3.weight[..., None]}
+    state.update({f"branches.0.3.{n}": getattr(ref.bn, n) for n in BN_KEYS})
+    block.load_state_dict(state, strict=True)
+    assert _params(block) == _params(ref)
+    x = torch.randn(6, cin, dtype=torch.float64)
+    assert_close(ref.eval()(x), block.eval()(x))
+    r_train, b_train = copy.deepcopy(ref).train(), copy.deepcopy(block).train()
+    assert_close(r_train(x), b_train(x))
+    assert_close(r_train(x + 1), b_train(x + 1))
+    folded = block.fold()
+    assert type(folded.conv) is nn.Linear and folded.conv.weight.shape == (cout, cin)
+    assert_close(ref.eval()(x), folded(x))

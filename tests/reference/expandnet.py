@@ -29,3 +29,17 @@ class RefExpandCK(nn.Module):
 
     def forward(self, x):
         return F.relu(self.bn(self.c2(self.c1(F.pad(x, [2] * 4)))))
+
+
+class RefExpandFC(nn.Module):
+    """The FC expansion: Linear m -> r m -> r n -> n (no bias, no nonlinearity), then BN1d and ReLU."""
+
+    def __init__(self, cin, cout, r=4):
+        super().__init__()
+        self.f1 = nn.Linear(cin, r * cin, bias=False)
+        self.f2 = nn.Linear(r * cin, r * cout, bias=False)
+        self.f3 = nn.Linear(r * cout, cout, bias=False)
+        self.bn = nn.BatchNorm1d(cout)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.f3(self.f2(self.f1(x)))))

@@ -45,6 +45,49 @@ def zoo_rows(seed: int = 0) -> list[dict]:
     return rows
 
 
+#: the layers of the "every layer" table: column title -> build_block keywords
+LAYERS = {"1-D": {"dims": 1}, "2-D": {"dims": 2}, "3-D": {"dims": 3}, "Linear": {"dims": 0},
+          "transposed 2-D, stride 2": {"dims": 2, "transposed": True, "stride": 2, "output_padding": 1}}
+
+
+def layer_rows(seed: int = 0) -> list[dict]:
+    """Each shipped spec built for each layer of :data:`LAYERS` (8 -> 8 channels), folded and checked in
+    float64 with random BN statistics: ``{"spec": name, column: "yes" | "no: <the rule>"}``; a fold
+    beyond the float64 tolerance raises (it is a bug, not a table entry)."""
+    from reparam_zoo.engine.verify import TOLERANCES, randomize_norms, relative_error
+    from reparam_zoo.errors import SpecError
+
+    rows = []
+    for name in list_specs():
+        row = {"spec": name}
+        for column, kw in LAYERS.items():
+            try:
+                block = build_block(name, 8, 8, **kw).double()
+            except SpecError as exc:
+                rule = exc.rule.split("; ")[0]
+                row[column] = f"no: `{exc.location}`: {rule}" if exc.location else f"no: {rule}"
+                continue
+            randomize_norms(block, seed)
+            block.eval()
+            dims = kw["dims"]
+            x = torch.randn(2, 8, *([7] * dims), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+            with torch.no_grad():
+                err = relative_error(fold_model(block)(x), block(x))
+            if not err <= TOLERANCES["fold/float64"]:
+                raise AssertionError(f"{name} as {column}: fold error {err:.1e}")
+            row[column] = "yes"
+        rows.append(row)
+    return rows
+
+
+def layers_markdown(rows: list[dict]) -> list[str]:
+    cols = list(LAYERS)
+    out = ["| spec | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for r in rows:
+        out.append(f"| `{r['spec']}` | " + " | ".join(r[c] for c in cols) + " |")
+    return out
+
+
 def _branches(block) -> str:
     """``4 x kxk + bn; conv 1x1 + bn`` (copies of a ``count`` branch shown once)."""
     seen: dict[str, list] = {}
@@ -59,8 +102,9 @@ def format_row(r: dict) -> str:
             f"{r['err64']:.1e} | {r['err32']:.1e} |")
 
 
-def zoo_markdown(rows: list[dict] | None = None) -> str:
+def zoo_markdown(rows: list[dict] | None = None, layers: list[dict] | None = None) -> str:
     rows = zoo_rows() if rows is None else rows
+    layers = layer_rows() if layers is None else layers
     c, size = REFERENCE["channels"], REFERENCE["size"]
     lines = [
         "# The zoo",
@@ -96,6 +140,23 @@ def zoo_markdown(rows: list[dict] | None = None) -> str:
         "- `diracnet`: a = 1 and b = 0.1 at init; the identity term exists where in == out and stride 1.",
         "- `orepa`: the four linear branches with per-channel scales; OREPA's prior (Gabor) branch is not "
         "included.",
+        "- `expandnet_fc`: the FC expansion m -> 4m -> 4n -> n; with `dims=0` it folds into one `nn.Linear` "
+        "(in 1-D/2-D/3-D it is the same expansion of a 1x1 conv).",
+        "- `acb_nd`: ACB written as a kxk conv and one line per axis; in 2-D it is `acb` (its lines in the order "
+        "kx1, 1xk), in 3-D a cube and three axis lines.",
+        "",
+        "## Every layer",
+        "",
+        "Each spec built with `rz.build_block(spec, 8, 8, ...)` for 1-D, 2-D and 3-D convolutions, a Linear "
+        "layer (`dims=0`) and a stride-2 transposed convolution (`transposed=True, output_padding=1`): `yes` "
+        "means it builds and folds into one layer within float64 1e-12 (random BatchNorm statistics; "
+        "`tests/engine/test_dims.py` checks more geometries), `no` gives the rule it is refused with when "
+        "built. Meaningful in practice: every `yes` except where a branch degenerates — in 1-D `acb_nd`'s "
+        "line is the kernel itself (a second kxk), and in a Linear layer `repvgg`, `mobileone`, `qarepvgg` "
+        "and `plain` are sums of full matrices (and the identity), which is what RepMLP-style FC "
+        "re-parameterization trains; `expandnet_fc` is the Linear block of the zoo. See docs/math.md §14.",
+        "",
+        *layers_markdown(layers),
         "",
     ]
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from reparam_zoo.cli.app import main
 from reparam_zoo.spec.lookup import list_specs
-from reparam_zoo.bench.zoo import format_row, zoo_markdown, zoo_rows
+from reparam_zoo.bench.zoo import LAYERS, format_row, layer_rows, layers_markdown, zoo_markdown, zoo_rows
 
 ZOO = Path(__file__).resolve().parents[2] / "docs" / "zoo.md"
 
@@ -17,7 +17,7 @@ def test_zoo_table_is_current(tmp_path):
     rows = zoo_rows()
     assert [r["spec"] for r in rows] == list_specs()
     doc = ZOO.read_text()
-    table = {(_cells(ln)[0]): _cells(ln) for ln in doc.splitlines() if ln.startswith("| `")}
+    table = {(_cells(ln)[0]): _cells(ln) for ln in doc.split("## Every layer")[0].splitlines() if ln.startswith("| `")}
     assert set(table) == {f"`{r['spec']}`" for r in rows}, "a spec is missing from docs/zoo.md"
     for r in rows:
         fresh, written = _cells(format_row(r)), table[f"`{r['spec']}`"]
@@ -25,8 +25,19 @@ def test_zoo_table_is_current(tmp_path):
         assert fresh[:-2] == written[:-2], f"docs/zoo.md is stale for {r['spec']}: run `reparam-zoo zoo --write docs/zoo.md`"
         assert float(written[-2]) <= 1e-12 and float(written[-1]) <= 1e-6
         assert r["err64"] <= 1e-12 and r["err32"] <= 1e-6
-    # the prose around the table is the generator's too
-    assert doc.split("| spec |")[0] == zoo_markdown(rows).split("| spec |")[0]
+    # the prose around the table is the generator's too, and so is the "every layer" table
+    layers = layer_rows()
+    assert doc.split("| spec |")[0] == zoo_markdown(rows, layers).split("| spec |")[0]
+    assert "\n".join(layers_markdown(layers)) in doc, "docs/zoo.md's every-layer table is stale"
+
+
+def test_every_layer_table_says_what_builds():
+    rows = {r["spec"]: r for r in layer_rows()}
+    assert set(rows) == set(list_specs()) and all(set(r) == {"spec", *LAYERS} for r in rows.values())
+    assert all(rows["repvgg"][c] == "yes" for c in LAYERS)
+    assert rows["acb"]["3-D"].startswith("no: `branches.1`: 1xk is a 2-D branch")
+    assert rows["acb_nd"]["3-D"] == "yes" and rows["expandnet_fc"]["Linear"] == "yes"
+    assert "transposed" in rows["dbb"]["transposed 2-D, stride 2"]
 
 
 def test_zoo_cli_writes_the_table(tmp_path, capsys, monkeypatch):
@@ -35,6 +46,7 @@ def test_zoo_cli_writes_the_table(tmp_path, capsys, monkeypatch):
     fake = [{"spec": "x", "paper": "P", "branches": "kxk", "groups": 1, "train_params": 2, "deploy_params": 1,
              "train_macs": 3e6, "deploy_macs": 1e6, "err64": 1e-16, "err32": 1e-8}]
     monkeypatch.setattr(zoo, "zoo_rows", lambda seed=0: fake)
+    monkeypatch.setattr(zoo, "layer_rows", lambda seed=0: [{"spec": "x", **{c: "yes" for c in zoo.LAYERS}}])
     out = tmp_path / "zoo.md"
     assert main(["zoo", "--write", str(out)]) == 0
     assert "| `x` | P | kxk | 1 | 2 | 1 | 3.0 | 1.0 |" in out.read_text()

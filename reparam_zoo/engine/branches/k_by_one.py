@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from reparam_zoo.errors import NotApplicable
 from reparam_zoo.engine.steps import BlockGeometry, ConvStep, Step, norm_steps
+from reparam_zoo.errors import NotApplicable
 from reparam_zoo.spec.registry import register_branch
 from reparam_zoo.spec.schema import BranchSpec
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from reparam_zoo.cli import fail
-from reparam_zoo.cli.argtypes import DefaultsHelp, positive_int, shape_nchw
+from reparam_zoo.cli.argtypes import DefaultsHelp, positive_int
 from reparam_zoo.errors import SpecError
 from reparam_zoo.interop.checkpoints import CheckpointError
 from reparam_zoo.interop.deployed import INPUT_SHAPE, agreement, save_expanded
@@ -16,6 +16,17 @@ from reparam_zoo.interop.expand import expand
 from reparam_zoo.interop.user_models import ModelError, build_user_model, load_weights
 from reparam_zoo.outputs import OutputError, check_writable
 from reparam_zoo.spec.lookup import resolve_spec
+
+
+def input_shape(text: str) -> tuple[int, ...]:
+    """``N,C[,L | ,H,W | ,D,H,W]``: 2 to 5 positive ints, the input of a Linear, 1-D, 2-D or 3-D model."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"Expected N,C[,L | ,H,W | ,D,H,W] (ints) but got {text!r}") from None
+    if not 2 <= len(shape) <= 5 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"Expected 2 to 5 positive ints N,C[,L | ,H,W | ,D,H,W] but got {text!r}")
+    return shape
 
 
 def add_parser(sub) -> None:
@@ -30,18 +41,20 @@ def add_parser(sub) -> None:
         formatter_class=DefaultsHelp)
     p.add_argument("output", metavar="OUT.pth", help="where to write the expanded checkpoint")
     p.add_argument("--model", required=True, help="torchvision:NAME, timm:NAME or FILE.py:FACTORY")
-    p.add_argument("--block", required=True, help="block spec: shipped name or YAML path")
+    p.add_argument("--block", required=True, help="block spec: shipped name or YAML path (for every conv, "
+                                                  "1-D, 2-D or 3-D; Linear layers: rz.expand's kinds mapping)")
     p.add_argument("--weights", metavar="FILE", help="the model's own checkpoint (.pth or .safetensors); "
                                                      "default: random weights")
     p.add_argument("--num-classes", type=positive_int, help="passed to the model factory (default: its own)")
     p.add_argument("--include", action="append", metavar="PATTERN", help="only convs whose path matches "
                                                                           "(fnmatch; repeatable)")
     p.add_argument("--exclude", action="append", metavar="PATTERN", help="skip convs whose path matches")
-    p.add_argument("--min-kernel", type=positive_int, default=3, help="leave convs with smaller kernels (1x1 by default)")
+    p.add_argument("--min-kernel", type=positive_int, default=3,
+                   help="leave convs with smaller kernels (1x1 by default)")
     p.add_argument("--init", choices=["preserve", "fresh"], default="preserve",
                    help="preserve: the expanded model computes exactly what the original computes")
-    p.add_argument("--input-shape", type=shape_nchw, default=INPUT_SHAPE, metavar="N,C,H,W",
-                   help="input of the equality check")
+    p.add_argument("--input-shape", type=input_shape, default=INPUT_SHAPE, metavar="N,C,H,W",
+                   help="input of the equality check (N,C,L for a 1-D model, N,C,D,H,W for a 3-D one)")
     p.set_defaults(func=cmd_expand)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+from reparam_zoo.engine.block import RepBlock
 from reparam_zoo.engine.steps import AvgPool, ComposedChain, chain_kernel
 
 
@@ -34,48 +37,90 @@ def saved_tensor_mb(step) -> float:
     return total / 2**20
 
 
-def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of the convolutions and poolings of one forward pass.
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+POOLS = (AvgPool, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 
-    Conv: ``out_elements * C_in/groups * kh * kw``; average pooling: ``out_elements * kh * kw``;
-    a chain trained as its composed kernel counts as the one conv it runs. Element-wise ops
-    (BN in eval, adds, activations) and kernel composition are not counted.
+
+def _window(kernel_size, axes: int) -> int:
+    """Taps of a kernel: ``kernel_size`` is an int (every axis) or one entry per axis."""
+    return kernel_size ** axes if isinstance(kernel_size, int) else math.prod(kernel_size)
+
+
+def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates per sample (``input_shape[0]`` samples) of the convolutions, Linear layers
+    and poolings of one forward pass, in 1, 2 or 3 spatial dimensions.
+
+    Conv: ``out_elements * C_in/groups * prod(k)``; transposed conv: ``in_elements * C_out/groups *
+    prod(k)`` (every product it scatters, the ones its padding crops included); Linear:
+    ``out_elements * in_features``; average pooling: ``out_elements * prod(k)`` (transposed:
+    ``in_elements * prod(k)``). A chain trained as its composed kernel counts as the one conv it runs,
+    and a block trained online as the one conv of its geometry. Element-wise ops (BN in eval, adds,
+    activations) and kernel composition are not counted.
     """
     total = 0
 
-    def conv_hook(m: nn.Conv2d, inp, out):
+    def conv_hook(m: nn.Module, inp, out):
         nonlocal total
-        kh, kw = m.kernel_size
-        total += out.numel() * (m.in_channels // m.groups) * kh * kw
+        total += out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+
+    def conv_transpose_hook(m: nn.Module, inp, out):
+        nonlocal total
+        total += inp[0].numel() * (m.out_channels // m.groups) * math.prod(m.kernel_size)
+
+    def linear_hook(m: nn.Linear, inp, out):
+        nonlocal total
+        total += out.numel() * m.in_features
 
     def pool_hook(m: nn.Module, inp, out):
         nonlocal total
-        k = m.kernel_size
-        kh, kw = (k, k) if isinstance(k, int) else k
-        total += out.numel() * kh * kw
+        taps = _window(m.kernel_size, out.dim() - 2)
+        total += (inp[0] if getattr(m, "transposed", False) else out).numel() * taps
 
     def composed_hook(m: nn.Module, inp, out):
         # a chain trained as its composed kernel: one conv with the composite kernel on the features
         nonlocal total
         with torch.no_grad():
-            k = chain_kernel(list(m), m.in_channels)
-        total += out.numel() * k.weight.shape[1] * k.weight.shape[2] * k.weight.shape[3]
+            k = chain_kernel(list(m), m.in_channels, dims=inp[0].dim() - 2)
+        total += out.numel() * math.prod(k.weight.shape[1:])
+
+    def block_hook(m: RepBlock, inp, out):
+        # what a block runs functionally (no module call, no hook): online, the one conv of its geometry;
+        # a transposed block, each branch's transposed conv on the block's input (the steps before it are
+        # per-channel: they keep the spatial size)
+        nonlocal total
+        g, x = m.geometry, inp[0]
+        if m.mode == "online":
+            taps = math.prod(g.kernel)
+            total += (x.numel() * (g.out_channels // g.groups) if g.transposed else
+                      out.numel() * (g.in_channels // g.groups)) * taps
+            return
+        pixels = x.numel() // (x.shape[0] * x.shape[1])
+        for branch in m.branches:
+            for step in branch.modules():
+                if isinstance(step, CONV_TRANSPOSES):
+                    total += x.shape[0] * pixels * step.in_channels * (step.out_channels // step.groups) * \
+                        math.prod(step.kernel_size)
 
     handles = []
     for m in module.modules():
-        if isinstance(m, ComposedChain):
+        if isinstance(m, RepBlock) and (m.mode == "online" or (m.mode != "deployed" and m.geometry.transposed)):
+            handles.append(m.register_forward_hook(block_hook))
+        elif isinstance(m, ComposedChain):
             handles.append(m.register_forward_hook(composed_hook))
-        elif isinstance(m, nn.Conv2d):
+        elif isinstance(m, CONVS):
             handles.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, (AvgPool, nn.AvgPool2d)):
+        elif isinstance(m, CONV_TRANSPOSES):
+            handles.append(m.register_forward_hook(conv_transpose_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+        elif isinstance(m, POOLS):
             handles.append(m.register_forward_hook(pool_hook))
     param = next((t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
     x = torch.zeros(input_shape, dtype=param.dtype if param is not None else None,
                     device=param.device if param is not None else None)
     # the zero-padding fast path calls each branch's first conv functionally (no module call, no
     # hook): count on the pad-once path, which runs the same convs with the same output sizes
-    from reparam_zoo.engine.block import RepBlock
-
     blocks = [m for m in module.modules() if isinstance(m, RepBlock)]
     saved = [b._direct for b in blocks]
     was_training = module.training

@@ -52,7 +52,7 @@ def block_geometry(spec: BlockSpec, in_channels: int, out_channels: int, *, stri
             if value > LIMITS["channels"]:
                 raise SpecError(f"{name}={value} is above the limit {LIMITS['channels']:,}", name)
         check_int(groups, "groups")
-        if isinstance(dims, bool) or dims not in (0, 1, 2, 3):
+        if isinstance(dims, bool) or not isinstance(dims, int) or dims not in (0, 1, 2, 3):
             raise SpecError(f"Expected dims to be 0 (Linear), 1, 2 or 3 but got {dims!r}"[:200], "dims")
         if transposed not in (True, False):
             raise SpecError(f"Expected transposed to be True or False but got {transposed!r}"[:200], "transposed")

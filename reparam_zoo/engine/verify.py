@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from reparam_zoo.engine.block import RepBlock
 from reparam_zoo.engine.fold import fold_model
 from reparam_zoo.engine.steps import ChannelScale
 
@@ -137,24 +138,63 @@ class VerifyResult:
                 f"max rel {self.max_rel:.2e}, training form {self.train_rel:.2e} {verdict}")
 
 
-def check_size(geometry, at_least: tuple[int, int] = (9, 11)) -> tuple[int, int]:
-    """An input size (h, w) every form of a block with this geometry accepts: at least the block's
-    window (minus its padding), what reflect padding needs, and ``at_least``; so that a check always
-    compares something."""
-    (wh, ww), (ph, pw) = geometry.window, geometry.padding
-    return max(at_least[0], wh - 2 * ph + 2, ph + 2), max(at_least[1], ww - 2 * pw + 4, pw + 2)
+#: the smallest input size per spatial axis :func:`check_size` asks for, by the block's spatial axes
+#: (sizes differ between axes, so that swapped axes show; 3-D inputs stay small)
+AT_LEAST = {1: (11,), 2: (9, 11), 3: (5, 6, 7)}
 
 
-def border_shapes(input_shape: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
-    """The given shape plus odd, even and tiny spatial sizes (borders dominate small inputs)."""
-    n, c, h, w = input_shape
-    sizes = [(h, w), (h + 1, w + 2), (1, 1), (2, 3), (7, 8), (8, 7)]
-    out: list[tuple[int, int, int, int]] = []
-    for hh, ww in sizes:
-        shape = (n, c, hh, ww)
+def check_size(geometry, at_least: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """An input size per spatial axis, ``(h, w)`` for a 2-D block, that every form of a block with this
+    geometry accepts: at least the block's window (minus its padding), what reflect padding needs, and
+    ``at_least`` (default :data:`AT_LEAST`); so that a check always compares something. ``()`` for a
+    Linear block (``dims=0``: inputs ``(N, C)``, no spatial axis)."""
+    if geometry.dims == 0:
+        return ()
+    n = geometry.axes
+    at_least = AT_LEAST[n] if at_least is None else tuple(at_least)
+    if len(at_least) != n:
+        raise ValueError(f"Expected {n} entries in at_least (one per spatial axis) but got {at_least}")
+    extra = (2,) * (n - 1) + (4,)  # the last axis a little longer than the window, the others less
+    return tuple(max(a, w - 2 * p + e, p + 2)
+                 for a, w, p, e in zip(at_least, geometry.window, geometry.padding, extra))
+
+
+def border_shapes(input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The given shape ``(N, C, *size)`` plus odd, even and tiny sizes on every spatial axis (borders
+    dominate small inputs): for ``(N, C, H, W)`` the sizes ``(H, W)``, ``(H+1, W+2)``, ``(1, 1)``,
+    ``(2, 3)``, ``(7, 8)``, ``(8, 7)``, and the same pattern on 1 or 3 axes. A Linear block's ``(N, C)``
+    has no spatial axis: the batch is its only size, so ``(1, C)`` and ``(64, C)`` (a conv's output has
+    many pixels per channel; a Linear layer's, one per sample — few samples leave a channel that the
+    activation zeroes unchecked)."""
+    n, c, *size = input_shape
+    if not size:
+        return list(dict.fromkeys([(n, c), (1, c), (64, c)]))
+    axes = range(len(size))
+    sizes = [tuple(size), tuple(s + i + 1 for i, s in zip(axes, size)), tuple(1 for _ in axes),
+             tuple(2 + i for i in axes), tuple(7 + i for i in axes), tuple(8 - i for i in axes)]
+    out: list[tuple[int, ...]] = []
+    for spatial in sizes:
+        shape = (n, c, *spatial)
         if shape not in out:
             out.append(shape)
     return out
+
+
+#: a block's input layout by its ``dims``
+LAYOUTS = {0: "(N, C)", 1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
+
+
+def _check_rank(module: nn.Module, shapes) -> None:
+    """A block is checked on inputs of its own rank (both forms would refuse any other, and a check that
+    compared nothing would blame the sizes)."""
+    if not isinstance(module, RepBlock):
+        return
+    g = module.geometry
+    rank = g.axes + 2 if g.dims else 2
+    for shape in shapes:
+        if len(shape) != rank:
+            raise ValueError(f"Expected {rank}-D input shapes {LAYOUTS[g.dims]} for the {g.dims}-D block "
+                             f"'{module.spec.name}' but got {tuple(shape)}")
 
 
 def _run(m: nn.Module, x: torch.Tensor):
@@ -165,7 +205,7 @@ def _run(m: nn.Module, x: torch.Tensor):
         return None
 
 
-def verify(module: nn.Module, input_shape: tuple[int, int, int, int], *, dtype: torch.dtype | None = None,
+def verify(module: nn.Module, input_shape: tuple[int, ...], *, dtype: torch.dtype | None = None,
            seed: int = 0, randomize: bool = False, tolerance: float | None = None,
            shapes: list[tuple[int, ...]] | None = None) -> VerifyResult:
     """Compare ``fold_model(module)`` with ``module`` in eval mode.
@@ -177,7 +217,12 @@ def verify(module: nn.Module, input_shape: tuple[int, int, int, int], *, dtype: 
     that dtype and the training form in float64 on random inputs of ``input_shape`` and
     of the extra sizes of :func:`border_shapes`. Sizes that neither form accepts (too
     small for the kernel) are skipped; a size only one form accepts is an infinite error.
+
+    ``input_shape`` is ``(N, C, *size)`` with the block's spatial axes: ``(N, C, L)`` for a 1-D block,
+    ``(N, C, H, W)``, ``(N, C, D, H, W)``, and ``(N, C)`` for a Linear block (``dims=0``); a block given
+    another rank is a ``ValueError``. :func:`check_size` gives sizes every form of a block accepts.
     """
+    _check_rank(module, [input_shape, *(shapes or ())])
     ref = copy.deepcopy(module)
     if dtype is not None:
         ref = ref.to(dtype)

@@ -1,46 +1,48 @@
-"""Expand any model: plain ``Conv2d -> BatchNorm2d`` pairs become RepBlocks of a chosen spec.
-
-``expand(model, "acb")`` finds every conv whose output only a BatchNorm consumes (with ``torch.fx``
-where the model traces, else inside ``nn.Sequential``) and replaces the conv by a RepBlock built with
-that conv's own geometry; the BN's slot keeps an :class:`AbsorbedNorm` (the BN lives on inside the
-block). With ``init="preserve"`` the block's full-kernel branch carries the pretrained conv and BN
-and every other branch starts at exactly zero, so the expanded model computes what the original
-computed, in eval and in training mode. ``fold_model(expanded, layout="original")`` gives back the
-original module classes and state-dict keys.
-"""
+"""Expand any model: ``Conv{1,2,3}d -> BatchNorm{1,2,3}d`` (and ``Linear -> BatchNorm1d``) pairs become
+RepBlocks of the layer's own geometry and dims, the BN's slot an :class:`AbsorbedNorm` (the BN lives on in
+the block); ``init="preserve"`` computes what the original computed, in eval and training mode, and
+``fold_model(expanded, layout="original")`` gives back the original classes and keys (docs/any_model.md)."""
 
 from __future__ import annotations
 
 import copy
 import fnmatch
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils import parametrize
 
-from reparam_zoo.engine.block import RepBlock
+from reparam_zoo.engine.block import RepBlock, conv_layout
 from reparam_zoo.engine.fastfold import fold_weights
-from reparam_zoo.engine.fold import deployed_conv
-from reparam_zoo.engine.kernels import as_pair
+from reparam_zoo.engine.geometry import BlockGeometry
 from reparam_zoo.engine.steps import ChannelScale
 from reparam_zoo.errors import SpecError
 from reparam_zoo.spec.lookup import resolve_spec, spec_from_data
 from reparam_zoo.spec.schema import BlockSpec
 
-SpecLike = BlockSpec | str | Path
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_LAYERS = (*_CONVS, nn.Linear)
+#: the reserved keys of a ``block`` mapping: layer kinds, matched by class (any other key is an fnmatch
+#: pattern on the module path; write ``[c]onv`` for a module whose path is literally ``conv``)
+KINDS: dict[str, tuple[type[nn.Module], ...]] = {
+    "conv1d": (nn.Conv1d,), "conv2d": (nn.Conv2d,), "conv3d": (nn.Conv3d,), "conv": _CONVS, "linear": (nn.Linear,)}
+#: per layer class: the block's ``dims`` and the BatchNorm class of the same number of spatial axes
+_DIMS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3, nn.Linear: 0}
+_NORM_OF = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
+            nn.Linear: nn.BatchNorm1d}
+_UNCALLED = "it is never called as a module on the torch.fx graph (its parent uses its weight, or is a leaf)"
 
 
 class AbsorbedNorm(nn.Module):
-    """The slot of a BatchNorm that an expanded RepBlock absorbed (the BN is inside the block).
-
-    It applies what the norm applied after normalising (timm's ``BatchNormAct2d``: ``drop`` then
-    ``act``; a plain BatchNorm: nothing) and keeps a template of the norm (not state of this
-    model) so that :func:`~reparam_zoo.fold_model` with ``layout="original"`` can put the norm's
-    own class back, as a pass-through that adds the folded bias.
+    """The slot of a BatchNorm that an expanded RepBlock absorbed (the BN is inside the block): it applies
+    what the norm applied after normalising (timm's ``BatchNormAct2d``: ``drop`` then ``act``; a plain
+    BatchNorm: nothing) and keeps a template of the norm (not state of this model) so that
+    ``fold_model(..., layout="original")`` puts the norm's class back, a pass-through adding the folded bias.
     """
 
     def __init__(self, norm: _BatchNorm):
@@ -73,47 +75,55 @@ class AbsorbedNorm(nn.Module):
 
 @dataclass(frozen=True)
 class ExpandedFrom:
-    """What an expanded RepBlock replaced (its ``origin``, see :class:`reparam_zoo.engine.fold.Origin`):
-    the name of the absorbed norm beside it (same parent), or None for a lone biased conv (the block
-    carries the conv and its bias)."""
+    """What an expanded RepBlock replaced (its ``origin``, see :class:`reparam_zoo.engine.fold.Origin`): the
+    name of the absorbed norm beside it (same parent; None: a lone biased layer, the block carries its
+    bias) and ``layer``, the replaced conv or Linear on the meta device (its class and settings, no numbers)."""
 
     norm: str | None
+    layer: nn.Module
 
     def deployed(self, block: RepBlock, parent: nn.Module) -> dict[int, nn.Module]:
-        """The layers the block replaced: an ``nn.Conv2d`` without bias for the block and the original
-        norm class (:meth:`AbsorbedNorm.restore`, adding the folded bias) for the norm slot in ``parent``;
-        a lone biased conv is the block's own fold (a biased conv, no act)."""
-        if self.norm is None:
-            return {id(block): block.fold()}
-        slot = getattr(parent, self.norm, None)
-        if not isinstance(slot, AbsorbedNorm):
+        """The layers the block replaced, one path for every kind and dims: a copy of ``layer`` holding the
+        folded weight (``fold_weights`` gives it in the deployed layout, the layer's own) and a zero bias if
+        it has one, and the original norm class (:meth:`AbsorbedNorm.restore`, adding the folded bias) in
+        the norm slot of ``parent``; a lone biased layer holds the folded bias itself."""
+        slot = None if self.norm is None else getattr(parent, self.norm, None)
+        if self.norm is not None and not isinstance(slot, AbsorbedNorm):
             raise ValueError(f"an expanded block's norm slot {self.norm!r} holds a {type(slot).__name__}, "
                              "not the AbsorbedNorm that expand() left there")
         with torch.no_grad():
             weight, bias = fold_weights(block)
-            conv = deployed_conv(block, weight, None)
-        norm = slot.restore(bias)
-        conv.train(block.training)
-        norm.train(block.training)
-        return {id(block): conv, id(slot): norm}
+        layer = copy.deepcopy(self.layer)  # meta tensors: its parameters are assigned, never copied into
+        if layer.weight.shape != weight.shape:
+            raise ValueError(f"Expected a folded weight of shape {tuple(layer.weight.shape)} for the replaced "
+                             f"{type(layer).__name__} but got {tuple(weight.shape)}")
+        layer.weight = nn.Parameter(weight)
+        if layer.bias is not None:
+            layer.bias = nn.Parameter(bias if slot is None else torch.zeros_like(bias))
+        out = {id(block): layer.train(block.training)}
+        if slot is not None:
+            out[id(slot)] = slot.restore(bias).train(block.training)
+        return out
 
 
 @dataclass
 class ExpandReport:
-    """What :func:`expand` did: ``expanded`` ``(conv path, spec name, geometry)``, ``left``
-    ``(conv path, reason)``; ``traced``: whether pairs were found on the torch.fx graph."""
+    """What :func:`expand` did: ``expanded`` ``(layer path, spec name, geometry)``, ``left`` ``(layer path,
+    reason)``; ``traced``: whether pairs came from the torch.fx graph; ``notes``: on the ``block`` mapping
+    (a kind key that is also a path of the model); ``noun``: "conv", or "conv/Linear" with Linear layers."""
 
     expanded: list[tuple[str, str, str]] = field(default_factory=list)
     left: list[tuple[str, str]] = field(default_factory=list)
     traced: bool = True
+    notes: list[str] = field(default_factory=list)
+    noun: str = "conv"
 
     def __str__(self) -> str:
         how = "torch.fx graph" if self.traced else "nn.Sequential order (the model did not trace with torch.fx)"
-        lines = [f"expanded {len(self.expanded)} conv+BN layer(s), left {len(self.left)} conv(s); pairs from the {how}"]
-        reasons: dict[str, int] = {}
-        for _, why in self.left:
-            reasons[why] = reasons.get(why, 0) + 1
-        lines += [f"  left {n}: {why}" for why, n in sorted(reasons.items(), key=lambda r: -r[1])]
+        lines = [(f"expanded {len(self.expanded)} {self.noun}+BN layer(s), left {len(self.left)} {self.noun}(s); "
+                  f"pairs from the {how}")]
+        lines += [f"  left {n}: {why}" for why, n in Counter(why for _, why in self.left).most_common()]
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -121,10 +131,10 @@ class ExpandReport:
 
 
 class _Tracer(torch.fx.Tracer):
-    """Keeps every conv and norm a leaf (timm's BatchNormAct2d would otherwise be traced through)."""
+    """Keeps every conv, Linear and norm a leaf (timm's BatchNormAct2d would otherwise be traced through)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (nn.Conv2d, _BatchNorm)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (*_LAYERS, _BatchNorm)) or super().is_leaf_module(m, qualname)
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -132,8 +142,9 @@ def _split(path: str) -> tuple[str, str]:
 
 
 def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str], bool]:
-    """``({conv path: norm path}, {conv path: why not}, traced)``: convs whose output only a
-    BatchNorm consumes, that BN applied once, right on it, both children of one module."""
+    """``({layer path: norm path}, {layer path: why not}, traced)``: convs (1-D, 2-D, 3-D) and Linear
+    layers whose output only a BatchNorm consumes, that BN applied once, right on it, both children of
+    one module (whether the norm's dims match the layer's is :func:`expand`'s check)."""
     modules = dict(model.named_modules())
     pairs: dict[str, str] = {}
     why: dict[str, str] = {}
@@ -142,23 +153,22 @@ def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str]
     except Exception:  # noqa: BLE001 - any failure to trace: fall back to the module structure
         graph = None
     if graph is not None:
-        calls: dict[str, int] = {}
+        calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
+        why.update({p: _UNCALLED for p, m in modules.items() if isinstance(m, _LAYERS) and p not in calls})
         for node in graph.nodes:
-            if node.op == "call_module":
-                calls[node.target] = calls.get(node.target, 0) + 1
-        for node in graph.nodes:
-            if node.op != "call_module" or not isinstance(modules.get(node.target), nn.Conv2d):
+            if node.op != "call_module" or not isinstance(modules.get(node.target), _LAYERS):
                 continue
             users = list(node.users)
             bn = users[0] if len(users) == 1 else None
             if bn is None or bn.op != "call_module" or not isinstance(modules.get(bn.target), _BatchNorm):
                 why[node.target] = "its output is not consumed by a BatchNorm alone"
             elif calls[node.target] != 1 or calls[bn.target] != 1:
-                why[node.target] = "the conv or its BatchNorm is applied more than once"
+                why[node.target] = f"the {_kind(modules[node.target])} or its BatchNorm is applied more than once"
             elif bn.args[0] is not node or len(bn.args) != 1 or bn.kwargs:
                 why[node.target] = "its BatchNorm is called with other arguments"
             elif _split(node.target)[0] != _split(bn.target)[0]:
-                why[node.target] = "the conv and its BatchNorm are children of different modules"
+                why[node.target] = (f"the {_kind(modules[node.target])} and its BatchNorm are children of "
+                                    "different modules")
             else:
                 pairs[node.target] = bn.target
         return _unshared(model, pairs, why), why, True
@@ -166,70 +176,147 @@ def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str]
         if type(m) is nn.Sequential:  # a subclass may override forward: its order is not the dataflow
             children = list(m.named_children())
             for (cname, conv), (bname, bn) in zip(children, children[1:]):
-                if isinstance(conv, nn.Conv2d) and isinstance(bn, _BatchNorm):
+                if isinstance(conv, _LAYERS) and isinstance(bn, _BatchNorm):
                     prefix = f"{path}." if path else ""
                     pairs[prefix + cname] = prefix + bname
     for path, m in modules.items():
-        if isinstance(m, nn.Conv2d) and path not in pairs:
+        if isinstance(m, _LAYERS) and path not in pairs:
             why[path] = "not followed by a BatchNorm in an nn.Sequential (the model did not trace with torch.fx)"
     return _unshared(model, pairs, why), why, False
 
 
 def _unshared(model: nn.Module, pairs: dict[str, str], why: dict[str, str]) -> dict[str, str]:
-    """Drop pairs whose conv or BN object is registered at more than one place (shared weights)."""
-    seen: dict[int, int] = {}
-    for _, m in model.named_modules(remove_duplicate=False):
-        seen[id(m)] = seen.get(id(m), 0) + 1
+    """Drop pairs whose layer or BN object is registered at more than one place (shared weights)."""
+    seen = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
     modules = dict(model.named_modules(remove_duplicate=False))
     kept = {}
     for conv, bn in pairs.items():
         if seen[id(modules[conv])] > 1 or seen[id(modules[bn])] > 1:
-            why[conv] = "the conv or its BatchNorm is shared (registered at several places)"
+            why[conv] = f"the {_kind(modules[conv])} or its BatchNorm is shared (registered at several places)"
         else:
             kept[conv] = bn
     return kept
 
 
+# ----------------------------------------------------------------------------- which spec, which layer
+
+
+def _base(layer: nn.Module) -> type[nn.Module]:
+    """The torch class among ``Conv1d/2d/3d``, ``Linear`` that ``layer`` is (an instance of)."""
+    return next(cls for cls in _LAYERS if isinstance(layer, cls))
+
+
+def _kind(layer: nn.Module) -> str:
+    return "Linear" if isinstance(layer, nn.Linear) else "conv"
+
+
+def _is_mapping(block) -> bool:  # a mapping of kinds and patterns to specs, not a spec's own mapping
+    return isinstance(block, Mapping) and "branches" not in block
+
+
+def _entry(block, path: str, layer: nn.Module):
+    """The (unresolved) spec ``block`` gives the layer at ``path``, or None (see :func:`expand`)."""
+    if not _is_mapping(block):
+        return block if isinstance(layer, _CONVS) else None
+    for key, spec in block.items():
+        if isinstance(layer, KINDS[key]) if key in KINDS else fnmatch.fnmatchcase(path, key):
+            return spec
+    return None
+
+
+def _not_plain(layer: nn.Module) -> str | None:
+    """Why ``layer`` cannot be replaced and given back: a subclass with its own forward, or more than a
+    plain ``weight`` (and ``bias``): a parametrization, weight norm, buffers or children."""
+    base, names = _base(layer), {n for n, _ in layer.named_parameters(recurse=False)}
+    if type(layer) is not base and type(layer).forward is not base.forward:
+        return f"a {type(layer).__name__} with its own forward, not a plain nn.{base.__name__}"
+    if parametrize.is_parametrized(layer) or names - {"bias"} != {"weight"} or next(layer.buffers(), None) \
+            is not None or next(layer.children(), None) is not None:
+        return f"its {type(layer).__name__} holds more than a plain weight and bias (weight norm, buffers, ...)"
+    return None
+
+
+def _norm_ok(layer: nn.Module, norm: _BatchNorm) -> str | None:
+    if not norm.track_running_stats or norm.running_var is None:
+        return "its BatchNorm has no running statistics (cannot fold)"
+    if not norm.affine:
+        return "its BatchNorm has no affine parameters (affine=False), which the blocks' BNs have"
+    want = _NORM_OF[_base(layer)]
+    if isinstance(norm, tuple(set(_NORM_OF.values()) - {want})):
+        return (f"its norm {type(norm).__name__} does not match the {_base(layer).__name__} "
+                f"(a {_DIMS[_base(layer)]}-D block's BN is a {want.__name__})")
+    out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    if norm.num_features != out:
+        return (f"its BatchNorm normalises {norm.num_features} channels but the layer gives {out} "
+                "(a Linear on (N, L, C) inputs?)")
+    extra = {n for n, _ in norm.named_children()}
+    if extra and (type(norm) in (*_NORM_OF.values(), nn.SyncBatchNorm) or not extra <= {"drop", "act"}):
+        return f"its norm {type(norm).__name__} has children {sorted(extra)} of unknown order"
+    return None
+
+
 # ----------------------------------------------------------------------------- building
 
 
-def _spec_for(block, path: str) -> BlockSpec | None:
-    if isinstance(block, Mapping) and "branches" not in block:
-        for pattern, spec in block.items():
-            if fnmatch.fnmatchcase(path, pattern):
-                return resolve_spec(spec)
-        return None
-    return resolve_spec(block)
-
-
-def _geometry_spec(spec: BlockSpec, conv: nn.Conv2d) -> BlockSpec:
-    padding = conv.padding
-    if isinstance(padding, str):
-        if padding == "same" and any(d * (k - 1) % 2 for k, d in zip(conv.kernel_size, conv.dilation)):
-            raise ValueError("padding='same' with an even (dilated) kernel pads asymmetrically, which a "
-                             "block (it pads equally on both sides) does not reproduce")
-        padding = (0, 0) if padding == "valid" else tuple(
-            d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation))
-    data = spec.to_dict()
-    data.update(kernel=list(conv.kernel_size), dilation=list(conv.dilation), padding=list(as_pair(padding)),
-                padding_mode=conv.padding_mode, act="identity")
+def _geometry_spec(spec: BlockSpec, layer: nn.Module) -> BlockSpec:
+    """``spec`` with the layer's own geometry and no activation (a Linear block has no kernel to set)."""
+    data = {**spec.to_dict(), "act": "identity"}
+    if isinstance(layer, _CONVS):
+        padding = layer.padding
+        if isinstance(padding, str):
+            if padding == "same" and any(d * (k - 1) % 2 for k, d in zip(layer.kernel_size, layer.dilation)):
+                raise ValueError("padding='same' with an even (dilated) kernel pads asymmetrically, which a "
+                                 "block (it pads equally on both sides) does not reproduce")
+            padding = tuple(0 if padding == "valid" else d * (k - 1) // 2
+                            for k, d in zip(layer.kernel_size, layer.dilation))
+        data.update(kernel=list(layer.kernel_size), dilation=list(layer.dilation), padding=list(padding),
+                    padding_mode=layer.padding_mode)
     return spec_from_data(data, spec.source)
 
 
-def _carrier(block: RepBlock, conv: nn.Conv2d, lone: bool = False) -> int | None:
-    """The branch that can carry the pretrained layer, at the window's origin: a plain conv of the
-    block's full kernel (no bias) then a BatchNorm — or, for a lone biased conv, a plain biased conv
-    of the full kernel with no norm (``kxk`` with ``bias: true, norm: none``)."""
+def _carrier(block: RepBlock, weight: Tensor, lone: bool = False) -> tuple[int, int | None] | None:
+    """``(branch, middle)`` able to carry the layer (``weight``, conv layout) at the window's origin: a plain
+    full-kernel conv then a BatchNorm (lone: a biased conv, no norm), ``middle`` None; else plain convs then
+    a BatchNorm, one full-kernel among pointwise ones (ExpandNet's ``seq``), ``middle`` its index."""
+    g, factored = block.geometry, None
+    conv_cls, norm_cls = _CONVS[g.axes - 1], _NORM_OF[_CONVS[g.axes - 1]]
     for i, (chain, info) in enumerate(zip(block.branches, block.branch_info)):
-        if type(chain[0]) is not nn.Conv2d or chain[0].weight.shape != conv.weight.shape \
-                or info.placement.offset != (0, 0):
+        if not len(chain) or any(info.placement.offset) or type(chain[0]) is not conv_cls:
             continue
-        if lone and len(chain) == 1 and chain[0].bias is not None:
-            return i
-        if (not lone and len(chain) == 2 and isinstance(chain[1], nn.BatchNorm2d) and chain[0].bias is None
-                and chain[1].affine and chain[1].track_running_stats):
-            return i
-    return None
+        if lone:
+            if len(chain) == 1 and chain[0].bias is not None and chain[0].weight.shape == weight.shape:
+                return i, None
+            continue
+        *convs, norm = list(chain)
+        if not (isinstance(norm, norm_cls) and norm.affine and norm.track_running_stats) or not convs or \
+                any(type(c) is not conv_cls or c.bias is not None for c in convs):
+            continue
+        if len(convs) == 1 and convs[0].weight.shape == weight.shape:
+            return i, None
+        full = [j for j, c in enumerate(convs) if tuple(c.kernel_size) == g.kernel and tuple(c.dilation) == g.dilation]
+        if factored is None and full and g.groups == 1 and all(
+                c.groups == 1 and (j in full or tuple(c.kernel_size) == g.ones) for j, c in enumerate(convs)):
+            factored = i, min(full, key=lambda j: abs(j - (len(convs) - 1) / 2))
+    return factored
+
+
+def _factor(convs: list[nn.Module], middle: int, weight: Tensor) -> None:
+    """Give ``convs[middle]`` the weight that makes the chain compose to ``weight``: ``pinv(Q) W pinv(P)`` per
+    tap in float64, ``P``/``Q`` the pointwise convs before/after it (their random initial weights kept);
+    exact when ``P`` has full column rank and ``Q`` full row rank (checked)."""
+    w = weight.detach().to(torch.float64)
+    p, q = (torch.eye(n, dtype=torch.float64, device=w.device) for n in (w.shape[1], convs[middle].out_channels))
+    for c in convs[:middle]:
+        p = c.weight.detach().to(torch.float64).flatten(1) @ p
+    for c in convs[middle + 1:]:
+        q = c.weight.detach().to(torch.float64).flatten(1) @ q
+    mid = torch.einsum("ao,oi...,ib->ab...", torch.linalg.pinv(q), w, torch.linalg.pinv(p))
+    back = torch.einsum("ao,oi...,ib->ab...", q, mid, p)
+    if (back - w).abs().max() > 1e-9 * max(w.abs().max().item(), 1e-30):
+        raise ValueError("init='preserve': the branch's pointwise convs narrow the channels, so no weight of its "
+                         "full-kernel conv composes to the pretrained layer's")
+    with torch.no_grad():
+        convs[middle].weight.copy_(mid)
 
 
 def _zero_branch(chain: nn.Module) -> bool:
@@ -244,24 +331,22 @@ def _zero_branch(chain: nn.Module) -> bool:
                 m.bias.zero_()
             elif isinstance(m, ChannelScale):
                 m.weight.zero_()
-            elif type(m) is nn.Conv2d:
+            elif type(m) in _CONVS:
                 m.weight.zero_()
                 if m.bias is not None:
                     m.bias.zero_()
             else:
                 continue
             for later in steps[j + 1:]:  # must keep zero at zero: no biases, BNs at their initial state
-                if isinstance(later, nn.Conv2d) and later.bias is not None:
-                    later.bias.zero_()
-                if isinstance(later, _BatchNorm) and later.affine:
+                if isinstance(later, (*_CONVS, _BatchNorm)) and later.bias is not None:
                     later.bias.zero_()
             return True
     return False
 
 
-def _is_zero(chain: nn.Module, in_channels: int, window: tuple[int, int], dtype, device) -> bool:
+def _is_zero(chain: nn.Module, in_channels: int, g: BlockGeometry, dtype, device) -> bool:
     probe = copy.deepcopy(chain)
-    x = torch.randn(2, in_channels, window[0] + 2, window[1] + 2, dtype=dtype, device=device)
+    x = torch.randn(2, in_channels, *(w + 2 for w in g.window), dtype=dtype, device=device)
     with torch.no_grad():
         for train in (False, True):
             probe.train(train)
@@ -270,134 +355,146 @@ def _is_zero(chain: nn.Module, in_channels: int, window: tuple[int, int], dtype,
     return True
 
 
-def _norm_ok(norm: _BatchNorm) -> str | None:
-    if not norm.track_running_stats or norm.running_var is None:
-        return "its BatchNorm has no running statistics (cannot fold)"
-    if not norm.affine:
-        return "its BatchNorm has no affine parameters (affine=False), which the blocks' BNs have"
-    extra = {n for n, _ in norm.named_children()}
-    if extra and (type(norm) in (nn.BatchNorm2d, nn.SyncBatchNorm) or not extra <= {"drop", "act"}):
-        return f"its norm {type(norm).__name__} has children {sorted(extra)} of unknown order"
-    return None
-
-
-def _expand_one(conv: nn.Conv2d, norm: _BatchNorm | None, spec: BlockSpec, init: str) -> RepBlock:
-    """The RepBlock replacing ``conv`` (+ ``norm``; None: a lone biased conv); raises
-    SpecError/ValueError with the reason."""
+def _expand_one(layer: nn.Module, norm: _BatchNorm | None, spec: BlockSpec, init: str) -> RepBlock:
+    """The RepBlock replacing ``layer`` (+ ``norm``; None: a lone biased layer); raises SpecError/ValueError
+    with the reason. A biased Linear's norm absorbs its bias (running mean shifted by it: the same function
+    in eval mode, and in training mode, where the batch mean cancels the bias)."""
     lone = norm is None
-    block = RepBlock(_geometry_spec(spec, conv), conv.in_channels, conv.out_channels, stride=conv.stride,
-                     groups=conv.groups)
-    block.to(device=conv.weight.device, dtype=conv.weight.dtype)
-    i = _carrier(block, conv, lone)
-    if lone and i is None:
-        raise ValueError(f"the conv has a bias and no BatchNorm of its own; spec {spec.name!r} has no biased "
-                         "kxk conv branch without a norm (bias: true, norm: none) to carry it")
+    spec = _geometry_spec(spec, layer)
+    block = RepBlock(spec, layer.in_features, layer.out_features, dims=0) if isinstance(layer, nn.Linear) else \
+        RepBlock(spec, layer.in_channels, layer.out_channels, stride=layer.stride, groups=layer.groups,
+                 dims=_DIMS[_base(layer)])
+    block.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    weight = conv_layout(block.geometry, layer.weight)
+    found = _carrier(block, weight, lone)
+    if lone and found is None:
+        raise ValueError(f"the {_kind(layer)} has a bias and no BatchNorm of its own; spec {spec.name!r} has no "
+                         "biased kxk conv branch without a norm (bias: true, norm: none) to carry it")
+    i, middle = found if found is not None else (None, None)
     if i is not None and not lone:  # the carrier BN keeps the layer's eps and momentum whatever the init
-        block.branches[i][1].eps = norm.eps  # (not in state dicts: a rebuilt model must get them here)
-        block.branches[i][1].momentum = norm.momentum
+        block.branches[i][-1].eps = norm.eps  # (not in state dicts: a rebuilt model must get them here)
+        block.branches[i][-1].momentum = norm.momentum
     if init == "preserve":
         if block.norm_after is not None:
             raise ValueError(f"init='preserve': spec {spec.name!r} has a norm after the sum, which "
                              "renormalises the pretrained layer in training mode")
         if i is None:
             raise ValueError(f"init='preserve': spec {spec.name!r} has no kxk conv + BN branch of the "
-                             "conv's kernel to carry its weights")
+                             f"{_kind(layer)}'s kernel to carry its weights")
         chain = block.branches[i]
-        with torch.no_grad():
-            chain[0].weight.copy_(conv.weight)
-            if lone:
-                chain[0].bias.copy_(conv.bias)
+        if middle is not None:
+            _factor(list(chain)[:-1], middle, weight)
+        else:
+            with torch.no_grad():
+                chain[0].weight.copy_(weight)
+                if lone:
+                    chain[0].bias.copy_(layer.bias)
         if not lone:
-            chain[1].load_state_dict(norm.state_dict(), strict=True)
+            chain[-1].load_state_dict(norm.state_dict(), strict=True)
+            if layer.bias is not None:  # a biased Linear: its BN absorbs the bias
+                chain[-1].running_mean.sub_(layer.bias.detach())
         for j, other in enumerate(block.branches):
             if j == i:
                 continue
             name = block.branch_info[j].name
-            if not _zero_branch(other) or not _is_zero(other, conv.in_channels, block.geometry.window,
-                                                       conv.weight.dtype, conv.weight.device):
+            if not _zero_branch(other) or not _is_zero(other, block.geometry.in_channels, block.geometry,
+                                                       layer.weight.dtype, layer.weight.device):
                 raise ValueError(f"init='preserve': {name} ({block.branch_info[j].spec.label()}) cannot "
                                  "start at exactly zero")
     if lone and block.norm_after is not None:
-        raise ValueError(f"spec {spec.name!r} has a norm after the sum, which a lone conv's layout has no "
-                         "place for when folded back")
+        raise ValueError(f"spec {spec.name!r} has a norm after the sum, which a lone {_kind(layer)}'s layout has "
+                         "no place for when folded back")
     if isinstance(norm, nn.SyncBatchNorm):  # the layer synchronised its statistics: so do the block's BNs
         block = nn.SyncBatchNorm.convert_sync_batchnorm(block)
-    block.train(conv.training)
+    block.train(layer.training)
     return block
+
+
+def _describe(g: BlockGeometry) -> str:
+    """The report's geometry: ``64->64 k3x7x7 s1x2x2 g1`` (``s2``: 2 on every axis), ``512->10 linear``."""
+    if g.dims == 0:
+        return f"{g.in_channels}->{g.out_channels} linear"
+    stride = str(g.stride[0]) if len(set(g.stride)) == 1 else "x".join(map(str, g.stride))
+    return f"{g.in_channels}->{g.out_channels} k{'x'.join(map(str, g.kernel))} s{stride} g{g.groups}"
 
 
 def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: int = 3,
            init: str = "preserve") -> tuple[nn.Module, ExpandReport]:
-    """A NEW model in which every plain ``Conv2d -> BatchNorm2d`` pair is a RepBlock of ``block``.
+    """A NEW model in which every plain ``Conv{1,2,3}d -> BatchNorm{1,2,3}d`` pair (and, where ``block``
+    names them, ``Linear -> BatchNorm1d``) is a RepBlock of ``block`` with the layer's dims (0 for Linear).
 
-    ``block``: a spec (name, path, :class:`BlockSpec`) or a mapping ``{module-path pattern: spec}``
-    (fnmatch patterns on the conv's path, first match wins; convs matching none are left).
-    ``include`` / ``exclude``: fnmatch patterns (a string or a list) on the conv's path.
-    ``min_kernel``: convs whose kernel is smaller on both axes are left (1x1 convs by default).
-    ``init="preserve"``: the expanded model computes exactly what ``model`` computes, in eval and
-    training mode (the block's kxk branch carries the conv and BN; every other branch starts at
-    exactly zero, still trainable); ``init="fresh"``: the blocks as built, for training from scratch.
-    ``model`` is untouched. Returns ``(new_model, ExpandReport)``.
+    ``block``: a spec (name, path, :class:`BlockSpec`) for every conv (1-D, 2-D, 3-D), or a mapping whose
+    FIRST matching entry gives a layer's spec: a kind key (:data:`KINDS`: ``conv1d``, ``conv2d``,
+    ``conv3d``, ``conv``, ``linear``) matches by class, any other key is an fnmatch pattern on the path.
+    Kind words are never paths (``"[c]onv"`` matches the path ``conv``; the report notes the clash).
+    Convs no entry matches are left, with the reason; Linear layers count only where an entry matches.
+    ``include`` / ``exclude``: fnmatch patterns (a string or a list) on the layer's path.
+    ``min_kernel``: convs whose kernel is smaller on every axis are left (1x1 by default; not Linear).
+    ``init="preserve"``: the expanded model computes what ``model`` computes, in eval and training mode
+    (one branch carries the layer and BN, the others start at exactly zero); ``init="fresh"``: the blocks
+    as built. A biased conv is a lone layer; a biased Linear's BatchNorm1d absorbs its bias.
     """
     if init not in ("preserve", "fresh"):
         raise ValueError(f"Expected init 'preserve' or 'fresh' but got {init!r}")
     include = [include] if isinstance(include, str) else include
     exclude = [exclude] if isinstance(exclude, str) else (exclude or [])
-    if not (isinstance(block, Mapping) and "branches" not in block):
+    if not _is_mapping(block):
         resolve_spec(block)  # a bad spec fails here, once, not once per layer
     new = copy.deepcopy(model)
     pairs, why, traced = find_conv_bn_pairs(new)
     report = ExpandReport(traced=traced)
     modules = dict(new.named_modules())
-    shared: dict[int, int] = {}
-    for _, m in new.named_modules(remove_duplicate=False):
-        shared[id(m)] = shared.get(id(m), 0) + 1
-    for path, conv in list(modules.items()):
-        if not isinstance(conv, nn.Conv2d):
+    if _is_mapping(block):
+        report.notes += [f"{key!r} is the layer kind (every {key} layer), not the module path {key!r} of this "
+                         f"model; write '[{key[0]}]{key[1:]}' for that path" for key in block
+                         if key in KINDS and key in modules]
+    shared = Counter(id(m) for _, m in new.named_modules(remove_duplicate=False))
+    for path, layer in list(modules.items()):
+        if not isinstance(layer, _LAYERS):
             continue
-        reason = None
-        spec = None
+        entry = _entry(block, path, layer)
+        linear = isinstance(layer, nn.Linear)
+        if linear and entry is None:
+            continue  # a model's Linear layers are looked at only where the block mapping names them
+        report.noun = "conv/Linear" if linear else report.noun
+        reason = spec = None
+        # a lone layer has its bias (any BN after it stays where it is); a Linear's BN absorbs its bias
+        lone = layer.bias is not None and not (linear and path in pairs)
         if include is not None and not any(fnmatch.fnmatchcase(path, p) for p in include):
             reason = "not matched by include"
         elif any(fnmatch.fnmatchcase(path, p) for p in exclude):
             reason = "matched by exclude"
-        elif max(conv.kernel_size) < min_kernel:
-            reason = f"kernel {conv.kernel_size[0]}x{conv.kernel_size[1]} is below min_kernel={min_kernel}"
-        elif type(conv) is not nn.Conv2d:
-            reason = f"a {type(conv).__name__}, not a plain nn.Conv2d"
-        elif shared.get(id(conv), 0) > 1:
-            reason = "the conv is shared (registered at several places)"
-        elif conv.bias is not None:  # a lone conv with its bias (any BN after it stays where it is)
-            spec = _spec_for(block, path)
+        elif not linear and max(layer.kernel_size) < min_kernel:
+            reason = f"kernel {'x'.join(map(str, layer.kernel_size))} is below min_kernel={min_kernel}"
+        elif _not_plain(layer):
+            reason = _not_plain(layer)
+        elif shared.get(id(layer), 0) > 1:
+            reason = f"the {_kind(layer)} is shared (registered at several places)"
+        elif lone and why.get(path) == _UNCALLED:
+            reason = _UNCALLED
+        elif lone or path in pairs:
+            spec = resolve_spec(entry) if entry is not None else None
             if spec is None:
                 reason = "no pattern of the block mapping matches"
-        elif path not in pairs:
-            reason = why.get(path, "no BatchNorm follows it")
         else:
-            spec = _spec_for(block, path)
-            if spec is None:
-                reason = "no pattern of the block mapping matches"
-        norm = None if conv.bias is not None else modules.get(pairs.get(path, ""))
+            reason = why.get(path, "no BatchNorm follows it")
+        norm = None if lone else modules.get(pairs.get(path, ""))
         if reason is None and norm is not None:
-            reason = _norm_ok(norm)
+            reason = _norm_ok(layer, norm)
         if reason is None:
             try:
-                rep = _expand_one(conv, norm, spec, init)
+                rep = _expand_one(layer, norm, spec, init)
             except (SpecError, ValueError, RuntimeError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if reason is not None:
             report.left.append((path, reason))
             continue
-        parent_path, conv_name = _split(path)
+        parent_path, layer_name = _split(path)
         parent = modules[parent_path] if parent_path else new
-        setattr(parent, conv_name, rep)
-        if norm is None:
-            rep.origin = ExpandedFrom(norm=None)
-        else:
-            _, norm_name = _split(pairs[path])
-            rep.origin = ExpandedFrom(norm=norm_name)
+        setattr(parent, layer_name, rep)
+        norm_name = None if norm is None else _split(pairs[path])[1]
+        rep.origin = ExpandedFrom(norm=norm_name, layer=copy.deepcopy(layer).to(device="meta"))
+        if norm is not None:
             setattr(parent, norm_name, AbsorbedNorm(norm))
-        g = rep.geometry
-        report.expanded.append((path, spec.name, f"{g.in_channels}->{g.out_channels} k{g.kernel[0]}x{g.kernel[1]} "
-                                                  f"s{g.stride[0]} g{g.groups}"))
+        report.expanded.append((path, spec.name, _describe(rep.geometry)))
     return new, report

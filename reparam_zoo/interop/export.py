@@ -33,11 +33,39 @@ class ExportReport:
                 f"max rel {self.max_rel:.2e}")
 
 
+#: the norms a folded model may keep outside its blocks (each one BatchNormalization node)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+#: the ONNX op each layer a block folds into exports to, one node per layer
+CONV_OPS = {"Conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d),
+            "ConvTranspose": (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)}
+
+
+def _check_layers(ops: Counter, folded: nn.Module) -> None:
+    """The graph has one node per layer of the folded model: a ``Conv`` per conv (1-D, 2-D, 3-D), a
+    ``ConvTranspose`` per transposed conv, a ``BatchNormalization`` per norm the model keeps outside its
+    blocks, and a ``Gemm`` (or, on inputs of more than two dimensions, a ``MatMul``) per ``nn.Linear``."""
+    modules = list(folded.modules())
+    bns = sum(isinstance(m, BATCHNORMS) for m in modules)
+    if ops.get("BatchNormalization", 0) != bns:
+        raise ExportError(f"the ONNX graph has {ops.get('BatchNormalization', 0)} BatchNormalization nodes, "
+                          f"the folded model {bns}")
+    for op, classes in CONV_OPS.items():
+        layers = sum(isinstance(m, classes) for m in modules)
+        if ops.get(op, 0) != layers:
+            raise ExportError(f"the ONNX graph has {ops.get(op, 0)} {op} nodes, the folded model {layers} "
+                              "(a folded block must be exactly one layer)")
+    linears = sum(isinstance(m, nn.Linear) for m in modules)
+    if ops.get("Gemm", 0) + ops.get("MatMul", 0) < linears:  # a model's own matmuls may add MatMul nodes
+        raise ExportError(f"the ONNX graph has {ops.get('Gemm', 0)} Gemm and {ops.get('MatMul', 0)} MatMul "
+                          f"nodes for the folded model's {linears} Linear layers (one each expected)")
+
+
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, *, opset: int = 17,
                 tolerance: float = TOLERANCES["export"]) -> ExportReport:
     """Fold ``model`` (a copy), export it to ONNX (dynamic batch), check that every folded block
-    is one Conv (no BatchNormalization, no parallel branches left) and that onnxruntime's output
-    matches PyTorch's within ``tolerance`` (relative to max |y|)."""
+    is one node — ``Conv`` (1-D, 2-D, 3-D), ``ConvTranspose`` or, for a Linear block, ``Gemm`` — with no
+    BatchNormalization or parallel branches left, and that onnxruntime's output matches PyTorch's within
+    ``tolerance`` (relative to max |y|). ``input_shape``: ``(N, C, *size)``, ``(N, C)`` for a Linear block."""
     try:
         import onnx
         import onnxruntime as ort
@@ -51,14 +79,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
                           output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     graph = onnx.load(str(path)).graph
     ops = Counter(n.op_type for n in graph.node)
-    convs = sum(isinstance(m, nn.Conv2d) for m in folded.modules())
-    bns = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
-    if ops.get("BatchNormalization", 0) != bns:
-        raise ExportError(f"the ONNX graph has {ops.get('BatchNormalization', 0)} BatchNormalization nodes, "
-                          f"the folded model {bns}")
-    if ops.get("Conv", 0) != convs:
-        raise ExportError(f"the ONNX graph has {ops.get('Conv', 0)} Conv nodes, the folded model {convs} "
-                          "(a folded block must be exactly one conv)")
+    _check_layers(ops, folded)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     xb = torch.randn(2, *input_shape[1:])
     with torch.no_grad():

@@ -5,7 +5,8 @@
   memory — enforced by resource limits in ``runner.py`` (a child over a limit is killed and counted
   as a hang or a crash), not by timing assertions.
 * ``randspec.py``: random specs, valid and hostile mixed; each raises SpecError (and nothing else,
-  in one line) or builds a block whose fold is exact in float64 and float32.
+  in one line) or builds a block whose fold is exact in float64 and float32 — as 2-D blocks, and in any
+  layer (``random_layer_case``: Linear, 1-D, 2-D, 3-D, transposed).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import reparam_zoo as rz
 from reparam_zoo.engine.verify import check_size
 
-from .randspec import has_nonfinite, random_case
+from .randspec import has_nonfinite, layer_shapes, random_case, random_layer_case
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -112,3 +113,64 @@ def test_random_specs_are_refused_cleanly_or_fold_exactly():
 def test_random_specs_3000():
     counts = _check_cases(range(10_000, 13_000))
     assert sum(counts.values()) == 3000 and counts["exact fold"] >= 600, counts
+
+
+@pytest.mark.parametrize("kind,key,value,yaml", [("scale", "init", float("inf"), ".inf"),
+                                                  ("scale", "init", float("nan"), ".nan"),
+                                                  ("scale", "init", -float("inf"), "-.inf"),
+                                                  ("bn", "eps", float("inf"), ".inf")])
+def test_a_non_finite_value_in_a_seq_step_is_refused(kind, key, value, yaml):
+    """Found by the any-layer generator (seed 21346: a seq `scale` step with `init: inf` built a block whose
+    weights were inf); in every layer, 2-D included, as the branch norms' own values already are."""
+    spec = {"name": "r", "kernel": 3, "branches": [{"type": "kxk"}, {"type": "seq", "steps": [
+        {"type": "conv", "kernel": 1, "out_channels": 4}, {"type": kind, key: value}, {"type": "conv", "kernel": 3}]}]}
+    with pytest.raises(rz.SpecError) as exc:
+        rz.build_block(spec, 4, 4)
+    assert exc.value.location.startswith("branches.1.steps.1"), str(exc.value)
+    with pytest.raises(rz.SpecError):  # the same from YAML
+        rz.load_spec(f"name: r\nbranches:\n  - type: seq\n    steps:\n      - {{type: {kind}, {key}: {yaml}}}\n"
+                     "      - {type: conv, kernel: 3}\n")
+
+
+def _layer_cases(seeds: range) -> Counter:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    counts: Counter = Counter()
+    try:
+        for i in seeds:
+            spec, cin, cout, options = random_layer_case(random.Random(i))
+            torch.manual_seed(i)
+            kind = "linear" if options["dims"] == 0 else "transposed" if options["transposed"] is True else "conv"
+            try:
+                block = rz.build_block(spec, cin, cout, **options)
+            except rz.SpecError as exc:
+                assert "\n" not in str(exc) and len(str(exc)) < 15_000, (i, spec, options)
+                counts["clean error"] += 1
+                continue
+            assert not has_nonfinite(spec), (i, spec)
+            g = block.geometry
+            assert (g.dims, g.transposed) == (options["dims"], options["transposed"]), (i, options)
+            shapes = layer_shapes(g)
+            for dtype in (torch.float64, torch.float32):
+                res = rz.verify(block, shapes[0], dtype=dtype, shapes=shapes, randomize=True, seed=i)
+                assert res.ok and res.shapes, (i, spec, options, str(res))
+            counts["exact fold"] += 1
+            counts[f"exact fold: {kind}, dims={g.dims}"] += 1
+    finally:
+        torch.set_num_threads(threads)
+    return counts
+
+
+def test_random_specs_in_any_layer_are_refused_cleanly_or_fold_exactly():
+    """Linear, 1-D, 2-D, 3-D and transposed blocks of random specs (dims, transposed, output_padding
+    hostile now and then too)."""
+    counts = _layer_cases(range(400))
+    assert counts["clean error"] >= 40 and counts["exact fold"] >= 60, counts
+    for kind in ("linear, dims=0", *(f"{k}, dims={d}" for k in ("conv", "transposed") for d in (1, 2, 3))):
+        assert counts[f"exact fold: {kind}"] >= 5, counts  # every layer folds somewhere
+
+
+@pytest.mark.slow
+def test_random_specs_in_any_layer_3000():
+    counts = _layer_cases(range(20_000, 23_000))
+    assert sum(counts[k] for k in ("clean error", "exact fold")) == 3000 and counts["exact fold"] >= 900, counts

@@ -1,5 +1,6 @@
 """Property tests: random valid specs fold exactly; random junk raises SpecError and nothing else."""
 
+import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -57,6 +58,108 @@ def test_random_valid_specs_fold_within_tolerance(case, dtype):
     assert res.shapes and res.ok, (spec, res)
     # and the spec round-trips through YAML
     assert rz.load_spec(rz.load_spec(spec).to_yaml()) == rz.load_spec(spec)
+
+
+@st.composite
+def valid_layer_block(draw):
+    """A valid spec for any layer — Linear (dims=0), 1-D, 2-D, 3-D, transposed — with only branches that
+    layer can fold, and its geometry: ``(spec, in_channels, out_channels, build_block keywords)``."""
+    dims = draw(st.sampled_from([0, 1, 2, 3]))
+    n = max(dims, 1)
+    transposed = dims > 0 and draw(st.booleans())
+    kernel = [draw(st.sampled_from([1, 3] if dims == 3 else [1, 3, 5])) for _ in range(n)]
+    dilation = draw(st.sampled_from([1, 1, 2])) if dims else 1
+    cin = draw(st.sampled_from([2, 4]))
+    groups = draw(st.sampled_from([g for g in (1, 2, cin) if cin % g == 0])) if dims else 1
+    cout = draw(st.sampled_from([cin, 2 * cin]))
+    stride = [draw(st.sampled_from([1, 2])) for _ in range(n)] if dims else 1
+    output_padding = [draw(st.integers(0, max(s, dilation) - 1)) for s in stride] if transposed else 0
+    norm = st.sampled_from(["bn", "none", "scale", {"type": "bn", "eps": 0.01, "affine": False}])
+
+    def small():  # a kernel that centres inside the block's on every axis
+        return [draw(st.sampled_from([s for s in (1, 3, 5) if s <= k])) for k in kernel]
+
+    options = [  # (branch, valid in a Linear block, valid in a transposed block)
+        (lambda: {"type": "kxk", "norm": draw(norm), "gate": draw(st.sampled_from(["none", "learnable"]))}, 1, 1),
+        (lambda: {"type": "conv", "kernel": small() if dims else 1, "dilation": dilation, "norm": draw(norm),
+                  "bias": draw(st.booleans())}, 1, 1),
+        (lambda: {"type": "identity", "optional": True, "norm": draw(norm)}, 1, 1),
+        (lambda: {"type": "line", "axis": draw(st.sampled_from([*range(n), "all"])), "norm": draw(norm),
+                  "bias": draw(st.booleans())}, 0, 1),
+        (lambda: {"type": "avgpool", "optional": True, "kernel": small(), "dilation": dilation,
+                  "norm": draw(norm)}, 0, 1),
+        (lambda: {"type": "seq", "steps": [{"type": "scale", "init": 0.5},
+                                           {"type": "conv", "kernel": small() if dims else 1, "dilation": dilation,
+                                            "bias": True}]}, 1, 1),
+        (lambda: {"type": "avgpool", "pre_1x1": True, "kernel": small(), "dilation": dilation,
+                  "mid_norm": draw(norm)}, 0, 0),
+        (lambda: {"type": "1x1_kxk", "mid_channels": draw(st.sampled_from(["in", "out", 2 * groups])),
+                  "mid_norm": draw(norm)}, 1, 0),
+        (lambda: {"type": "seq", "steps": [
+            {"type": "conv", "kernel": 1, "out_channels": "in", "multiplier": draw(st.integers(1, 2))},
+            draw(st.sampled_from([{"type": "bn"}, {"type": "scale", "init": 0.5}])),
+            {"type": "conv", "kernel": small() if dims else 1, "dilation": dilation}]}, 1, 0),
+    ]
+    allowed = [make for make, linear, trans in options if (linear or dims) and (trans or not transposed)]
+    picks = draw(st.lists(st.integers(0, len(allowed) - 1), min_size=1, max_size=3))
+    modes = ["zeros"] if transposed else ["zeros", "reflect", "replicate", "circular"]
+    spec = {"name": "h", "kernel": kernel, "dilation": dilation, "padding_mode": draw(st.sampled_from(modes)),
+            "norm_after": draw(st.sampled_from(["none", "bn"])),
+            "act": draw(st.sampled_from(["identity", "relu", "silu"])),
+            "branches": [{"type": "kxk"}] + [allowed[i]() for i in picks]}
+    return spec, cin, cout, {"stride": stride, "groups": groups, "dims": dims, "transposed": transposed,
+                             "output_padding": output_padding}
+
+
+def _layer_shapes(block, cin):
+    """Tiny, odd and even sizes per axis, and one every padding mode accepts; (N, C) for a Linear block, with
+    a batch of some size: a Linear layer has no border, and on a handful of outputs float32's rule against the
+    training form (max rel <= 10 x its error) is noise (a seed with 2 x 4 outputs fails it, 1x1 in 2-D alike)."""
+    g = block.geometry
+    if g.dims == 0:
+        return [(16, cin), (5, cin)]
+    n = g.axes
+    big = tuple(max(5 + a, w + 1) for a, w in zip(range(n), g.window))
+    return [(2, cin, *s) for s in dict.fromkeys([big, (1,) * n, tuple(2 + a for a in range(n)),
+                                                 tuple(6 - a for a in range(n))])]
+
+
+def _check_layer(case, dtype, mode="offline"):
+    torch.manual_seed(0)
+    spec, cin, cout, options = case
+    block = rz.build_block(spec, cin, cout, mode=mode, **options)
+    g = block.geometry
+    assert (g.dims, g.transposed, len(g.kernel)) == (options["dims"], options["transposed"], max(g.dims, 1))
+    shapes = _layer_shapes(block, cin)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead
+    try:
+        res = rz.verify(block, shapes[0], dtype=dtype, shapes=shapes, randomize=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert res.shapes and res.ok, (spec, options, res)
+    event(f"dims={g.dims}{' transposed' if g.transposed else ''}")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_layer_block(), st.sampled_from([torch.float64, torch.float32]))
+def test_random_valid_specs_in_any_layer_fold_within_tolerance(case, dtype):
+    """Linear, 1-D, 2-D, 3-D and transposed blocks of random valid specs build, and fold exactly."""
+    _check_layer(case, dtype)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_layer_block())
+def test_random_valid_specs_in_any_layer_fold_within_tolerance_online(case):
+    _check_layer(case, torch.float64, mode="online")
+
+
+@pytest.mark.slow
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_layer_block(), st.sampled_from([torch.float64, torch.float32]),
+       st.sampled_from(["offline", "offline", "online"]))
+def test_random_valid_specs_in_any_layer_fold_within_tolerance_many(case, dtype, mode):
+    _check_layer(case, dtype, mode)
 
 
 KEYS = ["name", "kernel", "dilation", "padding", "padding_mode", "norm_after", "act", "branches", "type",

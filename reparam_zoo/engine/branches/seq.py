@@ -15,6 +15,7 @@ from reparam_zoo.engine.branches.conv import Groups, resolve_groups
 from reparam_zoo.engine.geometry import per_axis
 from reparam_zoo.engine.steps import CONV_PARAMS, AvgStep, BlockGeometry, ConvStep, NormStep, Step, norm_steps
 from reparam_zoo.errors import SpecError
+from reparam_zoo.spec.limits import LIMITS
 from reparam_zoo.spec.registry import SEQ_STEPS, register_branch
 from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize, NormSpec, linear_pooling
 
@@ -65,7 +66,7 @@ class ConvStepSpec(SeqStepSpec):
 
 class BNStepSpec(SeqStepSpec):
     type: Literal["bn"] = "bn"
-    eps: float = Field(1e-5, gt=0)
+    eps: float = Field(1e-5, gt=0, allow_inf_nan=False)
     momentum: Optional[float] = Field(0.1, ge=0, le=1)
     affine: bool = True
     track_running_stats: bool = True
@@ -81,7 +82,8 @@ class BNStepSpec(SeqStepSpec):
 
 class ScaleStepSpec(SeqStepSpec):
     type: Literal["scale"] = "scale"
-    init: float = Field(1.0, description="initial scale")
+    init: float = Field(1.0, allow_inf_nan=False, ge=-LIMITS["scale_init"], le=LIMITS["scale_init"],
+                        description="initial scale")
 
     def plan_step(self, channels: int, block: BlockGeometry, loc: str) -> Step:
         return NormStep(channels, "scale", init=self.init, loc=loc)

@@ -69,10 +69,12 @@ def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool =
     folded model changes nothing. With ``return_report=True`` returns
     ``(module, FoldReport)``.
 
-    ``layout="plain"`` (default): each block becomes ``nn.Conv2d`` with bias (+ its activation).
+    ``layout="plain"`` (default): each block becomes its one layer with bias — ``nn.Conv{d}d``,
+    ``nn.ConvTranspose{d}d`` or ``nn.Linear`` (see :func:`~reparam_zoo.engine.block.deploy_layer`) —
+    (+ its activation).
     ``layout="original"``: a block with an ``origin`` (:class:`Origin`) becomes what its origin says.
     Blocks made by :func:`~reparam_zoo.expand` go back to the layers they
-    replaced — an ``nn.Conv2d`` without bias under the conv's name and the original norm class
+    replaced — the original conv or Linear class without bias under its name and the original norm class
     under the norm's name, a pass-through that adds the folded bias in eval mode — so the
     original architecture loads the result with ``load_state_dict(..., strict=True)``; blocks made
     by :func:`~reparam_zoo.adopt` become their upstream's deployed form (``rbr_reparam``,
@@ -114,8 +116,8 @@ def fold_model(model: nn.Module, inplace: bool = False, *, return_report: bool =
     return (result, report) if return_report else result
 
 
-def deployed_conv(block: RepBlock, weight: Tensor, bias: Tensor | None) -> nn.Conv2d:
-    """The block's deployed conv (its geometry and padding mode, no activation) holding ``weight``
+def deployed_conv(block: RepBlock, weight: Tensor, bias: Tensor | None) -> nn.Module:
+    """The block's deployed layer (its geometry and padding mode, no activation) holding ``weight``
     and ``bias`` (None: a conv without bias, for a layout that puts the bias elsewhere)."""
     conv = deploy_module(block.geometry, block.padding_mode, nn.Identity(), device=weight.device,
                          dtype=weight.dtype, bias=bias is not None)

@@ -8,8 +8,9 @@
 - :mod:`~reparam_zoo.interop.upstream`: one file per upstream (official RepVGG, Apple MobileOne, DBB,
   ACNet, YOLOv6's QARepVGG, OREPA, RepLKNet, timm) holding its adapters and its checkpoint key
   renames, registered into both engines' registries.
-- :mod:`~reparam_zoo.interop.expand`: plain ``Conv2d -> BatchNorm2d`` pairs of any model become
-  RepBlocks (and fold back into the original classes and keys).
+- :mod:`~reparam_zoo.interop.expand`: plain ``Conv{1,2,3}d -> BatchNorm{1,2,3}d`` and
+  ``Linear -> BatchNorm1d`` pairs of any model become RepBlocks of the matching dims (and fold back
+  into the original classes and keys).
 - :mod:`~reparam_zoo.interop.user_models`: the user's own models (``file.py:factory``, torchvision,
   timm) and their weights, for the command line.
 - :mod:`~reparam_zoo.interop.deployed`: checkpoints with a ``reparam_zoo`` header (deployed nets,

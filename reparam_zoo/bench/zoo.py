@@ -92,7 +92,8 @@ def _branches(block) -> str:
     """``4 x kxk + bn; conv 1x1 + bn`` (copies of a ``count`` branch shown once)."""
     seen: dict[str, list] = {}
     for info in block.branch_info:
-        seen.setdefault(info.name.split("#")[0], []).append(info.spec.label())
+        if ":" not in info.name or info.name.endswith(":axis0"):  # one entry per spec branch (`axis: all`: once)
+            seen.setdefault(info.name.split("#")[0], []).append(info.spec.label())
     return "; ".join(labels[0] if len(labels) == 1 else f"{len(labels)} x {labels[0]}" for labels in seen.values())
 
 

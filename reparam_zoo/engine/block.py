@@ -19,6 +19,7 @@ from reparam_zoo.engine import kernels as K
 from reparam_zoo.engine.fastfold import fold_weights
 from reparam_zoo.engine.plan import BranchInfo, block_geometry, plan_branches
 from reparam_zoo.engine.steps import (
+    AvgPool,
     BlockGeometry,
     Chain,
     ComposedChain,
@@ -156,6 +157,10 @@ class RepBlock(nn.Module):
                 if mode == "online" and type(module) is not Chain:
                     raise SpecError(f"online training composes every branch's kernel, but {bspec.type!r} builds "
                                     f"a {type(module).__name__}, not a chain of linear steps", loc, source)
+                if transposed and type(module) is not Chain:
+                    raise SpecError(f"a transposed block runs each branch's steps itself (unpadded, then cropped), "
+                                    f"but {bspec.type!r} builds a {type(module).__name__}, not a chain of linear "
+                                    "steps", loc, source)
                 if bspec.train_as == "kernel" and mode == "offline":
                     if type(module) is not Chain:
                         raise SpecError(f"train_as: kernel needs a chain branch, {bspec.type!r} builds a "
@@ -221,7 +226,8 @@ class RepBlock(nn.Module):
         expected = g.axes + 2 if g.dims else 2
         if x.dim() != expected:
             what = {0: "(N, C)", 1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}[g.dims]
-            raise ValueError(f"Expected a {expected}-D input {what} for the {g.dims}-D block '{self.spec.name}' "
+            kind = "Linear" if g.dims == 0 else f"{g.dims}-D"
+            raise ValueError(f"Expected a {expected}-D input {what} for the {kind} block '{self.spec.name}' "
                              f"but got shape {tuple(x.shape)}")
         if g.dims == 0:  # a Linear layer: the 1-D engine on a length-1 signal
             return self._forward(x.unsqueeze(-1)).squeeze(-1)
@@ -282,11 +288,14 @@ class RepBlock(nn.Module):
             bias = None
             if k >= 0:
                 m = steps[k]
-                if isinstance(m, _CONV_T[n]):
+                if type(m) is _CONV_T[n]:
                     y = K.CONV_TRANSPOSE[n](y, m.weight, None, m.stride, 0, 0, m.groups, m.dilation)
                     bias = m.bias
-                else:
+                elif isinstance(m, AvgPool) and m.transposed:
                     y = m(y)
+                else:
+                    raise TypeError(f"Expected a ConvTranspose{n}d or a transposed AvgPool in a transposed "
+                                    f"branch but got {type(m).__name__}")
             y = F.pad(y, _pad_arg(crop))
             if bias is not None:
                 y = y + bias.reshape(1, -1, *([1] * n))
@@ -388,7 +397,8 @@ class RepBlock(nn.Module):
         return copy.deepcopy(act)
 
     def fold(self) -> nn.Module:
-        """A NEW deploy module: ``nn.Conv2d`` (plus the activation, if any). The block is untouched."""
+        """A NEW deploy module: its one layer (``nn.Conv{d}d``, ``nn.ConvTranspose{d}d`` or ``nn.Linear``)
+        plus the activation, if any. The block is untouched."""
         if self.mode == "deployed":
             return copy.deepcopy(self.deployed)
         return self._deployed_with(*fold_weights(self))  # = equivalent_kernel(), without its float64 copies
@@ -416,7 +426,7 @@ class RepBlock(nn.Module):
         self.deployed = self.fold()
         self.branches = nn.ModuleList()
         self.norm_after = None
-        self.branch_info, self._crops, self._direct = (), (), ()
+        self.branch_info, self._crops, self._direct, self._spatial = (), (), (), ()
         self.mode = "deployed"
 
     def switch_to_deploy(self) -> None:

@@ -73,7 +73,7 @@ class _Lazy:
 @dataclass
 class _Dense:
     """A float64 kernel composed as the reference does, at ``offset``; ``diagonal``: a
-    depthwise kernel ``(C, 1, kh, kw)`` to spread over the block's groups."""
+    depthwise kernel ``(C, 1, *k)`` to spread over the block's groups."""
     weight: Tensor
     bias: Tensor | None
     offset: tuple[int, ...]

@@ -37,7 +37,7 @@ def per_axis(value, n: int, key: str) -> Axes:
         return (value,) * n
     value = tuple(value)
     if len(value) != n:
-        raise SpecError(f"{key} {list(value)} has {len(value)} entries but the block has {n} spatial axes "
+        raise SpecError(f"{list(value)} has {len(value)} entries but the block has {n} spatial axes "
                         f"(give one entry per axis, or one int for every axis)", key)
     return value
 
@@ -195,8 +195,10 @@ def _check_transposed(plan: Sequence[Step]) -> None:
     spatial = [i for i, s in enumerate(plan) if s.spatial]
     if len(spatial) > 1:
         raise SpecError("a branch of a transposed block may hold one conv or pooling step (a chain of "
-                        "transposed convs does not compose into one with a per-channel bias)", plan[spatial[1]].loc)
+                        "transposed steps does not compose into one with a per-channel bias)",
+                        plan[spatial[1]].loc or plan[spatial[0]].loc)
     for step in plan[: spatial[0]] if spatial else ():
-        if getattr(step, "kind", None) == "bn":
-            raise SpecError("a BatchNorm before the conv of a transposed block's branch adds a shift that the "
-                            "transposed conv spreads unevenly; it cannot fold into one ConvTranspose", step.loc)
+        if not step.shift_free:
+            raise SpecError(f"a {type(step).__name__} before the conv of a transposed block's branch may add a "
+                            "constant, which the transposed conv spreads unevenly; it cannot fold into one "
+                            "ConvTranspose (only identity, scale and gate steps may come first)", step.loc)

@@ -197,10 +197,14 @@ def build_model(net: str | Path | Mapping | NetSpec, num_classes: int, *, block:
 
 
 def block_fits(net: NetSpec, block: BlockSpec) -> bool:
-    """Whether a block suits the net as its only kind of layer: its (dilated) kernel is no wider
-    than the net's input, and it has an activation (blocks without one, e.g. UniRepLKNet's
-    dilated block, stack into a linear network)."""
-    from reparam_zoo.engine.kernels import as_pair
+    """Whether a block suits the (2-D) net as its only kind of layer: its kernel is 2-D (an int or two
+    entries), has a window (a net of 1x1 blocks, e.g. ExpandNet-FC's, sees no neighbourhood: it is not
+    the conv net being compared) no wider than the net's input, and it has an activation (blocks
+    without one, e.g. UniRepLKNet's dilated block, stack into a linear network)."""
+    from reparam_zoo.spec.schema import axes_of
 
-    (kh, kw), (dh, dw) = as_pair(block.kernel), as_pair(block.dilation)
-    return block.act != "identity" and max(dh * (kh - 1) + 1, dw * (kw - 1) + 1) <= net.input_size
+    kernel, dilation = axes_of(block.kernel), axes_of(block.dilation)
+    if len(kernel) > 2 or len(dilation) > 2 or max(kernel) == 1:
+        return False
+    windows = [d * (k - 1) + 1 for k, d in zip(kernel * (2 // len(kernel)), dilation * (2 // len(dilation)))]
+    return block.act != "identity" and max(windows) <= net.input_size

@@ -174,12 +174,13 @@ def build_supernet(space: SearchSpace, scheme: str = "group-lasso", **geometry) 
 
 
 def _branch_index(name: str) -> int:
-    return int(name.split(".")[1].split("#")[0])
+    return int(name.split(".")[1].split("#")[0].split(":")[0])  # branches.3, branches.3#1, branches.3:axis0
 
 
 def gate_groups(block: RepBlock, sn: Supernet) -> dict[str, list[nn.Parameter]]:
     """``{branch name: the parameters of its gate}`` for the optional branches of one block (the
-    copies of a ``count: n`` branch are one gate: ``branches.3``, not ``branches.3#0`` ...)."""
+    copies of a ``count: n`` branch, and the parts of a ``line`` with ``axis: all``, are one gate:
+    ``branches.3``, not ``branches.3#0`` or ``branches.3:axis0`` ...)."""
     scheme = SCHEMES.get(sn.scheme)
     out = {}
     for module, info in zip(block.branches, block.branch_info):
@@ -189,7 +190,7 @@ def gate_groups(block: RepBlock, sn: Supernet) -> dict[str, list[nn.Parameter]]:
         if params is None:
             raise SpecError(f"{sn.scheme}: the branch {info.name} ({info.spec.label()}) does not end in the gate "
                             f"this scheme needs ({scheme.needs})", info.name, block.spec.source)
-        out.setdefault(info.name.split("#")[0], []).extend(params)
+        out.setdefault(f"branches.{_branch_index(info.name)}", []).extend(params)
     return out
 
 

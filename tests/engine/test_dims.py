@@ -397,7 +397,8 @@ def test_transposed_identity_with_stride_2_is_refused_unless_optional():
     ({"type": "1x1_kxk"}, ONE_CONV),
     ({"type": "1x1_kxk", "mid_norm": "none"}, ONE_CONV),
     ({"type": "avgpool", "pre_1x1": True}, ONE_CONV),
-    ({"type": "seq", "steps": [{"type": "bn"}, {"type": "conv", "kernel": 3}]}, "BatchNorm before the conv"),
+    ({"type": "seq", "steps": [{"type": "bn"}, {"type": "conv", "kernel": 3}]},
+     "NormStep before the conv of a transposed block.s branch may add a constant"),
     ({"type": "seq", "steps": [{"type": "conv", "kernel": 3, "param": "basis", "groups": "depthwise",
                                 "multiplier": 9, "out_channels": "in"}, {"type": "conv", "kernel": 1}]},
      "param: basis has no form"),
@@ -485,3 +486,52 @@ def test_repvgg_linear_is_a_sum_of_matrices_and_the_identity(cout):
         want = F.relu(x @ weight.T + bias)
         assert relative_error(block(x), want) <= TOL and relative_error(folded(x), want) <= TOL
 
+
+
+
+_OWN_MODULE = """
+from typing import Literal
+import torch
+from torch import nn
+import reparam_zoo as rz
+from reparam_zoo.engine.branches.kxk import KxKBranch
+from reparam_zoo.engine.steps import chain_kernel
+from reparam_zoo.engine.verify import relative_error
+
+class Doubled(nn.Sequential):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+def converter(m, block):
+    k = chain_kernel(list(m), block.in_channels, dims=block.axes)
+    k.weight = 2 * k.weight
+    return k
+
+class DoubledBranch(KxKBranch):
+    type: Literal["doubled"] = "doubled"
+
+rz.register_branch("doubled", module=lambda spec, plan, g: Doubled(*[s.build() for s in plan]),
+                   converter=converter)(DoubledBranch)
+spec = {"name": "d", "act": "identity", "branches": [{"type": "doubled", "norm": "none"}]}
+block = rz.build_block(spec, 4, 4).double().eval()
+x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
+assert relative_error(rz.fold_model(block)(x), block(x)) <= 1e-12  # the ordinary block folds exactly
+try:
+    rz.build_block(spec, 4, 4, transposed=True)
+except rz.SpecError as exc:
+    print(exc)
+"""
+
+
+def test_a_branch_type_with_its_own_module_is_refused_in_a_transposed_block():
+    """A transposed block runs each branch's steps itself (unpadded, then cropped): a registered branch
+    module's own forward would be bypassed while the fold used its converter, so it is refused (in a
+    subprocess: the branch type stays out of this process's registry)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _OWN_MODULE], capture_output=True, text=True, check=False,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("branches.0: a transposed block runs each branch's steps itself"), out.stdout
+    assert "builds a Doubled, not a chain of linear steps" in out.stdout

@@ -213,3 +213,17 @@ def test_supernet_search_cli_derives_an_exactly_folding_spec(tmp_path, capsys):
     assert sum(v == 0 for _, v in result["gate_ranking"]) == 3
     assert result["derived_val_acc_without_retraining"] == result["supernet_val_acc"] == result["derived_folded_val_acc"]
     assert result["derived_max_logit_diff"] < 1e-4
+
+
+
+def test_gate_groups_of_a_line_branch_with_one_line_per_axis():
+    """``line`` with ``axis: all`` is one gate over its parts (``branches.N:axis<a>``), as a ``count``."""
+    from reparam_zoo.search import supernet as snm
+
+    space = SearchSpace("lines", {"kernel": 3, "branches": [{"type": "kxk"}, {"choice": [None, {"type": "line",
+                                                                                               "axis": "all"}]}]})
+    sn = snm.supernet_spec(space, "group-lasso")
+    block = snm.build_supernet(space, "group-lasso", in_channels=4, out_channels=4)
+    assert [i.name for i in block.branch_info] == ["branches.0", "branches.1:axis0", "branches.1:axis1"]
+    groups = snm.gate_groups(block, sn)
+    assert list(groups) == ["branches.1"] and len(groups["branches.1"]) == 4  # each line's BN weight and bias

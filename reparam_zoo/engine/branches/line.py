@@ -52,4 +52,4 @@ class LineBranch(BranchSpec):
 
     def label(self) -> str:
         norm = "" if self.norm.type == "none" else f" + {self.norm.type}"
-        return f"line (axis {self.axis}){norm}"
+        return f"line ({'one per axis' if self.axis == 'all' else f'axis {self.axis}'}){norm}"

@@ -24,7 +24,8 @@ class Step:
     """Base of every step kind (subclasses are frozen dataclasses with these fields).
 
     ``needs_features``: the step normalises with statistics of the features (a BatchNorm), so a
-    branch holding it cannot be trained as its composed kernel. ``online()``: the step as OREPA's
+    branch holding it cannot be trained as its composed kernel. ``shift_free``: the step adds no
+    constant (identity, a scale, a gate) — only such steps may come before a transposed conv. ``online()``: the step as OREPA's
     online training uses it (a BatchNorm becomes a per-channel scale; others are unchanged).
     """
 
@@ -34,6 +35,7 @@ class Step:
     loc: str
     spatial: bool = False
     needs_features: bool = False
+    shift_free: bool = False
 
     @property
     def out(self) -> int:

@@ -40,6 +40,8 @@ class GateStep(ChannelWise):
 
     stride: Pair = (1, 1)
 
+    shift_free = True
+
     def build(self) -> nn.Module:
         return BranchGate(self.init, learnable=self.learnable)
 

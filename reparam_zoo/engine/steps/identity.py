@@ -21,6 +21,8 @@ class IdentityStep(ChannelWise):
 
     stride: Pair = (1, 1)
 
+    shift_free = True
+
     def build(self) -> nn.Module:
         return nn.Identity()
 

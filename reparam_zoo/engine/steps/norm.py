@@ -53,6 +53,10 @@ class NormStep(ChannelWise):
     def needs_features(self) -> bool:  # type: ignore[override]
         return self.kind == "bn"
 
+    @property
+    def shift_free(self) -> bool:  # type: ignore[override]
+        return self.kind == "scale"
+
     def for_block(self, block) -> Step:
         return self if self.axes == block.axes else replace(self, axes=block.axes)
 

@@ -19,6 +19,7 @@ from reparam_zoo.engine import kernels as K
 from reparam_zoo.engine.fastfold import fold_weights
 from reparam_zoo.engine.plan import BranchInfo, block_geometry, plan_branches
 from reparam_zoo.engine.steps import (
+    PLAIN,
     AvgPool,
     BlockGeometry,
     Chain,
@@ -37,8 +38,6 @@ from reparam_zoo.spec.schema import BlockSpec, NormSpec
 _PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
 
 def deploy_layer(g: BlockGeometry, padding_mode: str = "zeros", *, device=None, dtype=None,
@@ -49,11 +48,11 @@ def deploy_layer(g: BlockGeometry, padding_mode: str = "zeros", *, device=None, 
     if g.dims == 0:
         cls, args, kw = nn.Linear, (g.in_channels, g.out_channels), {}
     elif g.transposed:
-        cls, args = _CONV_T[g.axes], (g.in_channels, g.out_channels, g.kernel)
+        cls, args = PLAIN[(g.axes, True)], (g.in_channels, g.out_channels, g.kernel)
         kw = dict(stride=g.stride, padding=g.padding, output_padding=g.output_padding, dilation=g.dilation,
                   groups=g.groups)
     else:
-        cls, args = _CONV[g.axes], (g.in_channels, g.out_channels, g.kernel)
+        cls, args = PLAIN[(g.axes, False)], (g.in_channels, g.out_channels, g.kernel)
         kw = dict(stride=g.stride, padding=g.padding, dilation=g.dilation, groups=g.groups, padding_mode=padding_mode)
     if device == "meta":
         return cls(*args, **kw, bias=bias, device="meta", dtype=dtype)
@@ -213,7 +212,7 @@ class RepBlock(nn.Module):
         if any(v < 0 for v in q):
             return None
         first = module[0]
-        if type(first) is _CONV[self.geometry.axes] or hasattr(first, "kernel") or \
+        if type(first) is PLAIN[(self.geometry.axes, False)] or hasattr(first, "kernel") or \
                 (type(first) is nn.Identity and not any(q)):
             return q
         return None
@@ -288,7 +287,7 @@ class RepBlock(nn.Module):
             bias = None
             if k >= 0:
                 m = steps[k]
-                if type(m) is _CONV_T[n]:
+                if type(m) is PLAIN[(n, True)]:
                     y = K.CONV_TRANSPOSE[n](y, m.weight, None, m.stride, 0, 0, m.groups, m.dilation)
                     bias = m.bias
                 elif isinstance(m, AvgPool) and m.transposed:

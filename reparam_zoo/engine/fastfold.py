@@ -31,9 +31,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from reparam_zoo.engine import kernels as K
-from reparam_zoo.engine.steps import Chain, chain_converter, step_kernel
-
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+from reparam_zoo.engine.steps import PLAIN, Chain, chain_converter, step_kernel
 
 #: float64 elements of one chunk's scratch buffer: 4 MiB, within the last-level cache and large enough
 #: to hold a 192-channel 3x3 kernel in one chunk (the fastest of 2**15 ... 2**21 in benchmarks/fold.py)
@@ -93,7 +91,7 @@ def _lazy(module: nn.Module, info, g, offset) -> _Lazy | None:
     if type(conv) is nn.Identity:  # identity -> BatchNorm: RepVGG's third branch
         return _Lazy(None, None, None, offset, bn=bn, diagonal=True) if bn is not None and \
             g.in_channels == g.out_channels else None
-    if type(conv) is not _CONV[g.axes] or g.transposed or conv.groups != g.groups or \
+    if type(conv) is not PLAIN[(g.axes, False)] or g.transposed or conv.groups != g.groups or \
             tuple(conv.dilation) != g.dilation:
         return None
     if conv.padding != (0,) * g.axes:  # a string or a non-zero padding: the reference refuses it, with its message

@@ -41,11 +41,6 @@ def short(value: Any, limit: int = 60) -> str:
 
 
 
-def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """``k`` -> ``(k, k)``; a validated pair as a tuple."""
-    return (value, value) if isinstance(value, int) else (value[0], value[1])
-
-
 def axes_of(value: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
     """A validated per-axis value as a tuple (an int: one entry, meaning every axis)."""
     return (value,) if isinstance(value, int) else tuple(value)

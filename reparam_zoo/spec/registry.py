@@ -85,9 +85,25 @@ def block_model() -> type[BlockSpec]:
     model = create_model("BlockSpec", __base__=BlockSpec,
                          branches=(list[item], Field(min_length=1, max_length=LIMITS["branches"],
                                                      description="the parallel branches")))
+    model.__reduce__ = _reduce_spec  # the class is made here, so pickle rebuilds through block_model()
     _MODEL_CACHE.clear()
     _MODEL_CACHE[BRANCHES.version] = model
     return model
+
+
+def _reduce_spec(spec: BlockSpec):
+    """Pickle a spec by value: its fields (branches as instances of their registered, importable models,
+    so unpickling imports the modules that register them) and its source, rebuilt with the
+    :func:`block_model` of the process that loads it — ``torch.save``, ``copy.deepcopy`` and ``spawn``
+    workers all go through here."""
+    return rebuild_spec, ({k: getattr(spec, k) for k in type(spec).model_fields}, spec.source)
+
+
+def rebuild_spec(fields: dict[str, Any], source: str | None) -> BlockSpec:
+    """The inverse of pickling a spec (see ``_reduce_spec``): validated again, with its source."""
+    spec = block_model().model_validate(fields)
+    spec._source = source
+    return spec
 
 
 def json_schema() -> dict[str, Any]:

@@ -21,9 +21,9 @@ class Origin(Protocol):
     that made it: :func:`~reparam_zoo.expand`, :func:`~reparam_zoo.adopt`). The origin knows its own
     deployed form; ``fold_model(layout="original")`` asks it for that form and knows nothing else of it."""
 
-    def deployed(self, block: RepBlock, parent: nn.Module) -> dict[int, nn.Module]:
-        """``id(module) -> replacement`` for ``block`` (a child of ``parent``) and for any module
-        beside it that belongs to it (a wrapper, a norm slot), in the original layout. The folded
+    def deployed(self, block: RepBlock, parent: nn.Module | None) -> dict[int, nn.Module]:
+        """``id(module) -> replacement`` for ``block`` (a child of ``parent``; None at the root) and for any
+        module beside it that belongs to it (a wrapper, a norm slot), in the original layout. The folded
         numbers come from :func:`~reparam_zoo.engine.fastfold.fold_weights` (as with
         ``layout="plain"``) and :func:`deployed_conv` builds the conv that holds them."""
         ...
@@ -130,8 +130,13 @@ def deployed_conv(block: RepBlock, weight: Tensor, bias: Tensor | None) -> nn.Mo
 
 def _fold_original(model: nn.Module) -> dict[int, nn.Module]:
     """id(module) -> replacement for every block that has an origin (``layout="original"``): what its
-    :meth:`Origin.deployed` returns."""
+    :meth:`Origin.deployed` returns (a block at the root is asked with ``parent=None``)."""
     out: dict[int, nn.Module] = {}
+    origin = getattr(model, "origin", None)
+    if isinstance(model, RepBlock) and origin is not None:
+        if not callable(getattr(origin, "deployed", None)):
+            raise TypeError(f"a block's origin {type(origin).__name__} has no deployed(block, parent) method")
+        out.update(origin.deployed(model, None))
     for parent in model.modules():
         for child in parent.children():
             origin = getattr(child, "origin", None)

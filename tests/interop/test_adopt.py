@@ -218,3 +218,20 @@ def test_adopted_blocks_fold_into_their_upstreams_deployed_layout(name):
     x = torch.randn(2, cin, 11, 12, dtype=torch.float64)
     with torch.no_grad():
         assert_close(new(x), folded(x))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_block_adopted_at_the_root_folds_into_its_upstreams_deployed_names(name):
+    """``rz.adopt(block)`` on the upstream block itself: ``layout="original"`` gives the same deployed
+    module, under the same names, as when the block sits inside a container."""
+    block, cin = _upstream(name)
+    root, report = adopt(block)
+    assert len(report.adopted) == 1 and not report.left, str(report)
+    in_container, _ = adopt(nn.Sequential(block))
+    folded = rz.fold_model(root, layout="original")
+    expected = rz.fold_model(in_container, layout="original")
+    assert set(folded.state_dict()) == {k[2:] for k in expected.state_dict()}
+    x = torch.randn(2, cin, 11, 12, dtype=torch.float64)
+    with torch.no_grad():
+        assert_close(root(x), folded(x))
+        assert_close(expected(x), folded(x))

@@ -357,7 +357,7 @@ def _is_zero(chain: nn.Module, in_channels: int, g: BlockGeometry, dtype, device
 
 def _expand_one(layer: nn.Module, norm: _BatchNorm | None, spec: BlockSpec, init: str) -> RepBlock:
     """The RepBlock replacing ``layer`` (+ ``norm``; None: a lone biased layer); raises SpecError/ValueError
-    with the reason. A biased Linear's norm absorbs its bias (running mean shifted by it: the same function
+    with the reason. A biased layer's norm absorbs its bias (running mean shifted by it: the same function
     in eval mode, and in training mode, where the batch mean cancels the bias)."""
     lone = norm is None
     spec = _geometry_spec(spec, layer)
@@ -391,7 +391,7 @@ def _expand_one(layer: nn.Module, norm: _BatchNorm | None, spec: BlockSpec, init
                     chain[0].bias.copy_(layer.bias)
         if not lone:
             chain[-1].load_state_dict(norm.state_dict(), strict=True)
-            if layer.bias is not None:  # a biased Linear: its BN absorbs the bias
+            if layer.bias is not None:  # a biased layer: its BN absorbs the bias
                 chain[-1].running_mean.sub_(layer.bias.detach())
         for j, other in enumerate(block.branches):
             if j == i:
@@ -432,7 +432,7 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
     ``min_kernel``: convs whose kernel is smaller on every axis are left (1x1 by default; not Linear).
     ``init="preserve"``: the expanded model computes what ``model`` computes, in eval and training mode
     (one branch carries the layer and BN, the others start at exactly zero); ``init="fresh"``: the blocks
-    as built. A biased conv is a lone layer; a biased Linear's BatchNorm1d absorbs its bias.
+    as built. A biased layer's BatchNorm absorbs its bias; a biased layer with no BatchNorm is a lone layer.
     """
     if init not in ("preserve", "fresh"):
         raise ValueError(f"Expected init 'preserve' or 'fresh' but got {init!r}")
@@ -458,8 +458,8 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
             continue  # a model's Linear layers are looked at only where the block mapping names them
         report.noun = "conv/Linear" if linear else report.noun
         reason = spec = None
-        # a lone layer has its bias (any BN after it stays where it is); a Linear's BN absorbs its bias
-        lone = layer.bias is not None and not (linear and path in pairs)
+        # a lone layer has its bias (a BN after it that is not its pair stays where it is); a pair's BN absorbs it
+        lone = layer.bias is not None and path not in pairs
         if include is not None and not any(fnmatch.fnmatchcase(path, p) for p in include):
             reason = "not matched by include"
         elif any(fnmatch.fnmatchcase(path, p) for p in exclude):

@@ -22,11 +22,11 @@ from reparam_zoo.engine.fastfold import fold_weights
 from reparam_zoo.engine.geometry import BlockGeometry
 from reparam_zoo.engine.steps import ChannelScale
 from reparam_zoo.errors import SpecError
+from reparam_zoo.interop.pairs import CONVS, LAYERS, UNCALLED, find_conv_bn_pairs, layer_kind, split_path
 from reparam_zoo.spec.lookup import resolve_spec, spec_from_data
 from reparam_zoo.spec.schema import BlockSpec
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_LAYERS = (*_CONVS, nn.Linear)
+_CONVS, _LAYERS = CONVS, LAYERS
 #: the reserved keys of a ``block`` mapping: layer kinds, matched by class (any other key is an fnmatch
 #: pattern on the module path; write ``[c]onv`` for a module whose path is literally ``conv``)
 KINDS: dict[str, tuple[type[nn.Module], ...]] = {
@@ -35,7 +35,6 @@ KINDS: dict[str, tuple[type[nn.Module], ...]] = {
 _DIMS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3, nn.Linear: 0}
 _NORM_OF = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
             nn.Linear: nn.BatchNorm1d}
-_UNCALLED = "it is never called as a module on the torch.fx graph (its parent uses its weight, or is a leaf)"
 
 
 class AbsorbedNorm(nn.Module):
@@ -109,19 +108,27 @@ class ExpandedFrom:
 @dataclass
 class ExpandReport:
     """What :func:`expand` did: ``expanded`` ``(layer path, spec name, geometry)``, ``left`` ``(layer path,
-    reason)``; ``traced``: whether pairs came from the torch.fx graph; ``notes``: on the ``block`` mapping
+    reason)``; ``untraced``: ``{subtree path: why}`` for the subtrees that did not trace with torch.fx
+    (``""``: the model as a whole; their children were traced instead); ``notes``: on the ``block`` mapping
     (a kind key that is also a path of the model); ``noun``: "conv", or "conv/Linear" with Linear layers."""
 
     expanded: list[tuple[str, str, str]] = field(default_factory=list)
     left: list[tuple[str, str]] = field(default_factory=list)
-    traced: bool = True
+    untraced: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     noun: str = "conv"
 
+    @property
+    def traced(self) -> bool:
+        """Whether the model traced with torch.fx as a whole."""
+        return "" not in self.untraced
+
     def __str__(self) -> str:
-        how = "torch.fx graph" if self.traced else "nn.Sequential order (the model did not trace with torch.fx)"
+        how = "torch.fx graph" if self.traced else "torch.fx graphs of its largest subtrees that trace"
         lines = [(f"expanded {len(self.expanded)} {self.noun}+BN layer(s), left {len(self.left)} {self.noun}(s); "
                   f"pairs from the {how}")]
+        lines += [f"  did not trace: {path or '<the model>'}: {why}" for path, why in list(self.untraced.items())[:8]]
+        lines += [f"  ... and {len(self.untraced) - 8} more subtrees"] if len(self.untraced) > 8 else []
         lines += [f"  left {n}: {why}" for why, n in Counter(why for _, why in self.left).most_common()]
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -130,84 +137,12 @@ class ExpandReport:
 # ----------------------------------------------------------------------------- finding pairs
 
 
-class _Tracer(torch.fx.Tracer):
-    """Keeps every conv, Linear and norm a leaf (timm's BatchNormAct2d would otherwise be traced through)."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (*_LAYERS, _BatchNorm)) or super().is_leaf_module(m, qualname)
-
-
-def _split(path: str) -> tuple[str, str]:
-    return (path.rsplit(".", 1)[0], path.rsplit(".", 1)[1]) if "." in path else ("", path)
-
-
-def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str], bool]:
-    """``({layer path: norm path}, {layer path: why not}, traced)``: convs (1-D, 2-D, 3-D) and Linear
-    layers whose output only a BatchNorm consumes, that BN applied once, right on it, both children of
-    one module (whether the norm's dims match the layer's is :func:`expand`'s check)."""
-    modules = dict(model.named_modules())
-    pairs: dict[str, str] = {}
-    why: dict[str, str] = {}
-    try:
-        graph = _Tracer().trace(model)
-    except Exception:  # noqa: BLE001 - any failure to trace: fall back to the module structure
-        graph = None
-    if graph is not None:
-        calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
-        why.update({p: _UNCALLED for p, m in modules.items() if isinstance(m, _LAYERS) and p not in calls})
-        for node in graph.nodes:
-            if node.op != "call_module" or not isinstance(modules.get(node.target), _LAYERS):
-                continue
-            users = list(node.users)
-            bn = users[0] if len(users) == 1 else None
-            if bn is None or bn.op != "call_module" or not isinstance(modules.get(bn.target), _BatchNorm):
-                why[node.target] = "its output is not consumed by a BatchNorm alone"
-            elif calls[node.target] != 1 or calls[bn.target] != 1:
-                why[node.target] = f"the {_kind(modules[node.target])} or its BatchNorm is applied more than once"
-            elif bn.args[0] is not node or len(bn.args) != 1 or bn.kwargs:
-                why[node.target] = "its BatchNorm is called with other arguments"
-            elif _split(node.target)[0] != _split(bn.target)[0]:
-                why[node.target] = (f"the {_kind(modules[node.target])} and its BatchNorm are children of "
-                                    "different modules")
-            else:
-                pairs[node.target] = bn.target
-        return _unshared(model, pairs, why), why, True
-    for path, m in modules.items():
-        if type(m) is nn.Sequential:  # a subclass may override forward: its order is not the dataflow
-            children = list(m.named_children())
-            for (cname, conv), (bname, bn) in zip(children, children[1:]):
-                if isinstance(conv, _LAYERS) and isinstance(bn, _BatchNorm):
-                    prefix = f"{path}." if path else ""
-                    pairs[prefix + cname] = prefix + bname
-    for path, m in modules.items():
-        if isinstance(m, _LAYERS) and path not in pairs:
-            why[path] = "not followed by a BatchNorm in an nn.Sequential (the model did not trace with torch.fx)"
-    return _unshared(model, pairs, why), why, False
-
-
-def _unshared(model: nn.Module, pairs: dict[str, str], why: dict[str, str]) -> dict[str, str]:
-    """Drop pairs whose layer or BN object is registered at more than one place (shared weights)."""
-    seen = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
-    modules = dict(model.named_modules(remove_duplicate=False))
-    kept = {}
-    for conv, bn in pairs.items():
-        if seen[id(modules[conv])] > 1 or seen[id(modules[bn])] > 1:
-            why[conv] = f"the {_kind(modules[conv])} or its BatchNorm is shared (registered at several places)"
-        else:
-            kept[conv] = bn
-    return kept
-
-
 # ----------------------------------------------------------------------------- which spec, which layer
 
 
 def _base(layer: nn.Module) -> type[nn.Module]:
     """The torch class among ``Conv1d/2d/3d``, ``Linear`` that ``layer`` is (an instance of)."""
     return next(cls for cls in _LAYERS if isinstance(layer, cls))
-
-
-def _kind(layer: nn.Module) -> str:
-    return "Linear" if isinstance(layer, nn.Linear) else "conv"
 
 
 def _is_mapping(block) -> bool:  # a mapping of kinds and patterns to specs, not a spec's own mapping
@@ -368,7 +303,7 @@ def _expand_one(layer: nn.Module, norm: _BatchNorm | None, spec: BlockSpec, init
     weight = conv_layout(block.geometry, layer.weight)
     found = _carrier(block, weight, lone)
     if lone and found is None:
-        raise ValueError(f"the {_kind(layer)} has a bias and no BatchNorm of its own; spec {spec.name!r} has no "
+        raise ValueError(f"the {layer_kind(layer)} has a bias and no BatchNorm of its own; spec {spec.name!r} has no "
                          "biased kxk conv branch without a norm (bias: true, norm: none) to carry it")
     i, middle = found if found is not None else (None, None)
     if i is not None and not lone:  # the carrier BN keeps the layer's eps and momentum whatever the init
@@ -380,7 +315,7 @@ def _expand_one(layer: nn.Module, norm: _BatchNorm | None, spec: BlockSpec, init
                              "renormalises the pretrained layer in training mode")
         if i is None:
             raise ValueError(f"init='preserve': spec {spec.name!r} has no kxk conv + BN branch of the "
-                             f"{_kind(layer)}'s kernel to carry its weights")
+                             f"{layer_kind(layer)}'s kernel to carry its weights")
         chain = block.branches[i]
         if middle is not None:
             _factor(list(chain)[:-1], middle, weight)
@@ -402,7 +337,7 @@ def _expand_one(layer: nn.Module, norm: _BatchNorm | None, spec: BlockSpec, init
                 raise ValueError(f"init='preserve': {name} ({block.branch_info[j].spec.label()}) cannot "
                                  "start at exactly zero")
     if lone and block.norm_after is not None:
-        raise ValueError(f"spec {spec.name!r} has a norm after the sum, which a lone {_kind(layer)}'s layout has "
+        raise ValueError(f"spec {spec.name!r} has a norm after the sum, which a lone {layer_kind(layer)}'s layout has "
                          "no place for when folded back")
     if isinstance(norm, nn.SyncBatchNorm):  # the layer synchronised its statistics: so do the block's BNs
         block = nn.SyncBatchNorm.convert_sync_batchnorm(block)
@@ -441,8 +376,8 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
     if not _is_mapping(block):
         resolve_spec(block)  # a bad spec fails here, once, not once per layer
     new = copy.deepcopy(model)
-    pairs, why, traced = find_conv_bn_pairs(new)
-    report = ExpandReport(traced=traced)
+    pairs, why, untraced = find_conv_bn_pairs(new)
+    report = ExpandReport(untraced=untraced)
     modules = dict(new.named_modules())
     if _is_mapping(block):
         report.notes += [f"{key!r} is the layer kind (every {key} layer), not the module path {key!r} of this "
@@ -469,9 +404,9 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
         elif _not_plain(layer):
             reason = _not_plain(layer)
         elif shared.get(id(layer), 0) > 1:
-            reason = f"the {_kind(layer)} is shared (registered at several places)"
-        elif lone and why.get(path) == _UNCALLED:
-            reason = _UNCALLED
+            reason = f"the {layer_kind(layer)} is shared (registered at several places)"
+        elif lone and why.get(path) == UNCALLED:
+            reason = UNCALLED
         elif lone or path in pairs:
             spec = resolve_spec(entry) if entry is not None else None
             if spec is None:
@@ -486,13 +421,18 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
                 rep = _expand_one(layer, norm, spec, init)
             except (SpecError, ValueError, RuntimeError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if norm is not None and layer.bias is not None:  # no BN carrier: a biased carrier, BN left alone
+                    try:
+                        rep, norm, reason = _expand_one(layer, None, spec, init), None, None
+                    except (SpecError, ValueError, RuntimeError):
+                        pass
         if reason is not None:
             report.left.append((path, reason))
             continue
-        parent_path, layer_name = _split(path)
+        parent_path, layer_name = split_path(path)
         parent = modules[parent_path] if parent_path else new
         setattr(parent, layer_name, rep)
-        norm_name = None if norm is None else _split(pairs[path])[1]
+        norm_name = None if norm is None else split_path(pairs[path])[1]
         rep.origin = ExpandedFrom(norm=norm_name, layer=copy.deepcopy(layer).to(device="meta"))
         if norm is not None:
             setattr(parent, norm_name, AbsorbedNorm(norm))

@@ -290,5 +290,6 @@ def test_lone_biased_convs_expand_where_the_spec_has_a_biased_carrier():
     fresh = make().double().eval()
     fresh.load_state_dict(folded.state_dict(), strict=True)
     assert_close(new(x), fresh(x))
-    _, report = rz.expand(model, "acb")  # no biased carrier in acb: left, with the reason
-    assert not report.expanded and "no biased kxk conv branch" in report.left[0][1]
+    _, report = rz.expand(model, "acb")  # the lone biased conv: no biased carrier in acb, left with the reason
+    assert dict(report.left).keys() == {"0"} and "no biased kxk conv branch" in dict(report.left)["0"]
+    assert [p for p, _, _ in report.expanded] == ["2"]  # its BatchNorm absorbs the biased conv's bias

@@ -55,3 +55,46 @@ def test_vgg11_bn_every_biased_conv_expands_exactly_and_folds_back_strictly(spec
     xf = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert relative_error(fresh(xf), tuned(xf)) <= 1e-5
+
+
+def test_a_model_that_does_not_trace_is_expanded_in_its_traceable_subtrees():
+    """DataParallel (does not trace as a whole) expands exactly like the model it wraps; module-local units
+    (torchvision's Conv2dNormActivation) inside an untraceable parent are found; the report says which
+    subtrees did not trace, and why."""
+    from torchvision.ops import Conv2dNormActivation
+
+    torch.manual_seed(0)
+    plain = rz.randomize_norms(torchvision.models.resnet18(num_classes=10), seed=2).double().eval()
+    wrapped = nn.DataParallel(copy.deepcopy(plain))
+    new_plain, rep_plain = rz.expand(plain, "acb")
+    new_wrapped, rep_wrapped = rz.expand(wrapped, "acb")
+    assert rep_plain.traced and not rep_wrapped.traced and "" in rep_wrapped.untraced
+    assert "did not trace: <the model>" in str(rep_wrapped)
+    assert {p for p, _, _ in rep_wrapped.expanded} == {f"module.{p}" for p, _, _ in rep_plain.expanded}
+    assert len(rep_plain.expanded) == 17
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    for train in (False, True):
+        assert relative_error(_outputs(new_wrapped, x, train), _outputs(wrapped, x, train)) <= 1e-10
+    fresh = nn.DataParallel(torchvision.models.resnet18(num_classes=10)).double().eval()
+    fresh.load_state_dict(rz.fold_model(new_wrapped, layout="original").state_dict(), strict=True)
+    assert relative_error(_outputs(fresh, x, False), _outputs(new_wrapped, x, False)) <= 1e-10
+
+    class Gated(nn.Module):  # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.stem = Conv2dNormActivation(3, 8, 3)
+            self.body = nn.Sequential(Conv2dNormActivation(8, 8, 3), Conv2dNormActivation(8, 8, 3, groups=8))
+            self.side = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+            self.side_bn = nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            x = self.body(self.stem(x))
+            return self.side_bn(self.side(x)) if x.mean() > 0 else x
+
+    model = rz.randomize_norms(Gated(), seed=4).double().eval()
+    new, report = rz.expand(model, "repvgg")
+    assert {p for p, _, _ in report.expanded} == {"stem.0", "body.0.0", "body.1.0"}, str(report)
+    assert "did not trace" in dict(report.left)["side"] and set(report.untraced) == {""}
+    x = torch.rand(2, 3, 9, 9, dtype=torch.float64)
+    for train in (False, True):
+        assert relative_error(_outputs(new, x, train), _outputs(model, x, train)) <= 1e-10

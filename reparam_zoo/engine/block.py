@@ -40,6 +40,20 @@ _PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"
 
 
 
+#: a block's input layout by its ``dims`` (0: a Linear layer)
+INPUT_LAYOUTS = {0: "(N, C)", 1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
+
+
+def input_rank_error(g: BlockGeometry, name: str, shape, what: str = "a {rank}-D input") -> str | None:
+    """The one-line error for an input ``shape`` of the wrong rank for a block of geometry ``g``, or None."""
+    rank = g.axes + 2 if g.dims else 2
+    if len(shape) == rank:
+        return None
+    kind = "Linear" if g.dims == 0 else f"{g.dims}-D"
+    layout = INPUT_LAYOUTS[g.dims]
+    return f"Expected {what.format(rank=rank)} {layout} for the {kind} block '{name}' but got {tuple(shape)}"
+
+
 def deploy_layer(g: BlockGeometry, padding_mode: str = "zeros", *, device=None, dtype=None,
                  bias: bool = True) -> nn.Module:
     """The one layer a block of geometry ``g`` folds into, uninitialised: ``nn.Conv{d}d``,
@@ -222,12 +236,8 @@ class RepBlock(nn.Module):
         if self.mode == "deployed":
             return self.deployed(x)
         g = self.geometry
-        expected = g.axes + 2 if g.dims else 2
-        if x.dim() != expected:
-            what = {0: "(N, C)", 1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}[g.dims]
-            kind = "Linear" if g.dims == 0 else f"{g.dims}-D"
-            raise ValueError(f"Expected a {expected}-D input {what} for the {kind} block '{self.spec.name}' "
-                             f"but got shape {tuple(x.shape)}")
+        if x.dim() != (g.axes + 2 if g.dims else 2):
+            raise ValueError(input_rank_error(g, self.spec.name, x.shape))
         if g.dims == 0:  # a Linear layer: the 1-D engine on a length-1 signal
             return self._forward(x.unsqueeze(-1)).squeeze(-1)
         return self._forward(x)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from reparam_zoo.engine.block import RepBlock
-from reparam_zoo.engine.steps import AvgPool, ComposedChain, chain_kernel
+from reparam_zoo.engine.steps import CONV_TRANSPOSES, CONVS, AvgPool, ComposedChain, chain_kernel
 
 
 def count_params(module: nn.Module) -> int:
@@ -37,8 +37,6 @@ def saved_tensor_mb(step) -> float:
     return total / 2**20
 
 
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 POOLS = (AvgPool, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from reparam_zoo.engine.block import RepBlock
+from reparam_zoo.engine.block import RepBlock, input_rank_error
 from reparam_zoo.engine.fold import fold_model
 from reparam_zoo.engine.steps import ChannelScale
 
@@ -180,21 +180,14 @@ def border_shapes(input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     return out
 
 
-#: a block's input layout by its ``dims``
-LAYOUTS = {0: "(N, C)", 1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
-
-
 def _check_rank(module: nn.Module, shapes) -> None:
     """A block is checked on inputs of its own rank (both forms would refuse any other, and a check that
     compared nothing would blame the sizes)."""
-    if not isinstance(module, RepBlock):
-        return
-    g = module.geometry
-    rank = g.axes + 2 if g.dims else 2
-    for shape in shapes:
-        if len(shape) != rank:
-            raise ValueError(f"Expected {rank}-D input shapes {LAYOUTS[g.dims]} for the {g.dims}-D block "
-                             f"'{module.spec.name}' but got {tuple(shape)}")
+    if isinstance(module, RepBlock):
+        for shape in shapes:
+            error = input_rank_error(module.geometry, module.spec.name, shape, what="{rank}-D input shapes")
+            if error:
+                raise ValueError(error)
 
 
 def _run(m: nn.Module, x: torch.Tensor):

@@ -20,9 +20,9 @@ from torch.nn.utils import parametrize
 from reparam_zoo.engine.block import RepBlock, conv_layout
 from reparam_zoo.engine.fastfold import fold_weights
 from reparam_zoo.engine.geometry import BlockGeometry
-from reparam_zoo.engine.steps import ChannelScale
+from reparam_zoo.engine.steps import CONVS, ChannelScale
 from reparam_zoo.errors import SpecError
-from reparam_zoo.interop.pairs import CONVS, LAYERS, UNCALLED, find_conv_bn_pairs, layer_kind, split_path
+from reparam_zoo.interop.pairs import LAYERS, UNCALLED, find_conv_bn_pairs, layer_kind, split_path
 from reparam_zoo.spec.lookup import resolve_spec, spec_from_data
 from reparam_zoo.spec.schema import BlockSpec
 

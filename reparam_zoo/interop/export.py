@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from reparam_zoo.engine.fold import fold_model
+from reparam_zoo.engine.steps import CONV_TRANSPOSES, CONVS
 from reparam_zoo.engine.verify import TOLERANCES, relative_error
 
 INSTALL_HINT = "ONNX export needs onnx and onnxruntime: pip install 'reparam_zoo[onnx]'"
@@ -36,8 +37,7 @@ class ExportReport:
 #: the norms a folded model may keep outside its blocks (each one BatchNormalization node)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 #: the ONNX op each layer a block folds into exports to, one node per layer
-CONV_OPS = {"Conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d),
-            "ConvTranspose": (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)}
+CONV_OPS = {"Conv": CONVS, "ConvTranspose": CONV_TRANSPOSES}
 
 
 def _check_layers(ops: Counter, folded: nn.Module) -> None:

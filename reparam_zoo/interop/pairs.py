@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from reparam_zoo.engine.steps import CONVS
+
 LAYERS = (*CONVS, nn.Linear)
 UNCALLED = "it is never called as a module on the torch.fx graph (its parent uses its weight, or is a leaf)"
 

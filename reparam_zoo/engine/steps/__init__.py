@@ -28,12 +28,21 @@ from reparam_zoo.engine.steps.chain import (
     chain_kernel,
     chain_module,
 )
-from reparam_zoo.engine.steps.conv import CONV_PARAMS, PLAIN, ConvStep, conv_step_kernel, register_conv_param
+from reparam_zoo.engine.steps.conv import (
+    CONV_PARAMS,
+    CONV_TRANSPOSES,
+    CONVS,
+    PLAIN,
+    ConvStep,
+    conv_step_kernel,
+    register_conv_param,
+)
 from reparam_zoo.engine.steps.gate import BranchGate, GateStep
 from reparam_zoo.engine.steps.identity import IdentityStep
 from reparam_zoo.engine.steps.norm import ChannelScale, NormStep, norm_steps
 
-__all__ = ["AvgPool", "AvgStep", "BlockGeometry", "BranchGate", "BranchKernel", "CONV_PARAMS", "Chain", "ChannelScale",
+__all__ = ["AvgPool", "AvgStep", "BlockGeometry", "BranchGate", "BranchKernel", "CONVS", "CONV_PARAMS",
+           "CONV_TRANSPOSES", "Chain", "ChannelScale",
            "ChannelWise", "ComposedChain", "ConvStep", "GateStep", "IdentityStep", "NormStep", "PLAIN", "Placement",
            "STEP_CONVERTERS", "STEP_KINDS", "Step", "StepKernel", "analyze", "chain_converter", "chain_kernel",
            "chain_module", "conv_step_kernel", "finalize", "norm_steps", "register_conv_param", "register_step",

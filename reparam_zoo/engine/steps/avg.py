@@ -12,7 +12,6 @@ from reparam_zoo.engine.geometry import Axes, grid_taps
 from reparam_zoo.engine.steps.base import ChannelWise, StepKernel, register_step, register_step_converter
 from reparam_zoo.errors import SpecError
 
-
 _POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 

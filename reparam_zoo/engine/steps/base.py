@@ -25,8 +25,9 @@ class Step:
 
     ``needs_features``: the step normalises with statistics of the features (a BatchNorm), so a
     branch holding it cannot be trained as its composed kernel. ``shift_free``: the step adds no
-    constant (identity, a scale, a gate) — only such steps may come before a transposed conv. ``online()``: the step as OREPA's
-    online training uses it (a BatchNorm becomes a per-channel scale; others are unchanged).
+    constant (identity, a scale, a gate) — only such steps may come before a transposed conv.
+    ``online()``: the step as OREPA's online training uses it (a BatchNorm becomes a per-channel scale;
+    others are unchanged).
     """
 
     in_channels: int

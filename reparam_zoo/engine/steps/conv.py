@@ -20,6 +20,10 @@ PLAIN = {(1, False): nn.Conv1d, (2, False): nn.Conv2d, (3, False): nn.Conv3d,
 #: ``Conv1d/2d/3d`` and ``ConvTranspose1d/2d/3d``). A class may define ``check_step(step)`` raising
 #: SpecError for steps it cannot serve; a parameterisation without a class for a block's axes (or
 #: for transposed blocks) is refused when the block is built.
+#: every torch conv class the engine builds, and every transposed one (isinstance checks downstream)
+CONVS = tuple(PLAIN[(n, False)] for n in (1, 2, 3))
+CONV_TRANSPOSES = tuple(PLAIN[(n, True)] for n in (1, 2, 3))
+
 CONV_PARAMS: Registry[dict] = Registry("conv parameterization")
 CONV_PARAMS.register("plain", PLAIN)
 

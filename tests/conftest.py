@@ -1,5 +1,13 @@
+import os
+import tempfile
+
 import pytest
 import torch
+
+# ultralytics (a test dependency) must never download, nor write its settings into the home folder: set
+# before any test module imports it
+os.environ["YOLO_OFFLINE"] = "1"
+os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="rz-yolo-config-")
 
 
 @pytest.fixture(autouse=True)

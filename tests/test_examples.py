@@ -35,3 +35,13 @@ def test_any_model_demo_runs_and_reports_exact_results(capsys):
     out = capsys.readouterr().out
     assert "adopted 43 block(s), left 0" in out and "adopted vs timm (float32): 0.0" in out
     assert "expanded == original (eval, float32): 0.0" in out and "All keys matched successfully" in out
+
+
+def test_expand_detection_runs_and_reports_exact_results(capsys):
+    pytest.importorskip("ultralytics")
+    pytest.importorskip("torchvision")
+    result = _load("expand_detection").main(["--models", "yolov8n"])["yolov8n"]
+    assert result["expanded"] == result["units"] == 39
+    assert result["eval"] <= 1e-10 and result["train"] <= 1e-10
+    assert result["fold"] <= 1e-5 and result["fused"] <= 1e-5
+    assert "All keys matched successfully" in capsys.readouterr().out

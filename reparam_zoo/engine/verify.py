@@ -56,8 +56,8 @@ def within(check: str, rel: float) -> bool:
 
 
 def randomize_norms(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm random running statistics and affine parameters, and every
-    scale random values (in place; returns ``module``).
+    """Give every BatchNorm (and norm with fixed statistics: a FrozenBatchNorm2d) random running statistics
+    and affine parameters, and every scale random values (in place; returns ``module``).
 
     Default statistics (mean 0, var 1, gamma 1, beta 0) hide eps, bias and padding bugs.
     """
@@ -77,6 +77,12 @@ def randomize_norms(module: nn.Module, seed: int = 0) -> nn.Module:
                     rand(m.bias, -0.5, 0.5)
             elif isinstance(m, ChannelScale):
                 rand(m.weight, 0.5, 1.5)
+            elif all(isinstance(getattr(m, n, None), torch.Tensor) for n in ("running_mean", "running_var", "weight",
+                                                                              "bias")):  # a FrozenBatchNorm2d
+                rand(m.running_mean, -1.0, 1.0)
+                rand(m.running_var, 0.25, 2.0)
+                rand(m.weight, 0.5, 1.5)
+                rand(m.bias, -0.5, 0.5)
     return module
 
 

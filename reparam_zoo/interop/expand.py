@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
@@ -22,8 +23,16 @@ from reparam_zoo.engine.fastfold import fold_weights
 from reparam_zoo.engine.geometry import BlockGeometry
 from reparam_zoo.engine.steps import CONVS, ChannelScale
 from reparam_zoo.errors import SpecError
-from reparam_zoo.interop.pairs import LAYERS, UNCALLED, find_conv_bn_pairs, layer_kind, split_path
-from reparam_zoo.spec.lookup import resolve_spec, spec_from_data
+from reparam_zoo.interop.pairs import (
+    FIXED_STATE,
+    LAYERS,
+    UNCALLED,
+    find_conv_bn_pairs,
+    is_fixed_norm,
+    layer_kind,
+    split_path,
+)
+from reparam_zoo.spec.lookup import resolve_spec, spec_from_data, with_frozen_norms
 from reparam_zoo.spec.schema import BlockSpec
 
 _CONVS, _LAYERS = CONVS, LAYERS
@@ -44,7 +53,7 @@ class AbsorbedNorm(nn.Module):
     ``fold_model(..., layout="original")`` puts the norm's class back, a pass-through adding the folded bias.
     """
 
-    def __init__(self, norm: _BatchNorm):
+    def __init__(self, norm: nn.Module):
         super().__init__()
         self.post = nn.Sequential(*[copy.deepcopy(m) for _, m in norm.named_children()])
         self._template = (copy.deepcopy(norm),)  # a tuple: not a submodule, no keys in this model
@@ -58,7 +67,7 @@ class AbsorbedNorm(nn.Module):
         norm = copy.deepcopy(self._template[0]).to(device=bias.device, dtype=bias.dtype)  # the model may have moved
         with torch.no_grad():
             b = bias.detach().to(torch.float64)
-            if norm.affine:
+            if getattr(norm, "affine", True):  # a norm with fixed statistics (FrozenBatchNorm2d) has weight and bias
                 norm.running_mean.zero_()
                 norm.running_var.fill_(1.0)
                 norm.weight.fill_(math.sqrt(1.0 + norm.eps))
@@ -69,7 +78,7 @@ class AbsorbedNorm(nn.Module):
         return norm
 
     def extra_repr(self) -> str:
-        return f"absorbed {type(self._template[0]).__name__}({self._template[0].num_features})"
+        return f"absorbed {type(self._template[0]).__name__}({self._template[0].running_mean.numel()})"
 
 
 @dataclass(frozen=True)
@@ -171,7 +180,34 @@ def _not_plain(layer: nn.Module) -> str | None:
     return None
 
 
-def _norm_ok(layer: nn.Module, norm: _BatchNorm) -> str | None:
+def _fixed_ok(layer: nn.Module, norm: nn.Module) -> str | None:
+    """Why a norm with fixed statistics (:func:`~reparam_zoo.interop.pairs.is_fixed_norm`) cannot pair with
+    ``layer``: probed in float64, in both modes, on an input of the layer's output rank, it must compute the
+    BatchNorm of its buffers (a FrozenBatchNorm2d after a Conv1d does not)."""
+    out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    state = {n: t.detach().to(torch.float64) for n, t in norm.named_buffers(recurse=False) if n in FIXED_STATE}
+    if any(t.shape != (out,) for t in state.values()):
+        return f"its {type(norm).__name__}'s statistics are not {out} per-channel values, one per output of the layer"
+    probe = copy.deepcopy(norm).to(torch.float64)
+    x = torch.randn(2, out, *([3] * _DIMS[_base(layer)]), dtype=torch.float64, device=state["weight"].device)
+    want = F.batch_norm(x, state["running_mean"], state["running_var"], state["weight"], state["bias"], False,
+                        0.0, norm.eps)
+    for train in (True, False):
+        try:
+            with torch.no_grad():
+                got = probe.train(train)(x)
+        except Exception as exc:  # noqa: BLE001 - whatever it does instead, it is not this norm
+            got = exc
+        if not isinstance(got, Tensor) or got.shape != want.shape or \
+                (got - want).abs().max().item() > 1e-9 * max(1.0, want.abs().max().item()):
+            return (f"its {type(norm).__name__} (fixed statistics) does not compute a BatchNorm of its buffers on "
+                    f"the {layer_kind(layer)}'s output in {'training' if train else 'eval'} mode")
+    return None
+
+
+def _norm_ok(layer: nn.Module, norm: nn.Module) -> str | None:
+    if is_fixed_norm(norm):
+        return _fixed_ok(layer, norm)
     if not norm.track_running_stats or norm.running_var is None:
         return "its BatchNorm has no running statistics (cannot fold)"
     if not norm.affine:
@@ -294,8 +330,8 @@ def _expand_one(layer: nn.Module, norm: _BatchNorm | None, spec: BlockSpec, init
     """The RepBlock replacing ``layer`` (+ ``norm``; None: a lone biased layer); raises SpecError/ValueError
     with the reason. A biased layer's norm absorbs its bias (running mean shifted by it: the same function
     in eval mode, and in training mode, where the batch mean cancels the bias)."""
-    lone = norm is None
-    spec = _geometry_spec(spec, layer)
+    lone, frozen = norm is None, norm is not None and is_fixed_norm(norm)
+    spec = _geometry_spec(with_frozen_norms(spec) if frozen else spec, layer)
     block = RepBlock(spec, layer.in_features, layer.out_features, dims=0) if isinstance(layer, nn.Linear) else \
         RepBlock(spec, layer.in_channels, layer.out_channels, stride=layer.stride, groups=layer.groups,
                  dims=_DIMS[_base(layer)])
@@ -308,7 +344,7 @@ def _expand_one(layer: nn.Module, norm: _BatchNorm | None, spec: BlockSpec, init
     i, middle = found if found is not None else (None, None)
     if i is not None and not lone:  # the carrier BN keeps the layer's eps and momentum whatever the init
         block.branches[i][-1].eps = norm.eps  # (not in state dicts: a rebuilt model must get them here)
-        block.branches[i][-1].momentum = norm.momentum
+        block.branches[i][-1].momentum = getattr(norm, "momentum", block.branches[i][-1].momentum)
     if init == "preserve":
         if block.norm_after is not None:
             raise ValueError(f"init='preserve': spec {spec.name!r} has a norm after the sum, which "
@@ -325,9 +361,14 @@ def _expand_one(layer: nn.Module, norm: _BatchNorm | None, spec: BlockSpec, init
                 if lone:
                     chain[0].bias.copy_(layer.bias)
         if not lone:
-            chain[-1].load_state_dict(norm.state_dict(), strict=True)
-            if layer.bias is not None:  # a biased layer: its BN absorbs the bias
-                chain[-1].running_mean.sub_(layer.bias.detach())
+            with torch.no_grad():
+                if frozen:  # a FrozenBatchNorm2d: statistics and affine, into a BatchNorm frozen the same way
+                    for name in sorted(FIXED_STATE):
+                        getattr(chain[-1], name).copy_(getattr(norm, name))
+                else:
+                    chain[-1].load_state_dict(norm.state_dict(), strict=True)
+                if layer.bias is not None:  # a biased layer: its BN absorbs the bias
+                    chain[-1].running_mean.sub_(layer.bias.detach())
         for j, other in enumerate(block.branches):
             if j == i:
                 continue

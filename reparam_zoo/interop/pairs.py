@@ -19,6 +19,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from reparam_zoo.engine.steps import CONVS
 
 LAYERS = (*CONVS, nn.Linear)
+#: the state of a norm with fixed statistics and affine (torchvision's and timm's FrozenBatchNorm2d)
+FIXED_STATE = {"weight", "bias", "running_mean", "running_var"}
 UNCALLED = "it is never called as a module on the torch.fx graph (its parent uses its weight, or is a leaf)"
 
 
@@ -26,7 +28,23 @@ class _Tracer(torch.fx.Tracer):
     """Keeps every conv, Linear and norm a leaf (timm's BatchNormAct2d would otherwise be traced through)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (*LAYERS, _BatchNorm)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, LAYERS) or is_norm(m) or super().is_leaf_module(m, qualname)
+
+
+def is_fixed_norm(m: nn.Module) -> bool:
+    """A norm with fixed statistics and affine, by its state: no parameters, no children, the buffers
+    ``weight``, ``bias``, ``running_mean``, ``running_var`` (and maybe ``num_batches_tracked``) and a float
+    ``eps`` (torchvision's and timm's ``FrozenBatchNorm2d``). Whether it computes a BatchNorm with them is
+    probed by :func:`~reparam_zoo.interop.expand.expand` before it pairs."""
+    if isinstance(m, _BatchNorm) or next(m.parameters(recurse=False), None) is not None or \
+            next(m.children(), None) is not None or not isinstance(getattr(m, "eps", None), float):
+        return False
+    return {n for n, _ in m.named_buffers(recurse=False)} - {"num_batches_tracked"} == FIXED_STATE
+
+
+def is_norm(m: nn.Module) -> bool:
+    """A BatchNorm (any ``_BatchNorm``, timm's ``BatchNormAct2d`` too) or a norm with fixed statistics."""
+    return isinstance(m, _BatchNorm) or is_fixed_norm(m)
 
 
 def split_path(path: str) -> tuple[str, str]:
@@ -53,17 +71,23 @@ def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str]
     untraced: dict[str, str] = {}
 
     def visit(path: str, module: nn.Module) -> None:
+        if type(module).forward is nn.Module.forward:  # a ModuleList/ModuleDict: nothing to trace, only children
+            for name, child in module.named_children():
+                if not isinstance(child, LAYERS) and not is_norm(child):
+                    visit(_join(path, name), child)
+            return
         try:
             graph = _Tracer().trace(module)
         except Exception as exc:  # noqa: BLE001 - any failure to trace: its children are tried
-            untraced[path] = (str(exc).splitlines() or [type(exc).__name__])[0][:200] or type(exc).__name__
+            first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")[:160]
+            untraced[path] = first or type(exc).__name__
             if type(module) is nn.Sequential:  # a subclass may override forward: its order is not the dataflow
                 children = list(module.named_children())
                 for (cname, conv), (bname, bn) in zip(children, children[1:]):
-                    if isinstance(conv, LAYERS) and isinstance(bn, _BatchNorm):
+                    if isinstance(conv, LAYERS) and is_norm(bn):
                         pairs[_join(path, cname)] = _join(path, bname)
             for name, child in module.named_children():
-                if not isinstance(child, (*LAYERS, _BatchNorm)):
+                if not isinstance(child, LAYERS) and not is_norm(child):
                     visit(_join(path, name), child)
             return
         _graph_pairs(graph, path, modules, pairs, why)
@@ -88,7 +112,7 @@ def _graph_pairs(graph, prefix: str, modules: dict, pairs: dict, why: dict) -> N
         users = list(node.users)
         bn = users[0] if len(users) == 1 else None
         bn_target = _join(prefix, bn.target) if bn is not None and bn.op == "call_module" else None
-        if bn_target is None or not isinstance(modules.get(bn_target), _BatchNorm):
+        if bn_target is None or not is_norm(modules.get(bn_target, nn.Module())):
             why[target] = "its output is not consumed by a BatchNorm alone"
         elif calls[target] != 1 or calls[bn_target] != 1:
             why[target] = f"the {layer_kind(modules[target])} or its BatchNorm is applied more than once"

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from reparam_zoo.errors import SpecError
 from reparam_zoo.registry import closest
@@ -72,6 +72,21 @@ def spec_from_data(data: Any, source: str | None = None) -> BlockSpec:
         raise SpecError(f"nested deeper than {LIMITS['yaml_depth']} levels", "", source) from None
     spec._source = source
     return spec
+
+
+def with_frozen_norms(spec: BlockSpec) -> BlockSpec:
+    """``spec`` with every BatchNorm frozen (``frozen: true``: running statistics in training too), for
+    layers whose own norm has fixed statistics (:func:`~reparam_zoo.interop.expand.expand`)."""
+
+    def freeze(value: Any) -> Any:  # every model (norm, seq step) of type bn with a frozen field, at any depth
+        if isinstance(value, BaseModel):
+            update = {k: freeze(getattr(value, k)) for k in type(value).model_fields}
+            if "frozen" in update and getattr(value, "type", None) == "bn":
+                update["frozen"] = True
+            return value.model_copy(update=update)
+        return [freeze(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    return spec_from_data(freeze(spec).to_dict(), spec.source)
 
 
 def load_spec(path_or_text: str | Path | Mapping | BlockSpec) -> BlockSpec:

@@ -97,6 +97,8 @@ class NormSpec(BaseModel):
     momentum: Optional[float] = Field(0.1, ge=0, le=1, description="BatchNorm momentum")
     affine: bool = Field(True, description="BatchNorm with learnable gamma/beta")
     track_running_stats: bool = Field(True, description="must stay true: batch statistics cannot fold")
+    frozen: bool = Field(False, description="BatchNorm normalising with its running statistics in training too, "
+                         "never updating them (detection backbones' FrozenBatchNorm2d); gamma/beta still learn")
     init: float = Field(1.0, allow_inf_nan=False, ge=-LIMITS["scale_init"], le=LIMITS["scale_init"],
                         description="initial value of a `scale` norm")
 
@@ -106,6 +108,8 @@ class NormSpec(BaseModel):
             raise ValueError(
                 "a BatchNorm without running statistics (track_running_stats: false) normalises "
                 "with batch statistics and cannot be folded")
+        if self.frozen and self.type != "bn":
+            raise ValueError(f"frozen: true is for a BatchNorm (type: bn), not type: {self.type}")
         return self
 
     def label(self) -> str:

@@ -70,6 +70,7 @@ class BNStepSpec(SeqStepSpec):
     momentum: Optional[float] = Field(0.1, ge=0, le=1)
     affine: bool = True
     track_running_stats: bool = True
+    frozen: bool = Field(False, description="normalise with the running statistics in training too")
 
     @model_validator(mode="after")
     def _foldable(self) -> "BNStepSpec":
@@ -77,7 +78,7 @@ class BNStepSpec(SeqStepSpec):
         return self
 
     def plan_step(self, channels: int, block: BlockGeometry, loc: str) -> Step:
-        return NormStep(channels, "bn", self.eps, self.momentum, self.affine, loc=loc)
+        return NormStep(channels, "bn", self.eps, self.momentum, self.affine, loc=loc, frozen=self.frozen)
 
 
 class ScaleStepSpec(SeqStepSpec):

@@ -39,9 +39,10 @@ from reparam_zoo.engine.steps.conv import (
 )
 from reparam_zoo.engine.steps.gate import BranchGate, GateStep
 from reparam_zoo.engine.steps.identity import IdentityStep
-from reparam_zoo.engine.steps.norm import ChannelScale, NormStep, norm_steps
+from reparam_zoo.engine.steps.norm import BATCHNORMS, ChannelScale, NormStep, RunningStats, norm_steps
 
-__all__ = ["AvgPool", "AvgStep", "BlockGeometry", "BranchGate", "BranchKernel", "CONVS", "CONV_PARAMS",
+__all__ = ["AvgPool", "AvgStep", "BATCHNORMS", "RunningStats", "BlockGeometry", "BranchGate", "BranchKernel",
+           "CONVS", "CONV_PARAMS",
            "CONV_TRANSPOSES", "Chain", "ChannelScale",
            "ChannelWise", "ComposedChain", "ConvStep", "GateStep", "IdentityStep", "NormStep", "PLAIN", "Placement",
            "STEP_CONVERTERS", "STEP_KINDS", "Step", "StepKernel", "analyze", "chain_converter", "chain_kernel",

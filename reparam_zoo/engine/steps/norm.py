@@ -1,10 +1,12 @@
-"""``NormStep``: a per-channel affine step, eval-mode BatchNorm (``bn``) or a learnable scale."""
+"""``NormStep``: a per-channel affine step, eval-mode BatchNorm (``bn``, or ``frozen``: running statistics in
+training too) or a learnable scale."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -29,6 +31,31 @@ class ChannelScale(nn.Module):
         return f"{self.weight.shape[0]}"
 
 
+class RunningStats:
+    """Mixin of a BatchNorm that normalises with its running statistics in training mode too and never
+    updates them (torchvision's ``FrozenBatchNorm2d`` semantics; its weight and bias still learn when
+    affine). The same numbers in both modes, so a block of frozen norms is function-preserving in training."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+class FrozenStatsBatchNorm1d(RunningStats, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` with frozen statistics (:class:`RunningStats`)."""
+
+
+class FrozenStatsBatchNorm2d(RunningStats, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` with frozen statistics (:class:`RunningStats`)."""
+
+
+class FrozenStatsBatchNorm3d(RunningStats, nn.BatchNorm3d):
+    """``nn.BatchNorm3d`` with frozen statistics (:class:`RunningStats`)."""
+
+
+BATCHNORMS = {False: {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d},
+              True: {1: FrozenStatsBatchNorm1d, 2: FrozenStatsBatchNorm2d, 3: FrozenStatsBatchNorm3d}}
+
+
 @register_step("norm")
 @dataclass(frozen=True)
 class NormStep(ChannelWise):
@@ -42,16 +69,19 @@ class NormStep(ChannelWise):
     init: float = 1.0  # initial value of a scale
     loc: str = ""
     axes: int = 2  # spatial axes of its input: BatchNorm1d (1), BatchNorm2d (2) or BatchNorm3d (3)
+    frozen: bool = False  # a BatchNorm with running statistics in training too (FrozenStatsBatchNorm*d)
 
     stride: Pair = (1, 1)
 
     def __post_init__(self):
         if self.kind not in ("bn", "scale"):
             raise ValueError(f"Expected kind 'bn' or 'scale' but got {self.kind!r}")
+        if self.frozen and self.kind != "bn":
+            raise ValueError(f"Expected a frozen norm of kind 'bn' but got {self.kind!r}")
 
     @property
     def needs_features(self) -> bool:  # type: ignore[override]
-        return self.kind == "bn"
+        return self.kind == "bn" and not self.frozen  # a frozen BN is a constant affine map
 
     @property
     def shift_free(self) -> bool:  # type: ignore[override]
@@ -62,11 +92,11 @@ class NormStep(ChannelWise):
 
     def online(self) -> Step:
         """OREPA's linear scaling: a BatchNorm inside a branch becomes a per-channel scale."""
-        return replace(self, kind="scale", init=1.0) if self.kind == "bn" else self
+        return replace(self, kind="scale", init=1.0, frozen=False) if self.kind == "bn" else self
 
     def build(self) -> nn.Module:
         if self.kind == "bn":
-            bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[self.axes]
+            bn = BATCHNORMS[self.frozen][self.axes]
             return bn(self.channels, eps=self.eps, momentum=self.momentum, affine=self.affine)
         return ChannelScale(self.channels, self.init)
 
@@ -76,7 +106,7 @@ def norm_steps(norm: NormSpec, channels: int, loc: str = "norm") -> list[Step]:
     if norm.type == "none":
         return []
     return [NormStep(channels, kind=norm.type, eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
-                     init=norm.init, loc=loc)]
+                     init=norm.init, loc=loc, frozen=norm.frozen)]
 
 
 @register_step_converter(_BatchNorm)

@@ -64,7 +64,7 @@ def main(argv=None) -> dict:
         model = rz.randomize_norms(build(name), seed=1).double().eval()
         units = [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d) and max(m.kernel_size) >= 3]
         expanded, report = rz.expand(model, args.spec)
-        print(f"== {name} ({args.spec}) ==\n{str(report).splitlines()[0]}")
+        print(f"== {name} ({args.spec}) ==\n" + "\n".join(str(report).splitlines()[:1 if report.traced else 2]))
         print(f"  {len(report.untraced)} subtrees did not trace (the model as a whole: "
               f"{report.untraced.get('', 'traced')})")
         done = {p for p, _, _ in report.expanded}

@@ -118,12 +118,14 @@ class ExpandedFrom:
 class ExpandReport:
     """What :func:`expand` did: ``expanded`` ``(layer path, spec name, geometry)``, ``left`` ``(layer path,
     reason)``; ``untraced``: ``{subtree path: why}`` for the subtrees that did not trace with torch.fx
-    (``""``: the model as a whole; their children were traced instead); ``notes``: on the ``block`` mapping
+    (``""``: the model as a whole; their children were tried instead), ``subtrees``: the paths of those
+    traced (``[""]``: the model as a whole); ``notes``: on the ``block`` mapping
     (a kind key that is also a path of the model); ``noun``: "conv", or "conv/Linear" with Linear layers."""
 
     expanded: list[tuple[str, str, str]] = field(default_factory=list)
     left: list[tuple[str, str]] = field(default_factory=list)
     untraced: dict[str, str] = field(default_factory=dict)
+    subtrees: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     noun: str = "conv"
 
@@ -136,6 +138,10 @@ class ExpandReport:
         how = "torch.fx graph" if self.traced else "torch.fx graphs of its largest subtrees that trace"
         lines = [(f"expanded {len(self.expanded)} {self.noun}+BN layer(s), left {len(self.left)} {self.noun}(s); "
                   f"pairs from the {how}")]
+        if not self.traced:
+            shown = ", ".join(self.subtrees[:6]) + (f", ... ({len(self.subtrees)} in all)" if len(self.subtrees) > 6
+                                                    else "")
+            lines.append(f"  traced: {shown or 'no subtree'}")
         lines += [f"  did not trace: {path or '<the model>'}: {why}" for path, why in list(self.untraced.items())[:8]]
         lines += [f"  ... and {len(self.untraced) - 8} more subtrees"] if len(self.untraced) > 8 else []
         lines += [f"  left {n}: {why}" for why, n in Counter(why for _, why in self.left).most_common()]
@@ -417,8 +423,8 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
     if not _is_mapping(block):
         resolve_spec(block)  # a bad spec fails here, once, not once per layer
     new = copy.deepcopy(model)
-    pairs, why, untraced = find_conv_bn_pairs(new)
-    report = ExpandReport(untraced=untraced)
+    pairs, why, untraced, subtrees = find_conv_bn_pairs(new)
+    report = ExpandReport(untraced=untraced, subtrees=subtrees)
     modules = dict(new.named_modules())
     if _is_mapping(block):
         report.notes += [f"{key!r} is the layer kind (every {key} layer), not the module path {key!r} of this "

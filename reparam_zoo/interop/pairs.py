@@ -60,8 +60,9 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
-    """``({layer path: norm path}, {layer path: why not}, {subtree path: why it did not trace})``: convs
+def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str], dict[str, str], list[str]]:
+    """``({layer path: norm path}, {layer path: why not}, {subtree path: why it did not trace}, [the subtrees
+    traced])``: convs
     (1-D, 2-D, 3-D) and Linear layers whose output only a BatchNorm consumes, found on the torch.fx graph
     of the largest traceable subtrees (``""`` is the whole model; whether the norm's dims match the
     layer's is :func:`~reparam_zoo.interop.expand.expand`'s check)."""
@@ -69,6 +70,7 @@ def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str]
     pairs: dict[str, str] = {}
     why: dict[str, str] = {}
     untraced: dict[str, str] = {}
+    traced: list[str] = []
 
     def visit(path: str, module: nn.Module) -> None:
         if type(module).forward is nn.Module.forward:  # a ModuleList/ModuleDict: nothing to trace, only children
@@ -90,6 +92,7 @@ def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str]
                 if not isinstance(child, LAYERS) and not is_norm(child):
                     visit(_join(path, name), child)
             return
+        traced.append(path)
         _graph_pairs(graph, path, modules, pairs, why)
 
     visit("", model)
@@ -97,7 +100,7 @@ def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str]
         if isinstance(m, LAYERS) and path not in pairs and path not in why:
             why[path] = ("its parent did not trace with torch.fx (and is not an nn.Sequential with a BatchNorm "
                          "after it)")
-    return _unshared(model, pairs, why), why, untraced
+    return _unshared(model, pairs, why), why, untraced, traced
 
 
 def _graph_pairs(graph, prefix: str, modules: dict, pairs: dict, why: dict) -> None:

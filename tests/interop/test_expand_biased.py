@@ -76,7 +76,8 @@ def test_a_model_that_does_not_trace_is_expanded_in_its_traceable_subtrees():
     new_plain, rep_plain = rz.expand(plain, "acb")
     new_wrapped, rep_wrapped = rz.expand(wrapped, "acb")
     assert rep_plain.traced and not rep_wrapped.traced and "" in rep_wrapped.untraced
-    assert "did not trace: <the model>" in str(rep_wrapped)
+    assert "did not trace: <the model>" in str(rep_wrapped) and "traced: module" in str(rep_wrapped)
+    assert rep_wrapped.subtrees == ["module"] and rep_plain.subtrees == [""]
     assert {p for p, _, _ in rep_wrapped.expanded} == {f"module.{p}" for p, _, _ in rep_plain.expanded}
     assert len(rep_plain.expanded) == 17
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)

@@ -44,6 +44,7 @@ def test_yolo_expands_exactly_trains_and_folds_back_into_ultralytics(name, spec)
     done = {p for p, _, _ in report.expanded}
     assert len(done & units) >= 0.8 * len(units) and len(units) >= 39, str(report)
     assert not report.traced and "" in report.untraced  # found through the traceable subtrees
+    assert "model.0" in report.subtrees and "model.0" not in report.untraced  # the stem's Conv unit
     x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     for train in (False, True):
         assert relative_error(_outputs(expanded, x, train), _outputs(model, x, train)) <= 1e-10

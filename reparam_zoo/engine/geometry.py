@@ -122,6 +122,21 @@ def _x(v) -> str:
     return "x".join(str(e) for e in v)
 
 
+def chain_taps(plan: Sequence[Step], n: int) -> tuple[list[set[int]], list[int]]:
+    """Where a chain's composite kernel has taps, per axis on its input (relative to its first tap), and
+    its stride per axis; a step of another number of spatial axes is a :class:`SpecError`."""
+    taps, strides = [{0} for _ in range(n)], [1] * n
+    for step in plan:
+        if not step.spatial:
+            continue
+        step_taps = step.taps()
+        if len(step_taps) != n:
+            raise SpecError(f"has {len(step_taps)} spatial axes but the block has {n}", step.loc)
+        taps = [{a + s * t for a in axis for t in st} for axis, st, s in zip(taps, step_taps, strides)]
+        strides = [s * t for s, t in zip(strides, step.stride)]
+    return taps, strides
+
+
 def analyze(plan: Sequence[Step], block: BlockGeometry) -> Placement:  # noqa: C901
     """Check that ``plan`` folds into the block's conv and say where it sits.
 
@@ -146,17 +161,10 @@ def analyze(plan: Sequence[Step], block: BlockGeometry) -> Placement:  # noqa: C
     if channels != block.out_channels:
         raise SpecError(f"ends with {channels} channels but the block has out_channels={block.out_channels}",
                         last_change)
-    n = block.axes
-    taps, strides, groups = [{0} for _ in range(n)], [1] * n, 0
+    taps, strides = chain_taps(plan, block.axes)
+    groups = 0
     for step in plan:
         groups = math.gcd(groups, step.groups)
-        if not step.spatial:
-            continue
-        step_taps = step.taps()
-        if len(step_taps) != n:
-            raise SpecError(f"has {len(step_taps)} spatial axes but the block has {n}", step.loc)
-        taps = [{a + s * t for a in axis for t in st} for axis, st, s in zip(taps, step_taps, strides)]
-        strides = [s * t for s, t in zip(strides, step.stride)]
     loc = _worst_loc(plan)
     extent = tuple(max(axis) + 1 for axis in taps)
     window = block.window

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from reparam_zoo.engine.geometry import per_axis
 from reparam_zoo.engine.steps import BlockGeometry, ConvStep, GateStep, Placement, Step, analyze, finalize
+from reparam_zoo.engine.steps.group import GroupStep
 from reparam_zoo.errors import NotApplicable, SpecError
 from reparam_zoo.spec.limits import LIMITS
 from reparam_zoo.spec.registry import BRANCHES, BranchType
@@ -112,38 +113,49 @@ def plan_branches(spec: BlockSpec, geometry: BlockGeometry, mode: str = "offline
     against ``LIMITS["block_weights"]`` before anything is allocated.
     """
     planned: list[PlannedBranch] = []
-    out_channels, stride, source = geometry.out_channels, geometry.stride, spec.source
-    depthwise = geometry.groups == out_channels
+    source = spec.source
     for i, bspec in enumerate(spec.branches):  # plan and check every branch first
         loc = f"branches.{i}"
         btype = BRANCHES.get(bspec.type)
-        if bspec.when != "always" and (bspec.when == "depthwise") != depthwise:
-            continue
         try:
-            parts = []
-            for suffix, plan in bspec.parts(geometry):
-                plan = finalize([step.for_block(geometry) for step in plan], stride)
-                if bspec.gate != "none":
-                    plan.append(GateStep(out_channels, learnable=bspec.gate == "learnable"))
-                if mode == "online":
-                    plan = [step.online() for step in plan]
-                parts.append((suffix, plan, analyze(plan, geometry)))
+            parts = plan_entry(bspec, geometry, mode)
         except NotApplicable as exc:
-            if bspec.optional:
-                continue
             raise SpecError(
                 exc.rule + "; mark the branch `optional: true` to drop it where it cannot apply",
                 f"{loc}.{exc.location}".rstrip("."), source) from None
         except SpecError as exc:
             raise exc.located(loc, source) from None
-        for suffix, plan, placement in parts:
-            if bspec.train_as == "kernel" and any(step.needs_features for step in plan):
-                raise SpecError("train_as: kernel composes the branch's kernel every step, which a "
-                                "BatchNorm (it needs the features) does not allow; use norm: scale or none",
-                                f"{loc}.train_as", source)
-            planned.append(PlannedBranch(loc + suffix, bspec, btype, plan, placement))
+        planned += [PlannedBranch(loc + suffix, bspec, btype, plan, placement) for suffix, plan, placement in parts]
     check_cost(planned, geometry, source)
     return planned
+
+
+def plan_entry(bspec: BranchSpec, geometry: BlockGeometry, mode: str = "offline"
+               ) -> list[tuple[str, list[Step], Placement]]:
+    """One branch entry of a spec planned and checked for ``geometry``: ``(suffix, plan, placement)`` per
+    part (:meth:`BranchSpec.parts`), ``[]`` where its ``when`` excludes the geometry or it is optional and
+    cannot apply. Raises :class:`NotApplicable` (it cannot apply and is not optional) or
+    :class:`SpecError`, located relative to the entry. Also what a ``group`` branch plans its members with."""
+    depthwise = geometry.groups == geometry.out_channels
+    if bspec.when != "always" and (bspec.when == "depthwise") != depthwise:
+        return []
+    parts = []
+    try:
+        for suffix, plan in bspec.parts(geometry):
+            plan = finalize([step.for_block(geometry) for step in plan], geometry.stride)
+            if bspec.gate != "none":
+                plan.append(GateStep(geometry.out_channels, learnable=bspec.gate == "learnable"))
+            if mode == "online":
+                plan = [step.online() for step in plan]
+            parts.append((suffix, plan, analyze(plan, geometry)))
+    except NotApplicable:
+        if bspec.optional:
+            return []
+        raise
+    if bspec.train_as == "kernel" and any(step.needs_features for _, plan, _ in parts for step in plan):
+        raise SpecError("train_as: kernel composes the branch's kernel every step, which a "
+                        "BatchNorm (it needs the features) does not allow; use norm: scale or none", "train_as")
+    return parts
 
 
 def check_int(value: object, name: str, minimum: int = 1) -> int:
@@ -154,14 +166,28 @@ def check_int(value: object, name: str, minimum: int = 1) -> int:
 
 def check_cost(planned: list[PlannedBranch], g: BlockGeometry, source: str | None) -> None:
     """Refuse, before anything is allocated, a block whose weights (every conv of every branch copy,
-    plus the folded kernel) would exceed ``LIMITS["block_weights"]`` values; the error gives the estimate."""
+    plus the folded kernel) would exceed ``LIMITS["block_weights"]`` values (the error gives the estimate),
+    or whose ``group`` branches would build more chains than 64 branches of 64 copies."""
     total = g.out_channels * (g.in_channels // g.groups) * math.prod(g.window)  # the folded kernel
     for branch in planned:
-        bspec, plan = branch.spec, branch.plan
-        for step in plan:
-            if isinstance(step, ConvStep):
-                total += bspec.count * step.out_channels * (step.in_channels // step.groups) * math.prod(step.kernel)
+        total += branch.spec.count * plan_weights(branch.plan)
+    chains = sum(b.spec.count * s.chains for b in planned for s in b.plan if isinstance(s, GroupStep))
+    limit = LIMITS["branches"] * LIMITS["count"]  # what a block of plain branches can ask for
+    if chains > limit:
+        raise SpecError(f"the block's groups build {chains:,} chains (copies of their members, nested groups "
+                        f"included), above the limit {limit:,} (docs/spec.md, Limits)", "branches", source)
     if total > LIMITS["block_weights"]:
         raise SpecError(f"this block at {g.in_channels} -> {g.out_channels} channels would hold about {total:.2e} "
                         f"weights ({total * 4 / 2**30:,.1f} GiB in float32, twice that to fold in float64); the "
                         f"limit is {LIMITS['block_weights']:.2e} (docs/spec.md, Limits)", "branches", source)
+
+
+def plan_weights(plan: list[Step]) -> int:
+    """The conv weights a planned chain holds, those of the members of a ``group`` step (each copy) included."""
+    total = 0
+    for step in plan:
+        if isinstance(step, ConvStep):
+            total += step.out_channels * (step.in_channels // step.groups) * math.prod(step.kernel)
+        elif isinstance(step, GroupStep):
+            total += sum(member.count * plan_weights(list(member.plan)) for member in step.members)
+    return total

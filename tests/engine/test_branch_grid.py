@@ -46,6 +46,11 @@ VARIANTS = {
                  "param": "basis"},
                 {"type": "scale"},
                 {"type": "conv", "kernel": [1, 3], "param": "normalized", "bias": True}]}],
+    "group": [{"type": "group", "norm": "scale", "factors": [1, -1],
+               "branches": [{"type": "kxk"}, {"type": "conv", "kernel": 1, "bias": True}]},
+              {"type": "group", "norm": "bn", "factors": [0.5, -2, 1], "branches": [
+                  {"type": "avgpool", "pre_1x1": True}, {"type": "identity", "optional": True},
+                  {"type": "group", "norm": "scale", "branches": [{"type": "1xk"}, {"type": "kx1"}]}]}],
 }
 
 

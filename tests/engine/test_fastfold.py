@@ -15,6 +15,10 @@ EXTRA = {  # what the shipped specs do not cover: block dilation, norm_after, co
         {"type": "kxk", "count": 2}, {"type": "1xk"}, {"type": "avgpool"}]},
     "reflect": {"name": "rf", "kernel": [3, 5], "padding_mode": "reflect", "branches": [
         {"type": "kxk"}, {"type": "kx1"}, {"type": "identity", "optional": True}]},
+    "group": {"name": "grp", "kernel": 3, "branches": [  # composed in float64: the fast fold's generic path
+        {"type": "identity", "optional": True, "norm": "none"},
+        {"type": "group", "norm": "scale", "factors": [1, 1, -1], "branches": [
+            {"type": "kxk"}, {"type": "conv", "kernel": 1}, {"type": "identity", "optional": True}]}]},
 }
 
 

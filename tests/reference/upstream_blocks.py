@@ -31,20 +31,136 @@ class SEBlock(nn.Module):
         return x * s
 
 
-class RepVGGBlock(nn.Module):
-    """Official RepVGG (and YOLOv6): dense 3x3, 1x1, identity BN; SE then ReLU on the sum."""
+def fused(weight, bias, bn):
+    """The kernel and bias of a conv (bias or None) followed by a BN in eval mode."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = torch.zeros_like(bn.running_mean) if bias is None else bias
+    return weight * scale.reshape(-1, 1, 1, 1), bn.bias + (bias - bn.running_mean) * scale
 
-    def __init__(self, cin, cout, stride=1, groups=1, use_se=False):
+
+class ConvBN(nn.Module):
+    """DBB's plain helper (convnet_utils.py): ``nonlinear`` (Identity unless given), ``conv`` (no bias), ``bn``;
+    built with ``deploy=True``, or after ``switch_to_deploy``, a biased ``conv`` alone; ``nonlinear(bn(conv))``."""
+
+    def __init__(self, cin, cout, k, stride=1, padding=0, dilation=1, groups=1, deploy=False, nonlinear=None):
+        super().__init__()
+        self.nonlinear = nn.Identity() if nonlinear is None else nonlinear
+        self.conv = nn.Conv2d(cin, cout, k, stride, padding, dilation=dilation, groups=groups, bias=deploy)
+        if not deploy:
+            self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return self.nonlinear(self.bn(self.conv(x)) if hasattr(self, "bn") else self.conv(x))
+
+    def switch_to_deploy(self):
+        weight, bias = fused(self.conv.weight, None, self.bn)
+        c = self.conv
+        conv = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation, c.groups)
+        conv.weight.data, conv.bias.data = weight.detach(), bias.detach()
+        del self.conv, self.bn
+        self.conv = conv
+
+
+#: YOLOv6 shares one instance of each activation between its ConvModules
+ACTIVATION_TABLE = {"relu": nn.ReLU(), "silu": nn.SiLU(), "hardswish": nn.Hardswish()}
+
+
+class ConvModule(nn.Module):
+    """YOLOv6's conv + BN + activation: ``conv`` (bias optional), ``bn``, ``act`` (only where
+    ``activation_type`` is not None); ``fuse_model`` makes ``conv`` a biased conv, drops ``bn`` and
+    runs ``forward_fuse``."""
+
+    def __init__(self, cin, cout, k, stride, activation_type, padding=None, groups=1, bias=False):
+        super().__init__()
+        padding = k // 2 if padding is None else padding
+        self.conv = nn.Conv2d(cin, cout, k, stride, padding, groups=groups, bias=bias)
+        self.bn = nn.BatchNorm2d(cout)
+        if activation_type is not None:
+            self.act = ACTIVATION_TABLE[activation_type]
+        self.activation_type = activation_type
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return y if self.activation_type is None else self.act(y)
+
+    def forward_fuse(self, x):
+        y = self.conv(x)
+        return y if self.activation_type is None else self.act(y)
+
+
+def _yolov6_wrapper(name, activation_type, qualname=None):
+    """YOLOv6's ``ConvBNReLU``, ``ConvBNSiLU``, ``ConvBN`` and ``ConvBNHS``: a ConvModule as ``block``."""
+
+    def __init__(self, cin, cout, k=3, stride=1, padding=None, groups=1, bias=False):
+        nn.Module.__init__(self)
+        self.block = ConvModule(cin, cout, k, stride, activation_type, padding, groups, bias)
+
+    return type(name, (nn.Module,), {"__init__": __init__, "forward": lambda self, x: self.block(x),
+                                     "__qualname__": qualname or name})
+
+
+ConvBNReLU = _yolov6_wrapper("ConvBNReLU", "relu")
+ConvBNSiLU = _yolov6_wrapper("ConvBNSiLU", "silu")
+ConvBNHS = _yolov6_wrapper("ConvBNHS", "hardswish")
+YOLOv6ConvBN = _yolov6_wrapper("ConvBN", None, "YOLOv6ConvBN")  # DBB's ConvBN's class name, another layout
+
+
+def fuse_model(model):
+    """YOLOv6's ``fuse_model``: every ConvModule (exactly that class) with a BN becomes its fused conv."""
+    for m in list(model.modules()):
+        if type(m) is ConvModule and hasattr(m, "bn"):
+            weight, bias = fused(m.conv.weight, m.conv.bias, m.bn)
+            c = m.conv
+            conv = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, groups=c.groups)
+            conv.weight.data, conv.bias.data = weight.detach(), bias.detach()
+            m.conv = conv
+            del m.bn
+            m.forward = m.forward_fuse
+    return model
+
+
+class RepVGGBlock(nn.Module):
+    """Official RepVGG (and YOLOv6): dense 3x3, 1x1, identity BN; SE then ReLU on the sum. YOLOv6's branches
+    are ConvModules without activation (``yolov6=True``); ``switch_to_deploy`` sums them into ``rbr_reparam``
+    (YOLOv6 takes a ConvModule's conv as it is, so ``fuse_model`` must have run)."""
+
+    def __init__(self, cin, cout, stride=1, groups=1, use_se=False, yolov6=False):
         super().__init__()
         self.nonlinearity = nn.ReLU()
         self.se = SEBlock(cout, max(cout // 16, 1)) if use_se else nn.Identity()
         self.rbr_identity = nn.BatchNorm2d(cin) if cin == cout and stride == 1 else None
-        self.rbr_dense = conv_bn(cin, cout, 3, stride, 1, groups)
-        self.rbr_1x1 = conv_bn(cin, cout, 1, stride, 0, groups)
+        if yolov6:
+            self.rbr_dense = ConvModule(cin, cout, 3, stride, None, 1, groups)
+            self.rbr_1x1 = ConvModule(cin, cout, 1, stride, None, 0, groups)
+        else:
+            self.rbr_dense = conv_bn(cin, cout, 3, stride, 1, groups)
+            self.rbr_1x1 = conv_bn(cin, cout, 1, stride, 0, groups)
 
     def forward(self, x):
+        if hasattr(self, "rbr_reparam"):
+            return self.nonlinearity(self.se(self.rbr_reparam(x)))
         id_out = 0 if self.rbr_identity is None else self.rbr_identity(x)
         return self.nonlinearity(self.se(self.rbr_dense(x) + self.rbr_1x1(x) + id_out))
+
+    def switch_to_deploy(self):
+        kernel, bias = 0, 0
+        for branch in (self.rbr_dense, self.rbr_1x1):
+            if isinstance(branch, ConvModule):
+                assert not hasattr(branch, "bn"), "YOLOv6 fuses its ConvModules (fuse_model) first"
+                w, b = branch.conv.weight, branch.conv.bias
+            else:
+                w, b = fused(branch.conv.weight, None, branch.bn)
+            kernel, bias = kernel + F.pad(w, [(3 - w.shape[-1]) // 2] * 4), bias + b
+        dense = self.rbr_dense.conv
+        if self.rbr_identity is not None:
+            per_group = dense.in_channels // dense.groups
+            eye = torch.zeros_like(dense.weight)
+            eye[torch.arange(dense.in_channels), torch.arange(dense.in_channels) % per_group, 1, 1] = 1
+            w, b = fused(eye, None, self.rbr_identity)
+            kernel, bias = kernel + w, bias + b
+        self.rbr_reparam = nn.Conv2d(dense.in_channels, dense.out_channels, 3, dense.stride, 1, groups=dense.groups)
+        self.rbr_reparam.weight.data, self.rbr_reparam.bias.data = kernel.detach(), bias.detach()
+        del self.rbr_dense, self.rbr_1x1, self.rbr_identity
 
 
 class ACBlock(nn.Module):
@@ -94,12 +210,16 @@ class IdentityBasedConv1x1(RefIdentityConv1x1):
 
 
 class DiverseBranchBlock(nn.Module):
-    """DBB: origin kxk, 1x1 (not depthwise), avg branch, 1x1 -> kxk branch; nonlinear."""
+    """DBB: origin kxk, 1x1 (not depthwise), avg branch, 1x1 -> kxk branch; nonlinear. Built with
+    ``deploy=True``: ``dbb_reparam`` (a biased kxk conv) alone."""
 
-    def __init__(self, cin, cout, k=3, stride=1, groups=1, internal_channels_1x1_3x3=None, relu=True):
+    def __init__(self, cin, cout, k=3, stride=1, groups=1, internal_channels_1x1_3x3=None, relu=True, deploy=False):
         super().__init__()
         p = k // 2
         self.nonlinear = nn.ReLU() if relu else nn.Identity()
+        if deploy:
+            self.dbb_reparam = nn.Conv2d(cin, cout, k, stride, p, groups=groups, bias=True)
+            return
         self.dbb_origin = conv_bn(cin, cout, k, stride, p, groups)
         self.dbb_avg = nn.Sequential()
         if groups < cout:
@@ -121,6 +241,8 @@ class DiverseBranchBlock(nn.Module):
         self.dbb_1x1_kxk.add_module("bn2", nn.BatchNorm2d(cout))
 
     def forward(self, x):
+        if hasattr(self, "dbb_reparam"):
+            return self.nonlinear(self.dbb_reparam(x))
         out = self.dbb_origin(x)
         if hasattr(self, "dbb_1x1"):
             out = out + self.dbb_1x1(x)

@@ -3,6 +3,7 @@
 from reparam_zoo.engine.branches import (  # noqa: F401
     avgpool,
     conv,
+    group,
     identity,
     k_by_one,
     kxk,

@@ -3,7 +3,8 @@
 A branch type only *plans* a list of steps; each step kind is a frozen dataclass with its
 training module and its converter beside it: ``conv`` (:class:`ConvStep`), ``norm``
 (:class:`NormStep`: eval-mode BatchNorm or a learnable scale), ``gate`` (:class:`GateStep`),
-``avgpool`` (:class:`AvgStep`), ``identity`` (:class:`IdentityStep`). ``base`` says what a step
+``avgpool`` (:class:`AvgStep`), ``identity`` (:class:`IdentityStep`), ``group`` (:class:`GroupStep`:
+member chains times constant factors, summed). ``base`` says what a step
 is and holds the registries; ``chain`` is the branch's training module and its composition to
 one kernel. The block's geometry checks live in ``reparam_zoo.engine.geometry``.
 """
@@ -38,13 +39,15 @@ from reparam_zoo.engine.steps.conv import (
     register_conv_param,
 )
 from reparam_zoo.engine.steps.gate import BranchGate, GateStep
+from reparam_zoo.engine.steps.group import GroupMember, GroupStep, GroupSum
 from reparam_zoo.engine.steps.identity import IdentityStep
 from reparam_zoo.engine.steps.norm import BATCHNORMS, ChannelScale, NormStep, RunningStats, norm_steps
 
 __all__ = ["AvgPool", "AvgStep", "BATCHNORMS", "RunningStats", "BlockGeometry", "BranchGate", "BranchKernel",
            "CONVS", "CONV_PARAMS",
            "CONV_TRANSPOSES", "Chain", "ChannelScale",
-           "ChannelWise", "ComposedChain", "ConvStep", "GateStep", "IdentityStep", "NormStep", "PLAIN", "Placement",
+           "ChannelWise", "ComposedChain", "ConvStep", "GateStep", "GroupMember", "GroupStep", "GroupSum",
+           "IdentityStep", "NormStep", "PLAIN", "Placement",
            "STEP_CONVERTERS", "STEP_KINDS", "Step", "StepKernel", "analyze", "chain_converter", "chain_kernel",
            "chain_module", "conv_step_kernel", "finalize", "norm_steps", "register_conv_param", "register_step",
            "register_step_converter", "step_kernel"]

@@ -34,23 +34,30 @@ class Adopter:
     name: str
     classes: tuple[str, ...]
     recognise: Callable[[nn.Module], Recognised]
+    #: a plain conv + norm helper (DBB's ``ConvBN``, YOLOv6's ``ConvModule``), not a re-parameterized
+    #: block: its class names are common, so a module it refuses is walked into like any other module
+    #: and reported as left only where it has a re-parameterization or fusing method (:data:`HELPER_METHODS`)
+    helper: bool = False
 
 
 ADOPTERS: Registry[Adopter] = Registry("adopter")
 #: methods by which research code marks a module as re-parameterizable (reported when left)
 REPARAM_METHODS = ("switch_to_deploy", "reparameterize", "get_equivalent_kernel_bias", "fuse")
+#: ... and a conv + norm helper as fusable (YOLOv6's ``ConvModule``, reported when a helper adapter left it)
+HELPER_METHODS = (*REPARAM_METHODS, "forward_fuse")
 
 
-def register_adopter(name: str, classes: tuple[str, ...] | str):
+def register_adopter(name: str, classes: tuple[str, ...] | str, *, helper: bool = False):
     """A decorator registering ``recognise(module) -> Recognised`` in :data:`ADOPTERS` under ``name``,
     for modules whose class name is in ``classes``.
 
     ``recognise`` raises :class:`AdoptRefused` (with the reason) for a module of that class it
     cannot adopt exactly. Several adapters may look at one class name (the official RepVGG and
     YOLOv6 both call theirs ``RepVGGBlock``); the first whose recogniser accepts the module wins.
+    ``helper=True`` marks a plain conv + norm helper (:attr:`Adopter.helper`).
     """
     classes = (classes,) if isinstance(classes, str) else tuple(classes)
-    return lambda fn: ADOPTERS.register(name, Adopter(name, classes, fn)).recognise
+    return lambda fn: ADOPTERS.register(name, Adopter(name, classes, fn, helper)).recognise
 
 
 def _candidates(module: nn.Module) -> list[Adopter]:
@@ -120,16 +127,31 @@ def adopt(model: nn.Module, *, check: bool = True) -> tuple[nn.Module, AdoptRepo
     report = AdoptReport()
     new = copy.deepcopy(model)
     if _candidates(new):
-        try:
-            adopted, name = adopt_module(new, check=check)
-        except AdoptRefused as exc:
-            report.left.append(("<root>", type(new).__name__, str(exc)))
+        adopted, reason = _try(new, "<root>", report, check)
+        if adopted is not None:
+            return adopted, report
+        if reason is not None:
             return new, report
-        report.adopted.append(("<root>", type(new).__name__, name, _describe(adopted)))
-        return adopted, report
     _walk(new, "", report, check)
     log.info("%s", report)
     return new, report
+
+
+def _try(module: nn.Module, path: str, report: AdoptReport, check: bool) -> tuple[nn.Module | None, str | None]:
+    """``(adopted, None)``; or ``(None, reason)`` where a block was refused and reported as left; or
+    ``(None, None)`` where only plain helper adapters refused it: walk into it like any other module."""
+    cls = type(module).__name__
+    try:
+        adopted, name = adopt_module(module, check=check)
+    except AdoptRefused as exc:
+        if all(a.helper for a in _candidates(module)):
+            if _reparameterizable(module, HELPER_METHODS):
+                report.left.append((path, cls, str(exc)))
+            return None, None
+        report.left.append((path, cls, str(exc)))
+        return None, str(exc)
+    report.adopted.append((path, cls, name, _describe(adopted)))
+    return adopted, None
 
 
 def _walk(parent: nn.Module, prefix: str, report: AdoptReport, check: bool) -> None:
@@ -138,17 +160,19 @@ def _walk(parent: nn.Module, prefix: str, report: AdoptReport, check: bool) -> N
             continue
         path = f"{prefix}{child_name}"
         if _candidates(child):
-            try:
-                adopted, name = adopt_module(child, check=check)
-            except AdoptRefused as exc:
-                report.left.append((path, type(child).__name__, str(exc)))
+            adopted, reason = _try(child, path, report, check)
+            if adopted is not None:
+                setattr(parent, child_name, adopted)
+            if adopted is not None or reason is not None:
                 continue
-            setattr(parent, child_name, adopted)
-            report.adopted.append((path, type(child).__name__, name, _describe(adopted)))
-            continue
-        if any(callable(getattr(child, m, None)) for m in REPARAM_METHODS) and not _plain(child):
+        elif _reparameterizable(child):
             report.left.append((path, type(child).__name__, f"no adapter for class {type(child).__name__}"))
         _walk(child, path + ".", report, check)
+
+
+def _reparameterizable(module: nn.Module, methods: tuple[str, ...] = REPARAM_METHODS) -> bool:
+    """It has one of ``methods`` and is not one of torch's own modules."""
+    return any(callable(getattr(module, m, None)) for m in methods) and not _plain(module)
 
 
 def _plain(module: nn.Module) -> bool:
@@ -161,5 +185,5 @@ def _describe(module: nn.Module) -> str:
     return " | ".join(info.spec.label() for info in block.branch_info)
 
 
-__all__ = ["ADOPTERS", "AdoptRefused", "AdoptReport", "Part", "Recognised", "adopt", "adopt_module",
-           "register_adopter"]
+__all__ = ["ADOPTERS", "HELPER_METHODS", "AdoptRefused", "AdoptReport", "Part", "Recognised", "adopt",
+           "adopt_module", "register_adopter"]

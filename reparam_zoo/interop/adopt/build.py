@@ -86,16 +86,14 @@ class AdoptedFrom:
         return {id(block): module}
 
 
-State = nn.Module | Mapping | None
-
-
 @dataclass
 class Part:
     """One upstream branch: its branch spec (a mapping, as in YAML) and, per step of the planned
-    chain, the upstream module (or mapping of tensors) whose state fills it (``None``: no state)."""
+    chain, the upstream module (or mapping of tensors) whose state fills it (``None``: no state); for
+    the step of a ``group`` branch, the list of its members' parts (:func:`group_part`)."""
 
     spec: dict[str, Any]
-    states: list[State]
+    states: list[nn.Module | Mapping | list[Part] | None]
 
 
 @dataclass
@@ -188,6 +186,16 @@ def identity_part(bn: Any, what: str) -> Part:
     return Part({"type": "identity", "norm": norm_spec(bn, what)}, [None, bn])
 
 
+def group_part(parts: list[Part], factors: list[float], scale: Tensor | None) -> Part:
+    """A ``group`` branch: the members ``parts``, each times its constant factor, summed, then times the
+    per-channel ``scale`` (a layer scale's values, one per channel in any shape; ``None``: no factor)."""
+    spec: dict[str, Any] = {"type": "group", "norm": "none" if scale is None else "scale",
+                            "branches": [p.spec for p in parts]}
+    if any(f != 1 for f in factors):
+        spec["factors"] = [float(f) for f in factors]
+    return Part(spec, [list(parts)] + ([] if scale is None else [{"weight": scale.detach().reshape(-1)}]))
+
+
 def is_identity(module: Any) -> bool:
     return module is None or isinstance(module, nn.Identity)
 
@@ -235,10 +243,7 @@ def build_adopted(found: Recognised, upstream: nn.Module) -> nn.Module:
     if len(block.branches) != len(found.branches):
         raise AdoptRefused(f"planned {len(block.branches)} branches for {len(found.branches)} upstream ones")
     for i, (chain, part) in enumerate(zip(block.branches, found.branches)):
-        if len(chain) != len(part.states):
-            raise AdoptRefused(f"branch {i} plans {len(chain)} steps, the adapter gave {len(part.states)} states")
-        for j, (step, src) in enumerate(zip(chain, part.states)):
-            _load(step, src, f"branches.{i}.{j}")
+        _load_chain(chain, part, f"branches.{i}")
     if found.norm_after is not None:
         _load(block.norm_after, found.norm_after, "norm_after")
     block.origin = AdoptedFrom(type(upstream).__name__, found.deploy, found.deploy_norm, tuple(found.post))
@@ -249,7 +254,23 @@ def build_adopted(found: Recognised, upstream: nn.Module) -> nn.Module:
     return module
 
 
-def _load(step: nn.Module, src: State, where: str) -> None:
+def _load_chain(chain: nn.Module, part: Part, where: str) -> None:
+    """A branch's chain from its part, step by step; a group's step from its members' parts, chain by chain."""
+    if len(chain) != len(part.states):
+        raise AdoptRefused(f"{where} plans {len(chain)} steps, the adapter gave {len(part.states)} states")
+    for j, (step, src) in enumerate(zip(chain, part.states)):
+        if not isinstance(src, list):
+            _load(step, src, f"{where}.{j}")
+            continue
+        members = getattr(step, "branches", None)
+        if not isinstance(members, nn.ModuleList) or len(members) != len(src):
+            raise AdoptRefused(f"{where}.{j}: the step holds {len(members or ())} member chains, the adapter gave "
+                               f"{len(src)} parts")
+        for k, (member, member_part) in enumerate(zip(members, src)):
+            _load_chain(member, member_part, f"{where}.{j}.branches.{k}")
+
+
+def _load(step: nn.Module, src: nn.Module | Mapping | None, where: str) -> None:
     want = step.state_dict()
     if src is None:
         if want:

@@ -7,7 +7,9 @@ Importing this package registers them all; :mod:`reparam_zoo.interop` imports it
 of the interop room (``reparam_zoo`` itself included) has every adapter and format registered.
 Where several adapters look at one class name, the first registered is tried first: the modules are
 imported in this order (Apple's ``MobileOneBlock`` before timm's, RepLKNet's
-``ReparamLargeKernelConv`` before timm's).
+``ReparamLargeKernelConv`` before timm's). DBB's ``ConvBN`` and YOLOv6's ``ConvModule`` adapters are plain
+conv + BN helpers (``helper=True``): a same-named class of another layout (YOLOv6's own ``ConvBN`` wraps a
+``ConvModule``) is walked into, not reported.
 """
 
 from reparam_zoo.interop.upstream import (  # noqa: F401  (register the adapters and formats)
@@ -19,4 +21,6 @@ from reparam_zoo.interop.upstream import (  # noqa: F401  (register the adapters
     replknet,
     repvgg,
     timm,
+    ultralytics,
+    yolov6,
 )

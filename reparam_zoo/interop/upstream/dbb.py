@@ -5,6 +5,11 @@
 1x1 to the internal channels: 2x in depthwise blocks, or any ``internal_channels_1x1_3x3``) -> ``bn1``
 (BNAndPadLayer) -> ``conv2`` -> ``bn2``); ``nonlinear``; deployed ``dbb_reparam``.
 
+DBB's plain helper ``ConvBN`` (convnet_utils.py, the ``conv_bn``/``conv_bn_relu`` of its ResNets and
+MobileNet where a layer is not a DBB: 1x1 and 7x7 layers, or every layer of the base model): ``conv``
+(no bias), ``bn``, ``nonlinear`` (Identity or ReLU); ``switch_to_deploy`` makes ``conv`` a conv with bias
+and drops ``bn``.
+
 BNAndPadLayer pads with the BN's output for zero; the spec runs the 1x1 -> BN on the padded input
 instead: equal in eval mode (and so in the fold), but in training mode that BN's batch statistics
 also count the border, so training-mode outputs differ slightly (``train_exact=False``).
@@ -90,6 +95,21 @@ def recognise(m) -> Recognised:
         {"type": "1x1_kxk", "mid_channels": first.out_channels, "identity_init": "idconv1" in kxk,
          "mid_norm": norm_spec(mid, "dbb_1x1_kxk.bn1"), "norm": norm_spec(kxk["bn2"], "dbb_1x1_kxk.bn2")},
         [{"weight": first.weight}, mid, conv2, kxk["bn2"]]))
+    return found
+
+
+@register_adopter("DBB ConvBN", "ConvBN", helper=True)
+def recognise_convbn(m) -> Recognised:
+    children = dict(m.named_children())
+    if set(children) == {"conv", "nonlinear"}:
+        raise AdoptRefused("already deployed (a conv with bias, no bn)")
+    if set(children) != {"conv", "bn", "nonlinear"}:
+        raise AdoptRefused(f"not DBB's layout (conv, bn, nonlinear): children {sorted(children)}")
+    conv = plain_conv(children["conv"], "conv")
+    if conv.bias is not None:
+        raise AdoptRefused("conv has a bias (DBB's ConvBN has none; its switch_to_deploy would drop it)")
+    found = Recognised.like("dbb_convbn", conv, post=[("nonlinear", m.nonlinear)], deploy="conv")
+    found.branches.append(conv_part(found, conv, children["bn"], "conv"))
     return found
 
 

@@ -10,6 +10,11 @@ Adapters (every block deployed as ``reparam_conv``):
 - ``ReparamLargeKernelConv`` (FastViT's RepLKNet-style conv): ``large_conv`` and ``small_conv``
   (ConvNormAct; the small one may be absent), then ``se`` and ``act``. (RepLKNet's own class of the
   same name: :mod:`reparam_zoo.interop.upstream.replknet`.)
+- ``RepMixer`` (FastViT): ``x + layer_scale * (mixer(x) - norm(x))``, ``mixer`` and ``norm`` MobileOneBlocks
+  without SE or activation, ``layer_scale`` a ``LayerScale2d`` (``gamma``, one per channel) or None: the
+  identity beside a ``group`` of the mixer's branches and the norm's (factor -1), times the layer scale.
+- ``RepConditionalPosEnc`` (FastViT's RepCPE): ``x + pos_enc(x)``, a biased depthwise kxk conv beside the
+  identity.
 
 What the byobnet blocks share: ``ConvNormAct`` branches (``conv`` + ``bn``, a ``BatchNormAct2d`` whose
 drop/act are identities: :func:`conv_norm`) and the ``drop_path -> attn -> act`` tail (:func:`tail`).
@@ -24,7 +29,14 @@ from __future__ import annotations
 from torch import nn
 
 from reparam_zoo.interop.adopt import register_adopter
-from reparam_zoo.interop.adopt.build import AdoptRefused, Recognised, conv_part, identity_part, is_identity
+from reparam_zoo.interop.adopt.build import (
+    AdoptRefused,
+    Recognised,
+    conv_part,
+    group_part,
+    identity_part,
+    is_identity,
+)
 from reparam_zoo.interop.checkpoints import FORMATS
 from reparam_zoo.interop.checkpoints.renames import adapt_blocks, branch_renames, conv_bn
 
@@ -87,6 +99,53 @@ def recognise_replk(m) -> Recognised:
     found.branches.append(conv_part(found, conv, bn, "large_conv"))
     if getattr(m, "small_conv", None) is not None:
         found.branches.append(conv_part(found, *conv_norm(m.small_conv, "small_conv"), "small_conv"))
+    return found
+
+
+def linear_mobileone(m, what: str) -> Recognised:
+    """A FastViT MobileOneBlock without SE or activation (RepMixer's ``mixer`` and ``norm``): its branches."""
+    found = recognise_mobileone(m)
+    kept = [name for name, module in found.post if not is_identity(module)]
+    if kept:
+        raise AdoptRefused(f"{what} applies {', '.join(kept)} after its branches (not linear)")
+    return found
+
+
+@register_adopter("timm RepMixer", "RepMixer")
+def recognise_repmixer(m) -> Recognised:
+    if getattr(m, "reparam_conv", None) is not None:
+        raise AdoptRefused("already reparameterized (it holds reparam_conv)")
+    mixer, norm = linear_mobileone(m.mixer, "mixer"), linear_mobileone(m.norm, "norm")
+    k = m.kernel_size
+    found = Recognised("timm_repmixer", m.dim, m.dim, (k, k), (1, 1), (k // 2, k // 2), groups=m.dim,
+                       deploy="reparam_conv")
+    for what, part in (("mixer", mixer), ("norm", norm)):
+        got = (part.in_channels, part.out_channels, part.kernel, part.stride, part.padding, part.dilation,
+               part.groups, part.padding_mode)
+        want = (m.dim, m.dim, found.kernel, found.stride, found.padding, found.dilation, m.dim, "zeros")
+        if got != want:
+            raise AdoptRefused(f"Expected {what} with (in, out, kernel, stride, padding, dilation, groups, "
+                               f"padding_mode) {want} but got {got}")
+    scale = m.layer_scale
+    if is_identity(scale):
+        gamma = None
+    elif type(scale).__name__ == "LayerScale2d" and getattr(scale, "gamma", None) is not None and \
+            scale.gamma.numel() == m.dim and not list(scale.children()):
+        gamma = scale.gamma
+    else:
+        raise AdoptRefused(f"layer_scale is a {type(scale).__name__}, not timm's LayerScale2d (gamma) or Identity")
+    members = mixer.branches + norm.branches
+    factors = [1.0] * len(mixer.branches) + [-1.0] * len(norm.branches)
+    found.branches = [identity_part(None, "the skip"), group_part(members, factors, gamma)]
+    return found
+
+
+@register_adopter("timm RepConditionalPosEnc", "RepConditionalPosEnc")
+def recognise_repcpe(m) -> Recognised:
+    if getattr(m, "reparam_conv", None) is not None:
+        raise AdoptRefused("already reparameterized (it holds reparam_conv)")
+    found = Recognised.like("timm_repcpe", m.pos_enc, deploy="reparam_conv")
+    found.branches = [conv_part(found, m.pos_enc, None, "pos_enc"), identity_part(None, "the skip")]
     return found
 
 

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
@@ -21,15 +20,20 @@ from torch.nn.utils import parametrize
 from reparam_zoo.engine.block import RepBlock, conv_layout
 from reparam_zoo.engine.fastfold import fold_weights
 from reparam_zoo.engine.geometry import BlockGeometry
-from reparam_zoo.engine.steps import CONVS, ChannelScale
+from reparam_zoo.engine.steps import CONVS, ChannelScale, RunningStats
+from reparam_zoo.engine.verify import relative_error
 from reparam_zoo.errors import SpecError
 from reparam_zoo.interop.pairs import (
+    DIMS,
     FIXED_STATE,
     LAYERS,
+    NORM_OF,
     UNCALLED,
+    base_class,
     find_conv_bn_pairs,
     is_fixed_norm,
     layer_kind,
+    norm_check,
     split_path,
 )
 from reparam_zoo.spec.lookup import resolve_spec, spec_from_data, with_frozen_norms
@@ -40,12 +44,6 @@ _CONVS, _LAYERS = CONVS, LAYERS
 #: pattern on the module path; write ``[c]onv`` for a module whose path is literally ``conv``)
 KINDS: dict[str, tuple[type[nn.Module], ...]] = {
     "conv1d": (nn.Conv1d,), "conv2d": (nn.Conv2d,), "conv3d": (nn.Conv3d,), "conv": _CONVS, "linear": (nn.Linear,)}
-#: per layer class: the block's ``dims`` and the BatchNorm class of the same number of spatial axes
-_DIMS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3, nn.Linear: 0}
-_NORM_OF = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
-            nn.Linear: nn.BatchNorm1d}
-
-
 class AbsorbedNorm(nn.Module):
     """The slot of a BatchNorm that an expanded RepBlock absorbed (the BN is inside the block): it applies
     what the norm applied after normalising (timm's ``BatchNormAct2d``: ``drop`` then ``act``; a plain
@@ -155,11 +153,6 @@ class ExpandReport:
 # ----------------------------------------------------------------------------- which spec, which layer
 
 
-def _base(layer: nn.Module) -> type[nn.Module]:
-    """The torch class among ``Conv1d/2d/3d``, ``Linear`` that ``layer`` is (an instance of)."""
-    return next(cls for cls in _LAYERS if isinstance(layer, cls))
-
-
 def _is_mapping(block) -> bool:  # a mapping of kinds and patterns to specs, not a spec's own mapping
     return isinstance(block, Mapping) and "branches" not in block
 
@@ -177,58 +170,12 @@ def _entry(block, path: str, layer: nn.Module):
 def _not_plain(layer: nn.Module) -> str | None:
     """Why ``layer`` cannot be replaced and given back: a subclass with its own forward, or more than a
     plain ``weight`` (and ``bias``): a parametrization, weight norm, buffers or children."""
-    base, names = _base(layer), {n for n, _ in layer.named_parameters(recurse=False)}
+    base, names = base_class(layer), {n for n, _ in layer.named_parameters(recurse=False)}
     if type(layer) is not base and type(layer).forward is not base.forward:
         return f"a {type(layer).__name__} with its own forward, not a plain nn.{base.__name__}"
     if parametrize.is_parametrized(layer) or names - {"bias"} != {"weight"} or next(layer.buffers(), None) \
             is not None or next(layer.children(), None) is not None:
         return f"its {type(layer).__name__} holds more than a plain weight and bias (weight norm, buffers, ...)"
-    return None
-
-
-def _fixed_ok(layer: nn.Module, norm: nn.Module) -> str | None:
-    """Why a norm with fixed statistics (:func:`~reparam_zoo.interop.pairs.is_fixed_norm`) cannot pair with
-    ``layer``: probed in float64, in both modes, on an input of the layer's output rank, it must compute the
-    BatchNorm of its buffers (a FrozenBatchNorm2d after a Conv1d does not)."""
-    out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-    state = {n: t.detach().to(torch.float64) for n, t in norm.named_buffers(recurse=False) if n in FIXED_STATE}
-    if any(t.shape != (out,) for t in state.values()):
-        return f"its {type(norm).__name__}'s statistics are not {out} per-channel values, one per output of the layer"
-    probe = copy.deepcopy(norm).to(torch.float64)
-    x = torch.randn(2, out, *([3] * _DIMS[_base(layer)]), dtype=torch.float64, device=state["weight"].device)
-    want = F.batch_norm(x, state["running_mean"], state["running_var"], state["weight"], state["bias"], False,
-                        0.0, norm.eps)
-    for train in (True, False):
-        try:
-            with torch.no_grad():
-                got = probe.train(train)(x)
-        except Exception as exc:  # noqa: BLE001 - whatever it does instead, it is not this norm
-            got = exc
-        if not isinstance(got, Tensor) or got.shape != want.shape or \
-                (got - want).abs().max().item() > 1e-9 * max(1.0, want.abs().max().item()):
-            return (f"its {type(norm).__name__} (fixed statistics) does not compute a BatchNorm of its buffers on "
-                    f"the {layer_kind(layer)}'s output in {'training' if train else 'eval'} mode")
-    return None
-
-
-def _norm_ok(layer: nn.Module, norm: nn.Module) -> str | None:
-    if is_fixed_norm(norm):
-        return _fixed_ok(layer, norm)
-    if not norm.track_running_stats or norm.running_var is None:
-        return "its BatchNorm has no running statistics (cannot fold)"
-    if not norm.affine:
-        return "its BatchNorm has no affine parameters (affine=False), which the blocks' BNs have"
-    want = _NORM_OF[_base(layer)]
-    if isinstance(norm, tuple(set(_NORM_OF.values()) - {want})):
-        return (f"its norm {type(norm).__name__} does not match the {_base(layer).__name__} "
-                f"(a {_DIMS[_base(layer)]}-D block's BN is a {want.__name__})")
-    out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-    if norm.num_features != out:
-        return (f"its BatchNorm normalises {norm.num_features} channels but the layer gives {out} "
-                "(a Linear on (N, L, C) inputs?)")
-    extra = {n for n, _ in norm.named_children()}
-    if extra and (type(norm) in (*_NORM_OF.values(), nn.SyncBatchNorm) or not extra <= {"drop", "act"}):
-        return f"its norm {type(norm).__name__} has children {sorted(extra)} of unknown order"
     return None
 
 
@@ -256,7 +203,7 @@ def _carrier(block: RepBlock, weight: Tensor, lone: bool = False) -> tuple[int, 
     full-kernel conv then a BatchNorm (lone: a biased conv, no norm), ``middle`` None; else plain convs then
     a BatchNorm, one full-kernel among pointwise ones (ExpandNet's ``seq``), ``middle`` its index."""
     g, factored = block.geometry, None
-    conv_cls, norm_cls = _CONVS[g.axes - 1], _NORM_OF[_CONVS[g.axes - 1]]
+    conv_cls, norm_cls = _CONVS[g.axes - 1], NORM_OF[_CONVS[g.axes - 1]]
     for i, (chain, info) in enumerate(zip(block.branches, block.branch_info)):
         if not len(chain) or any(info.placement.offset) or type(chain[0]) is not conv_cls:
             continue
@@ -332,16 +279,20 @@ def _is_zero(chain: nn.Module, in_channels: int, g: BlockGeometry, dtype, device
     return True
 
 
-def _expand_one(layer: nn.Module, norm: _BatchNorm | None, spec: BlockSpec, init: str) -> RepBlock:
+def _expand_one(layer: nn.Module, norm: nn.Module | None, spec: BlockSpec, init: str,
+                frozen: bool = False) -> RepBlock:
     """The RepBlock replacing ``layer`` (+ ``norm``; None: a lone biased layer); raises SpecError/ValueError
     with the reason. A biased layer's norm absorbs its bias (running mean shifted by it: the same function
     in eval mode, and in training mode, where the batch mean cancels the bias)."""
-    lone, frozen = norm is None, norm is not None and is_fixed_norm(norm)
+    lone = norm is None
     spec = _geometry_spec(with_frozen_norms(spec) if frozen else spec, layer)
     block = RepBlock(spec, layer.in_features, layer.out_features, dims=0) if isinstance(layer, nn.Linear) else \
         RepBlock(spec, layer.in_channels, layer.out_channels, stride=layer.stride, groups=layer.groups,
-                 dims=_DIMS[_base(layer)])
+                 dims=DIMS[base_class(layer)])
     block.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    if frozen and any(isinstance(m, _BatchNorm) and not isinstance(m, RunningStats) for m in block.modules()):
+        raise ValueError(f"the {layer_kind(layer)}'s norm has frozen statistics but spec {spec.name!r} builds a "
+                         "BatchNorm that frozen: true does not reach (a branch type's own module)")
     weight = conv_layout(block.geometry, layer.weight)
     found = _carrier(block, weight, lone)
     if lone and found is None:
@@ -368,7 +319,7 @@ def _expand_one(layer: nn.Module, norm: _BatchNorm | None, spec: BlockSpec, init
                     chain[0].bias.copy_(layer.bias)
         if not lone:
             with torch.no_grad():
-                if frozen:  # a FrozenBatchNorm2d: statistics and affine, into a BatchNorm frozen the same way
+                if is_fixed_norm(norm):  # a FrozenBatchNorm2d: statistics and affine, into a frozen BatchNorm
                     for name in sorted(FIXED_STATE):
                         getattr(chain[-1], name).copy_(getattr(norm, name))
                 else:
@@ -388,6 +339,8 @@ def _expand_one(layer: nn.Module, norm: _BatchNorm | None, spec: BlockSpec, init
                          "no place for when folded back")
     if isinstance(norm, nn.SyncBatchNorm):  # the layer synchronised its statistics: so do the block's BNs
         block = nn.SyncBatchNorm.convert_sync_batchnorm(block)
+    if not layer.weight.requires_grad:  # a frozen stage (a detector's first layers) stays frozen
+        block.requires_grad_(False)
     block.train(layer.training)
     return block
 
@@ -401,7 +354,7 @@ def _describe(g: BlockGeometry) -> str:
 
 
 def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: int = 3,
-           init: str = "preserve") -> tuple[nn.Module, ExpandReport]:
+           init: str = "preserve", example_input=None) -> tuple[nn.Module, ExpandReport]:
     """A NEW model in which every plain ``Conv{1,2,3}d -> BatchNorm{1,2,3}d`` pair (and, where ``block``
     names them, ``Linear -> BatchNorm1d``) is a RepBlock of ``block`` with the layer's dims (0 for Linear).
 
@@ -415,6 +368,10 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
     ``init="preserve"``: the expanded model computes what ``model`` computes, in eval and training mode
     (one branch carries the layer and BN, the others start at exactly zero); ``init="fresh"``: the blocks
     as built. A biased layer's BatchNorm absorbs its bias; a biased layer with no BatchNorm is a lone layer.
+    ``example_input`` (a tensor, or a tuple of the forward's arguments): with ``init="preserve"``, the expanded
+    model is run on it beside ``model`` in eval and training mode and must compute the same (float64:
+    1e-10, else 1e-5 relative), else a ValueError — the check for a model that does not trace as a whole,
+    whose untraceable parents could use a unit's layers without calling the unit.
     """
     if init not in ("preserve", "fresh"):
         raise ValueError(f"Expected init 'preserve' or 'fresh' but got {init!r}")
@@ -461,11 +418,12 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
         else:
             reason = why.get(path, "no BatchNorm follows it")
         norm = None if lone else modules.get(pairs.get(path, ""))
+        frozen = False
         if reason is None and norm is not None:
-            reason = _norm_ok(layer, norm)
+            reason, frozen = norm_check(layer, norm)
         if reason is None:
             try:
-                rep = _expand_one(layer, norm, spec, init)
+                rep = _expand_one(layer, norm, spec, init, frozen)
             except (SpecError, ValueError, RuntimeError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if norm is not None and layer.bias is not None:  # no BN carrier: a biased carrier, BN left alone
@@ -484,4 +442,37 @@ def expand(model: nn.Module, block, *, include=None, exclude=None, min_kernel: i
         if norm is not None:
             setattr(parent, norm_name, AbsorbedNorm(norm))
         report.expanded.append((path, spec.name, _describe(rep.geometry)))
+    if example_input is not None and init == "preserve" and report.expanded:
+        _check_example(model, new, example_input)
+    elif not report.traced and report.expanded:
+        report.notes.append("the model does not trace as a whole: its pairs are exact where its untraceable "
+                            "modules call the traced units as modules; pass example_input= to check")
     return new, report
+
+
+def _flat(out) -> Tensor:
+    """Every tensor of a model's output (nested tuples, lists, dicts), flattened into one float64 vector."""
+    if isinstance(out, Tensor):
+        return out.detach().flatten().to(torch.float64)
+    values = out.values() if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else []
+    parts = [_flat(v) for v in values]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
+def _check_example(model: nn.Module, new: nn.Module, example) -> None:
+    """Raise where ``new`` does not compute what ``model`` computes on ``example`` (copies of both, eval and
+    training mode, each from the same random state: dropout draws alike)."""
+    args = example if isinstance(example, tuple) else (example,)
+    floating = [a for a in args if isinstance(a, Tensor) and a.is_floating_point()]
+    tol = 1e-10 if floating and floating[0].dtype == torch.float64 else 1e-5
+    for train in (False, True):
+        outs = []
+        for m in (model, new):
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                outs.append(_flat(copy.deepcopy(m).train(train)(*args)))
+        want, got = outs
+        err = relative_error(got, want)  # inf for NaN, other shapes or no output at all: refused too
+        if not err <= tol:
+            raise ValueError(f"example_input: the expanded model computes other numbers than the original in "
+                             f"{'training' if train else 'eval'} mode (relative error {err:.1e} > {tol:.0e}): a "
+                             "module that does not trace may use a unit's layers directly; exclude= that unit")

@@ -10,10 +10,12 @@ children (its order is its dataflow).
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from reparam_zoo.engine.steps import CONVS
@@ -21,6 +23,12 @@ from reparam_zoo.engine.steps import CONVS
 LAYERS = (*CONVS, nn.Linear)
 #: the state of a norm with fixed statistics and affine (torchvision's and timm's FrozenBatchNorm2d)
 FIXED_STATE = {"weight", "bias", "running_mean", "running_var"}
+#: per layer class: the block's ``dims`` and the BatchNorm class of the same number of spatial axes
+DIMS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3, nn.Linear: 0}
+NORM_OF = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
+            nn.Linear: nn.BatchNorm1d}
+
+
 UNCALLED = "it is never called as a module on the torch.fx graph (its parent uses its weight, or is a leaf)"
 
 
@@ -78,11 +86,17 @@ def find_conv_bn_pairs(model: nn.Module) -> tuple[dict[str, str], dict[str, str]
                 if not isinstance(child, LAYERS) and not is_norm(child):
                     visit(_join(path, name), child)
             return
+        saved = {m: dict(vars(m)) for m in module.modules()}  # a forward may set attributes while traced
         try:
-            graph = _Tracer().trace(module)
+            graph, error = _Tracer().trace(module), None
         except Exception as exc:  # noqa: BLE001 - any failure to trace: its children are tried
-            first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")[:160]
-            untraced[path] = first or type(exc).__name__
+            graph, error = None, exc
+        for m, attributes in saved.items():  # ... as Proxies: the model is left as it was
+            vars(m).clear()
+            vars(m).update(attributes)
+        if graph is None:
+            first = (str(error).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")[:160]
+            untraced[path] = first or type(error).__name__
             if type(module) is nn.Sequential:  # a subclass may override forward: its order is not the dataflow
                 children = list(module.named_children())
                 for (cname, conv), (bname, bn) in zip(children, children[1:]):
@@ -138,3 +152,67 @@ def _unshared(model: nn.Module, pairs: dict[str, str], why: dict[str, str]) -> d
         else:
             kept[conv] = bn
     return kept
+
+
+# ----------------------------------------------------------------------------- which norms pair
+
+
+def base_class(layer: nn.Module) -> type[nn.Module]:
+    """The torch class among ``Conv1d/2d/3d``, ``Linear`` that ``layer`` is (an instance of)."""
+    return next(cls for cls in LAYERS if isinstance(layer, cls))
+
+
+def _probe(layer: nn.Module, norm: nn.Module) -> tuple[str | None, bool]:
+    """``(why not, frozen)`` for a norm whose forward is not torch's BatchNorm's (a norm with fixed
+    statistics, :func:`~reparam_zoo.interop.pairs.is_fixed_norm`, or a BatchNorm subclass with its own forward):
+    probed in float64 on a copy, on an input of the layer's output rank, it must compute the BatchNorm of its
+    state with its running statistics in eval mode, and in training mode with the batch's statistics
+    (``frozen`` False) or its running ones (``frozen`` True: a FrozenBatchNorm2d). Anything else is not
+    paired (a FrozenBatchNorm2d after a Conv1d, whose reshape is 2-D, neither)."""
+    out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    state = {n: getattr(norm, n) for n in sorted(FIXED_STATE)}
+    if any(not isinstance(t, Tensor) or t.shape != (out,) for t in state.values()):
+        return f"its {type(norm).__name__}'s statistics are not {out} per-channel values, one per output", False
+    rm, rv, w, b = (state[n].detach().to(torch.float64) for n in ("running_mean", "running_var", "weight", "bias"))
+    x = torch.randn(2, out, *([3] * DIMS[base_class(layer)]), dtype=torch.float64, device=rm.device)
+    wants = {"running": F.batch_norm(x, rm, rv, w, b, False, 0.0, norm.eps),
+             "batch": F.batch_norm(x, rm.clone(), rv.clone(), w, b, True, 0.0, norm.eps)}
+    probe, modes = copy.deepcopy(norm).to(torch.float64), {}
+    for train in (False, True):
+        try:
+            with torch.no_grad():
+                got = probe.train(train)(x)
+        except Exception:  # noqa: BLE001 - whatever it does instead, it is not a BatchNorm
+            got = None
+        modes[train] = next((mode for mode, want in wants.items() if isinstance(got, Tensor) and got.shape ==
+                             want.shape and (got - want).abs().max().item() <= 1e-9 * max(1.0, want.abs().max().item())),
+                            None)
+    if modes[False] != "running" or modes[True] is None:
+        mode = "eval" if modes[False] != "running" else "training"
+        return (f"its {type(norm).__name__} does not compute a BatchNorm of its statistics on the "
+                f"{layer_kind(layer)}'s output in {mode} mode"), False
+    return None, modes[True] == "running"
+
+
+def norm_check(layer: nn.Module, norm: nn.Module) -> tuple[str | None, bool]:
+    """``(why the norm cannot pair with the layer, whether its statistics are frozen in training)``."""
+    if is_fixed_norm(norm):
+        return _probe(layer, norm)
+    if not norm.track_running_stats or norm.running_var is None:
+        return "its BatchNorm has no running statistics (cannot fold)", False
+    if not norm.affine:
+        return "its BatchNorm has no affine parameters (affine=False), which the blocks' BNs have", False
+    want = NORM_OF[base_class(layer)]
+    if isinstance(norm, tuple(set(NORM_OF.values()) - {want})):
+        return (f"its norm {type(norm).__name__} does not match the {base_class(layer).__name__} "
+                f"(a {DIMS[base_class(layer)]}-D block's BN is a {want.__name__})"), False
+    out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    if norm.num_features != out:
+        return (f"its BatchNorm normalises {norm.num_features} channels but the layer gives {out} "
+                "(a Linear on (N, L, C) inputs?)"), False
+    extra = {n for n, _ in norm.named_children()}
+    if extra and (type(norm) in (*NORM_OF.values(), nn.SyncBatchNorm) or not extra <= {"drop", "act"}):
+        return f"its norm {type(norm).__name__} has children {sorted(extra)} of unknown order", False
+    if not extra and type(norm).forward not in (_BatchNorm.forward, nn.SyncBatchNorm.forward):
+        return _probe(layer, norm)  # a subclass with its own forward: which statistics does it use in training?
+    return None, False

@@ -13,7 +13,6 @@ from torch import nn
 
 import reparam_zoo as rz
 from reparam_zoo.engine.verify import randomize_norms
-
 from tests.interop.test_adopt import _upstream
 
 
@@ -63,9 +62,23 @@ def test_a_spec_alone_pickles_to_an_equal_spec_of_the_current_class():
     assert back == spec and type(back) is type(spec) and back.source == spec.source
 
 
-def test_a_built_net_crosses_a_spawn_worker():
-    net = _built()
-    x = torch.randn(2, 4, 9, 9, dtype=torch.float64)
+def _expanded_frozen():  # an expanded model with frozen norms (a spec made at run time: with_frozen_norms)
+    from torchvision.ops import Conv2dNormActivation, FrozenBatchNorm2d
+
+    model = nn.Sequential(Conv2dNormActivation(4, 8, 3, norm_layer=FrozenBatchNorm2d), nn.Conv2d(8, 4, 1))
+    return rz.expand(rz.randomize_norms(model, seed=1).double(), "dbb")[0], 4
+
+
+def _adopted():
+    block, cin = _upstream("dbb")
+    return rz.adopt(nn.Sequential(block))[0].double(), cin
+
+
+@pytest.mark.parametrize("make", [lambda: (_built(), 4), _expanded_frozen, _adopted],
+                         ids=["built", "expanded", "adopted"])
+def test_a_model_holding_blocks_crosses_a_spawn_worker(make):
+    net, cin = make()
+    x = torch.randn(2, cin, 9, 9, dtype=torch.float64)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     worker = ctx.Process(target=_in_child, args=(net, x, queue))

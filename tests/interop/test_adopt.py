@@ -8,10 +8,9 @@ from torch import nn
 
 import reparam_zoo as rz
 from reparam_zoo.interop.adopt import ADOPTERS, adopt, register_adopter
-
 from tests.conftest import assert_close
-from tests.reference import upstream_blocks as up
 from tests.engine.test_reference import randomize
+from tests.reference import upstream_blocks as up
 
 CASES = {
     # name: (factory, input channels, train-mode exact)
@@ -244,3 +243,37 @@ def test_a_block_adopted_at_the_root_folds_into_its_upstreams_deployed_names(nam
     with torch.no_grad():
         assert_close(root(x), folded(x))
         assert_close(expected(x), folded(x))
+
+
+def _timm_blocks():
+    import timm.models.byobnet as byobnet
+    import timm.models.fastvit as fastvit
+
+    return {
+        "timm_repvgg": lambda: byobnet.RepVggBlock(8, 8),
+        "timm_repvgg_s2": lambda: byobnet.RepVggBlock(8, 16, stride=2),
+        "timm_mobileone": lambda: byobnet.MobileOneBlock(8, 8, num_conv_branches=3),
+        "fastvit_mobileone": lambda: fastvit.MobileOneBlock(8, 8, 3, num_conv_branches=2),
+        "fastvit_replk": lambda: fastvit.ReparamLargeKernelConv(8, 8, 7, 1, 1, small_kernel=3),
+    }
+
+
+@pytest.mark.parametrize("name", ["timm_repvgg", "timm_repvgg_s2", "timm_mobileone", "fastvit_mobileone",
+                                  "fastvit_replk"])
+def test_a_timm_block_adopted_at_the_root_folds_into_timms_own_reparameterized_block(name):
+    """Root adopt for timm's adapters: the fold of ``rz.adopt(block)`` loads strictly into the block after
+    timm's own ``reparameterize()`` (the keys ``reparam_conv.*``) and computes the same."""
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    block = rz.randomize_norms(_timm_blocks()[name](), seed=3).double().eval()
+    root, report = adopt(block)
+    assert len(report.adopted) == 1 and not report.left, str(report)
+    deployed = copy.deepcopy(block)
+    deployed.reparameterize()
+    folded = rz.fold_model(root, layout="original")
+    assert set(folded.state_dict()) == set(deployed.state_dict())
+    deployed.load_state_dict(folded.state_dict(), strict=True)
+    x = torch.randn(2, 8, 11, 11, dtype=torch.float64)
+    with torch.no_grad():
+        assert_close(root(x), block(x))
+        assert_close(deployed(x), block(x), rel=1e-10)

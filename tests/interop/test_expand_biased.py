@@ -83,8 +83,14 @@ def test_a_model_that_does_not_trace_is_expanded_in_its_traceable_subtrees():
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     for train in (False, True):
         assert relative_error(_outputs(new_wrapped, x, train), _outputs(wrapped, x, train)) <= 1e-10
+    opt = torch.optim.SGD(new_wrapped.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(3):  # the same checks as for the unwrapped models: three SGD steps, then the fold
+        loss = nn.functional.cross_entropy(new_wrapped.train()(x), torch.tensor([1, 2]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     fresh = nn.DataParallel(torchvision.models.resnet18(num_classes=10)).double().eval()
-    fresh.load_state_dict(rz.fold_model(new_wrapped, layout="original").state_dict(), strict=True)
+    fresh.load_state_dict(rz.fold_model(new_wrapped.eval(), layout="original").state_dict(), strict=True)
     assert relative_error(_outputs(fresh, x, False), _outputs(new_wrapped, x, False)) <= 1e-10
 
     class Gated(nn.Module):  # data-dependent control flow: torch.fx cannot trace it
@@ -106,3 +112,36 @@ def test_a_model_that_does_not_trace_is_expanded_in_its_traceable_subtrees():
     x = torch.rand(2, 3, 9, 9, dtype=torch.float64)
     for train in (False, True):
         assert relative_error(_outputs(new, x, train), _outputs(model, x, train)) <= 1e-10
+
+
+def test_example_input_catches_a_parent_that_uses_a_traced_units_layers_directly():
+    """The one case no graph shows: an untraceable parent calling a unit's conv and BN itself (here with a
+    constant between them). The report says the pairs of untraceable models are unchecked; example_input
+    runs both models and refuses the expansion where they differ."""
+
+    class Unit(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4))
+
+        def forward(self, x):
+            return self.seq(x)
+
+    class Bypass(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unit = Unit()
+
+        def forward(self, x):
+            if x.mean() > 0:  # data-dependent: does not trace
+                return self.unit.seq[1](self.unit.seq[0](x) + 1)
+            return self.unit(x)
+
+    model = rz.randomize_norms(Bypass(), seed=0).double()
+    _, report = rz.expand(model, "acb")
+    assert report.expanded and "pass example_input= to check" in str(report)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="computes other numbers than the original in eval mode"):
+        rz.expand(model, "acb", example_input=x)
+    _, report = rz.expand(model, "acb", example_input=-x)  # the branch that calls the unit: equal
+    assert report.expanded and "example_input" not in str(report)

@@ -51,9 +51,10 @@ def _check(model, fresh, spec, x, expected_units):
     norms = [m for m in expanded.modules() if isinstance(m, RunningStats)]
     assert norms and not any(type(m) in (nn.BatchNorm2d,) for m in expanded.modules())
     before = [m.running_mean.clone() for m in norms]
+    gammas = [m.weight.detach().clone() for m in norms]
     tuned = _sgd(expanded.float(), x.float())
     assert all(torch.equal(m.running_mean, b.float()) for m, b in zip(norms, before))  # frozen: never updated
-    assert any(not torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)  # gamma/beta still learn
+    assert any(not torch.equal(m.weight, g.float()) for m, g in zip(norms, gammas))  # gamma/beta still learn
     folded = rz.fold_model(tuned, layout="original")
     fresh.float().eval().load_state_dict(folded.state_dict(), strict=True)
     assert {type(m) for m in fresh.modules()} == {type(m) for m in folded.modules()}
@@ -119,3 +120,70 @@ def test_a_norm_with_fixed_state_pairs_only_if_it_computes_a_batchnorm():
     assert [p for p, _, _ in report.expanded] == ["conv"]
     x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
     assert relative_error(_outputs(expanded, x, True), _outputs(good, x, True)) <= 1e-12
+
+
+def test_a_batchnorm_subclass_is_probed_for_the_statistics_it_trains_with():
+    """A BatchNorm subclass with its own forward (detection code's "FrozenBN(nn.BatchNorm2d)") is probed: one
+    normalising with its running statistics in training too becomes a block of frozen norms; one computing
+    something else is left; the plain BatchNorm stays an ordinary one."""
+
+    class RunningBN(nn.BatchNorm2d):
+        def forward(self, x):
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False,
+                                            0.0, self.eps)
+
+    class Doubled(nn.BatchNorm2d):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    def net(norm):
+        return rz.randomize_norms(nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), norm(4)), seed=0).double()
+
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    for norm, frozen in [(RunningBN, True), (nn.BatchNorm2d, False)]:
+        model = net(norm)
+        expanded, report = rz.expand(model, "acb")
+        assert [p for p, _, _ in report.expanded] == ["0"]
+        kinds = {isinstance(m, RunningStats) for m in expanded.modules() if isinstance(m, nn.BatchNorm2d)}
+        assert kinds == {frozen}
+        for train in (False, True):
+            assert relative_error(_outputs(expanded, x, train), _outputs(model, x, train)) <= 1e-12
+    _, report = rz.expand(net(Doubled), "acb")
+    assert not report.expanded and "does not compute a BatchNorm" in dict(report.left)["0"]
+
+
+def test_frozen_stages_stay_frozen_and_tracing_leaves_no_proxies_behind():
+    """A detector's frozen first stages (requires_grad False, torchvision's default trainable_layers=3)
+    become blocks without trainable parameters; a unit whose forward stores an attribute, traced on its
+    own, keeps its attribute as it was (not a torch.fx Proxy)."""
+    model = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None, fpn=True, trainable_layers=3,
+                               norm_layer=FrozenBatchNorm2d)
+    frozen = {p.rsplit(".", 1)[0] for p, t in model.named_parameters() if not t.requires_grad and p.endswith("weight")}
+    expanded, report = rz.expand(model, "acb")
+    done = {p for p, _, _ in report.expanded}
+    assert done & frozen and done - frozen
+    for path in done:
+        params = list(expanded.get_submodule(path).parameters())
+        assert all(t.requires_grad == (path not in frozen) for t in params), path
+
+    class Caching(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, bias=False)
+            self.bn = nn.BatchNorm2d(4)
+            self.shape = None
+
+        def forward(self, x):
+            self.shape = x.shape
+            return self.bn(self.conv(x))
+
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unit = Caching()
+
+        def forward(self, x):
+            return self.unit(x) if x.mean() > 0 else self.unit(-x)
+
+    expanded, report = rz.expand(Gated(), "acb")
+    assert report.subtrees == ["unit"] and expanded.unit.shape is None

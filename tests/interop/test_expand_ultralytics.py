@@ -40,12 +40,12 @@ def test_yolo_expands_exactly_trains_and_folds_back_into_ultralytics(name, spec)
     model = rz.randomize_norms(_yolo(name), seed=1).double().eval()
     units = {p for p, m in model.named_modules() if isinstance(m, nn.Conv2d) and max(m.kernel_size) >= 3
              and isinstance(getattr(model.get_submodule(p.rsplit(".", 1)[0]), "bn", None), nn.BatchNorm2d)}
-    expanded, report = rz.expand(model, spec)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    expanded, report = rz.expand(model, spec, example_input=x)  # checked on the whole model, both modes
     done = {p for p, _, _ in report.expanded}
     assert len(done & units) >= 0.8 * len(units) and len(units) >= 39, str(report)
     assert not report.traced and "" in report.untraced  # found through the traceable subtrees
     assert "model.0" in report.subtrees and "model.0" not in report.untraced  # the stem's Conv unit
-    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     for train in (False, True):
         assert relative_error(_outputs(expanded, x, train), _outputs(model, x, train)) <= 1e-10
 

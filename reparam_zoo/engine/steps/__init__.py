@@ -41,9 +41,9 @@ from reparam_zoo.engine.steps.conv import (
 from reparam_zoo.engine.steps.gate import BranchGate, GateStep
 from reparam_zoo.engine.steps.group import GroupMember, GroupStep, GroupSum
 from reparam_zoo.engine.steps.identity import IdentityStep
-from reparam_zoo.engine.steps.norm import BATCHNORMS, ChannelScale, NormStep, RunningStats, norm_steps
+from reparam_zoo.engine.steps.norm import BN_CLASSES, ChannelScale, NormStep, RunningStats, norm_steps
 
-__all__ = ["AvgPool", "AvgStep", "BATCHNORMS", "RunningStats", "BlockGeometry", "BranchGate", "BranchKernel",
+__all__ = ["AvgPool", "AvgStep", "BN_CLASSES", "RunningStats", "BlockGeometry", "BranchGate", "BranchKernel",
            "CONVS", "CONV_PARAMS",
            "CONV_TRANSPOSES", "Chain", "ChannelScale",
            "ChannelWise", "ComposedChain", "ConvStep", "GateStep", "GroupMember", "GroupStep", "GroupSum",

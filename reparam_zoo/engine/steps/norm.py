@@ -52,7 +52,8 @@ class FrozenStatsBatchNorm3d(RunningStats, nn.BatchNorm3d):
     """``nn.BatchNorm3d`` with frozen statistics (:class:`RunningStats`)."""
 
 
-BATCHNORMS = {False: {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d},
+#: the BatchNorm class of a norm step: [frozen][spatial axes]
+BN_CLASSES = {False: {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d},
               True: {1: FrozenStatsBatchNorm1d, 2: FrozenStatsBatchNorm2d, 3: FrozenStatsBatchNorm3d}}
 
 
@@ -96,7 +97,7 @@ class NormStep(ChannelWise):
 
     def build(self) -> nn.Module:
         if self.kind == "bn":
-            bn = BATCHNORMS[self.frozen][self.axes]
+            bn = BN_CLASSES[self.frozen][self.axes]
             return bn(self.channels, eps=self.eps, momentum=self.momentum, affine=self.affine)
         return ChannelScale(self.channels, self.init)
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The GPU checks and benchmarks in one call (the device tests stop at 120 s and each benchmark at 70 s, so at
-# most 6 min 40 s; expected well under 5 min on an H100/H200): deploy (fp32/bf16, channels-last,
+# The GPU checks and benchmarks in one call (the device tests stop at 120 s and each of 5 benchmarks at 70 s, so at
+# most 7 min 50 s; expected well under 5 min on an H100/H200): deploy (fp32/bf16, channels-last,
 # batch 1-256), training step time and peak memory of one layer — plain conv+BN, offline, online and
 # timm's RepVggBlock/MobileOneBlock at RepVGG-B1 and MobileOne-S0 shapes, batch 64 and 256 — and the
-# whole-network fold time against the official and timm conversions; first tests/test_devices.py on CUDA.
+# whole-network fold time against the official, timm and DBB conversions (fold, fold_dbb); first
+# tests/test_devices.py on CUDA.
 #
 # The GPU machine has the repository, Python 3.12 with a CUDA build of torch, torchvision, timm,
 # numpy and pyyaml, and no network. pydantic (not in that image) travels as wheels:
@@ -39,7 +40,7 @@ mkdir -p benchmarks/results
 {
   echo "== tests/test_devices.py (fold, online training, compile, INT8 export on CUDA)"
   timeout 120 python3 -m pytest -p no:cacheprovider tests/test_devices.py -rs || echo "!! device tests failed"
-  for b in deploy train_online fold train_offline; do
+  for b in deploy train_online fold fold_dbb train_offline; do
     echo "== $b"
     timeout 70 python3 "benchmarks/$b.py" --device cuda || echo "!! $b failed or timed out"
   done

@@ -1,7 +1,7 @@
 """Online training: one block layer trained online vs offline vs a plain conv+BN and (when timm is
 installed) timm's own block, at RepVGG-B1 and MobileOne-S0 layer shapes: 1 branch (kxk+BN),
 4 branches (4 x kxk+BN), RepVGG (kxk, 1x1, identity; timm RepVggBlock), MobileOne depthwise with
-4 kxk copies (timm MobileOneBlock). Time of a forward+backward step and its memory, as ratios to
+4 kxk copies (timm MobileOneBlock), DBB (kxk, 1x1, 1x1 -> avgpool, 1x1 -> kxk). Time of a forward+backward step and its memory, as ratios to
 plain conv+BN; plus the time the online block spends composing its kernel."""
 
 import torch
@@ -17,6 +17,7 @@ CASES = [
     ("4 branches", {"name": "four", "branches": [{"type": "kxk", "count": 4}]}, False, None, "b1"),
     ("repvgg", "repvgg", False, "RepVggBlock", "b1"),
     ("mobileone dw k4", "mobileone", True, "MobileOneBlock", "s0"),
+    ("dbb", "dbb", False, None, "b1"),  # 1x1 -> kxk and 1x1 -> avgpool chains: composed by matrix products
 ]
 #: channels and feature size of the layer: RepVGG-B1 stage 3 (512 ch, 14x14), MobileOne-S0 stage 3 (256 ch)
 SHAPES = {"cuda": {"b1": (512, 14), "s0": (256, 14)}, "cpu": {"b1": (64, 28), "s0": (128, 28)},
@@ -35,13 +36,17 @@ def _timm_block(name, c, depthwise, dev):
 
 
 def main():
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--blocks", nargs="+", choices=[c[0] for c in CASES], help="only these cases (default: all)")
+    args = p.parse_args()
     dev = args.device
     shapes = SHAPES["quick" if args.quick else dev]
     batches = [4] if args.quick else ([8, 32, 64] if dev == "cpu" else [64, 256])
     repeats = 3 if args.quick else 10
     rows = []
     for case, spec, depthwise, timm_name, shape in CASES:
+        if args.blocks and case not in args.blocks:
+            continue
         c, size = shapes[shape]
         groups = c if depthwise else 1
         for b in batches:

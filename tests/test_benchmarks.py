@@ -10,7 +10,8 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.mark.parametrize("name", ["deploy", "fold", "fold_error", "train_offline", "train_online", "search_throughput"])
+@pytest.mark.parametrize("name", ["deploy", "fold", "fold_dbb", "fold_error", "train_offline", "train_online",
+                                  "search_throughput"])
 def test_benchmark_runs_quick(name, tmp_path):
     out = tmp_path / f"{name}.json"
     proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--quick", "--device", "cpu", "--json", str(out)],
@@ -20,6 +21,8 @@ def test_benchmark_runs_quick(name, tmp_path):
     assert result["benchmark"] == name and result["rows"]
     if name == "deploy":
         assert all(r["bitwise equal"] for r in result["rows"])
+    if name == "fold_dbb":  # our fold equals DBB's own conversion and the dilated block
+        assert all(r["max |diff|"] <= 1e-4 for r in result["rows"])
     if name == "fold_error":
         assert all(r["float64 fold"] <= 1e-12 and r["float32 fold"] <= 1e-6 for r in result["rows"])
 

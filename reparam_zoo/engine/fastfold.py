@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from reparam_zoo.engine import kernels as K
-from reparam_zoo.engine.steps import PLAIN, Chain, chain_converter, step_kernel
+from reparam_zoo.engine.steps import PLAIN, Chain, chain_converter, chain_kernel, step_kernel
 
 #: float64 elements of one chunk's scratch buffer: 4 MiB, within the last-level cache and large enough
 #: to hold a 192-channel 3x3 kernel in one chunk (the fastest of 2**15 ... 2**21 in benchmarks/fold.py)
@@ -151,15 +151,24 @@ def _batch_bn(parts: list[_Lazy]) -> None:
 
 def _dense(module: nn.Module, info, g) -> _Dense:
     offset = info.placement.offset
-    bk = (info.type.converter or chain_converter)(module, g)
+    if info.type.converter is None and isinstance(module, Chain):  # its taps, on their own dilation grid
+        bk = chain_kernel(list(module), g.in_channels, dims=g.axes, undilated=True)
+    else:
+        bk = info.type.converter(module, g) if info.type.converter is not None else chain_converter(module, g)
     w = bk.weight.detach()
     bias = None if bk.bias is None else bk.bias.detach()
     diagonal = bk.groups != g.groups and bk.groups == g.out_channels == g.in_channels and w.shape[1] == 1
     if not diagonal:
         w = K.regroup(w, bk.groups, g.groups)
-    if g.dilation != g.ones:  # on the dilated grid: place in the window and take the block's taps
-        w = K.undilate(K.place(w, g.window, offset), g.dilation)
+    on_grid = bk.dilation is not None and all(
+        o % d == 0 and (n == 1 or e == d) for o, d, e, n in zip(offset, g.dilation, bk.dilation, w.shape[2:]))
+    if on_grid:  # the block's taps already: never the dilated window
+        offset = tuple(o // d for o, d in zip(offset, g.dilation))
+    elif g.dilation != g.ones:  # on the dilated grid: place in the window and take the block's taps
+        w = K.undilate(K.place(K.dilate(w, bk.dilation or g.ones), g.window, offset), g.dilation)
         offset = (0,) * g.axes
+    elif bk.dilation is not None:
+        w = K.dilate(w, bk.dilation)
     return _Dense(w, bias, offset, diagonal)
 
 

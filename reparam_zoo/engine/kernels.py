@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reparam_zoo.engine.products import depthwise_after_pointwise, pointwise_product
+
 Pair = tuple[int, int]
 
 class _ByAxes:
@@ -386,12 +388,10 @@ def compose(
 
     ``first = (W1, b1)`` maps C_in -> C_mid with ``groups[0]``, dilation ``dilation[0]``
     and ``stride``; ``second = (W2, b2)`` maps C_mid -> C_out with ``groups[1]`` and
-    ``dilation[1]``. The result ``(W, b, g)`` is a DENSE (undilated) kernel with
-    ``g = gcd(groups)``: the composite is ``W = sum_m W2[o,m] (*) W1[m,i]`` (full
-    convolution, W2 inflated by the first conv's stride) and
-    ``b = b2 + sum_{m, taps} W2[o,m] * b1[m]``. Its stride is ``stride * stride2``,
-    which the caller tracks.
-    """
+    ``dilation[1]``. The result ``(W, b, g)`` is a DENSE (undilated) kernel with ``g = gcd(groups)``: the
+    composite is ``W = sum_m W2[o,m] (*) W1[m,i]`` (full convolution, W2 inflated by the first conv's stride;
+    matrix products where one side is pointwise, :mod:`reparam_zoo.engine.products`) and
+    ``b = b2 + sum_{m, taps} W2[o,m] * b1[m]``. Its stride is ``stride * stride2``, which the caller tracks."""
     (w1, b1), (w2, b2) = first, second
     g1, g2 = groups
     d = _axes(w1)
@@ -405,6 +405,9 @@ def compose(
             f"Expected the second conv to take {c_mid} channels but got "
             f"{w2.shape[1]} x groups {g2} = {w2.shape[1] * g2}"
         )
+    dw = depthwise_after_pointwise(w1, w2, g1, g2)
+    if dw is not None:  # pooling (any depthwise kernel) after a 1x1: a broadcast product, nothing regrouped
+        return dw, _bias_or_zeros(b2, w2) + (0 if b1 is None else w2.flatten(1).sum(1) * b1), g1
     g = math.gcd(g1, g2)
     w1 = regroup(w1, g1, g)
     w2 = regroup(w2, g2, g)
@@ -413,11 +416,10 @@ def compose(
         # the second step is per-channel (depthwise 1x1): a scale, no conv needed
         w, b = scale_channels(w1, b1, w2.reshape(-1), b2)
         return w, b, g
-    # full convolution via cross-correlation with the flipped second kernel
     spatial = tuple(range(2, 2 + d))
-    w = CONV[d](
-        w1.transpose(0, 1), w2.flip(spatial), padding=tuple(n - 1 for n in k2), groups=g
-    ).transpose(0, 1)
+    w = pointwise_product(w1, w2, g)  # one side pointwise: matrix products over the middle channels
+    if w is None:  # full convolution via cross-correlation with the flipped second kernel
+        w = CONV[d](w1.transpose(0, 1), w2.flip(spatial), padding=tuple(n - 1 for n in k2), groups=g).transpose(0, 1)
     b = _bias_or_zeros(b2, w2)
     if b1 is not None:
         out_g = c_out // g

@@ -54,13 +54,20 @@ class BranchKernel:
     bias: Tensor | None
     groups: int
     stride: tuple[int, ...]
+    #: where ``chain_kernel(..., undilated=True)`` kept the taps on a dilation grid: the weight is then the
+    #: kernel's taps and this is their spacing (the dense kernel is ``kernels.dilate(weight, dilation)``)
+    dilation: tuple[int, ...] | None = None
 
 
 def chain_kernel(modules: Sequence[nn.Module], in_channels: int,
                  device: torch.device | None = None, dtype: torch.dtype = torch.float64, *,
-                 dims: int = 2) -> BranchKernel:
+                 dims: int = 2, undilated: bool = False) -> BranchKernel:
     """Compose a chain of step modules into one kernel (differentiable), computed in ``dtype``
     (float64 for folding; online training may use the parameters' own dtype).
+
+    Steps whose taps lie on one dilation grid (a dilated kxk after or before pointwise steps, two kernels
+    of the same dilation) are composed on their taps, never on the dilated window; ``undilated=True``
+    returns the taps and their spacing (:attr:`BranchKernel.dilation`) instead of the dense kernel.
 
     ``device`` is where parameter-free steps build their fixed kernels (default: the
     device of the chain's first parameter or buffer, else the CPU). ``dims``: the spatial axes of
@@ -68,7 +75,7 @@ def chain_kernel(modules: Sequence[nn.Module], in_channels: int,
     """
     if device is None:
         device = next((t.device for m in modules for t in [*m.parameters(), *m.buffers()]), None)
-    w = b = None
+    w = b = dil = None  # dil: the spacing of w's taps (w holds the taps only)
     groups, stride, channels = 1, None, in_channels
     for m in modules:
         sk = step_kernel(m, channels, device, dtype)
@@ -80,20 +87,31 @@ def chain_kernel(modules: Sequence[nn.Module], in_channels: int,
                 w, b = K.scale_channels(w, b, sk.scale, sk.shift)
             continue
         n = sk.weight.dim() - 2
-        sk_stride = sk.stride or (1,) * n
-        sk_dilation = sk.dilation or (1,) * n
+        ones = (1,) * n
+        sk_stride = sk.stride or ones
+        sk_dilation = sk.dilation or ones
         if w is None:
-            w, b, groups, stride = K.dilate(sk.weight, sk_dilation), sk.bias, sk.groups, sk_stride
+            w, b, groups, stride, dil = sk.weight, sk.bias, sk.groups, sk_stride, sk_dilation
         else:
             if w.dim() != sk.weight.dim():
                 w = w.reshape(*w.shape[:2], *([1] * n))  # a leading per-channel step: a kernel of extent 1
-            w, b, groups = K.compose((w, b), (sk.weight, sk.bias), groups=(groups, sk.groups),
-                                     stride=stride or (1,) * n, dilation=(1, sk_dilation))
-            stride = tuple(a * c for a, c in zip(stride or (1,) * n, sk_stride))
+            spacing = tuple(a * c for a, c in zip(sk_dilation, stride or ones))  # its taps, in input pixels
+            point_w, point_sk = (all(k == 1 for k in t.shape[2:]) for t in (w, sk.weight))
+            if point_w or point_sk or (dil or ones) == spacing:  # one grid: compose the taps
+                dil = (dil or ones) if point_sk else spacing
+                w, b, groups = K.compose((w, b), (sk.weight, sk.bias), groups=(groups, sk.groups))
+            else:  # two grids: the dense kernels
+                w, b, groups = K.compose((K.dilate(w, dil or ones), b), (sk.weight, sk.bias),
+                                         groups=(groups, sk.groups), stride=stride or ones, dilation=(1, sk_dilation))
+                dil = ones
+            stride = tuple(a * c for a, c in zip(stride or ones, sk_stride))
         channels = w.shape[0]
     if w is None:
         raise SpecError("an empty chain has no kernel")
-    return BranchKernel(weight=w, bias=b, groups=groups, stride=stride or (1,) * (w.dim() - 2))
+    dil = dil or (1,) * (w.dim() - 2)
+    if not undilated:
+        w, dil = K.dilate(w, dil), None
+    return BranchKernel(weight=w, bias=b, groups=groups, stride=stride or (1,) * (w.dim() - 2), dilation=dil)
 
 
 def chain_module(spec, plan: list[Step], block: BlockGeometry) -> nn.Module:

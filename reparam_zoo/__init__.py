@@ -5,6 +5,7 @@ from reparam_zoo.engine import primitives as _primitives  # noqa: F401  (registe
 from reparam_zoo.engine.block import RepBlock, build_block
 from reparam_zoo.engine.fold import FoldReport, fold_model
 from reparam_zoo.engine.nets import NetSpec, build_model, list_nets, load_net
+from reparam_zoo.engine.repopt import RepOptSGD, repopt
 from reparam_zoo.engine.verify import VerifyResult, randomize_norms, verify
 from reparam_zoo.errors import NotApplicable, SpecError
 from reparam_zoo.interop.adopt import AdoptReport, adopt
@@ -28,6 +29,7 @@ __all__ = [
     "NormSpec",
     "NotApplicable",
     "RepBlock",
+    "RepOptSGD",
     "SearchSpace",
     "SpecError",
     "VerifyResult",
@@ -47,5 +49,6 @@ __all__ = [
     "load_spec",
     "randomize_norms",
     "register_branch",
+    "repopt",
     "verify",
 ]

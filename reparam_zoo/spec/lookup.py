@@ -74,19 +74,31 @@ def spec_from_data(data: Any, source: str | None = None) -> BlockSpec:
     return spec
 
 
+def _with_field(spec: BlockSpec, kind: str, name: str, value: Any) -> BlockSpec:
+    """``spec`` with ``name: value`` on every model of ``type: kind`` that has that field, at any depth (a
+    norm, a seq step, a group's member's norm), validated again."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, BaseModel):
+            update = {k: walk(getattr(node, k)) for k in type(node).model_fields}
+            if name in update and getattr(node, "type", None) == kind:
+                update[name] = value
+            return node.model_copy(update=update)
+        return [walk(v) for v in node] if isinstance(node, (list, tuple)) else node
+
+    return spec_from_data(walk(spec).to_dict(), spec.source)
+
+
 def with_frozen_norms(spec: BlockSpec) -> BlockSpec:
     """``spec`` with every BatchNorm frozen (``frozen: true``: running statistics in training too), for
     layers whose own norm has fixed statistics (:func:`~reparam_zoo.interop.expand.expand`)."""
+    return _with_field(spec, "bn", "frozen", True)
 
-    def freeze(value: Any) -> Any:  # every model (norm, seq step) of type bn with a frozen field, at any depth
-        if isinstance(value, BaseModel):
-            update = {k: freeze(getattr(value, k)) for k in type(value).model_fields}
-            if "frozen" in update and getattr(value, "type", None) == "bn":
-                update["frozen"] = True
-            return value.model_copy(update=update)
-        return [freeze(v) for v in value] if isinstance(value, (list, tuple)) else value
 
-    return spec_from_data(freeze(spec).to_dict(), spec.source)
+def with_constant_scales(spec: BlockSpec) -> BlockSpec:
+    """``spec`` with every ``scale`` norm a constant (``learnable: false``): RepOptimizer's CSLA form after
+    its scales were searched (:func:`~reparam_zoo.engine.repopt.freeze_scales`)."""
+    return _with_field(spec, "scale", "learnable", False)
 
 
 def load_spec(path_or_text: str | Path | Mapping | BlockSpec) -> BlockSpec:

@@ -101,6 +101,8 @@ class NormSpec(BaseModel):
                          "never updating them (detection backbones' FrozenBatchNorm2d); gamma/beta still learn")
     init: float = Field(1.0, allow_inf_nan=False, ge=-LIMITS["scale_init"], le=LIMITS["scale_init"],
                         description="initial value of a `scale` norm")
+    learnable: bool = Field(True, description="a `scale` that trains, or (false) a constant per-channel buffer "
+                            "(RepOptimizer's CSLA form; its values settable from a trained model)")
 
     @model_validator(mode="after")
     def _foldable(self) -> "NormSpec":
@@ -110,6 +112,8 @@ class NormSpec(BaseModel):
                 "with batch statistics and cannot be folded")
         if self.frozen and self.type != "bn":
             raise ValueError(f"frozen: true is for a BatchNorm (type: bn), not type: {self.type}")
+        if not self.learnable and self.type != "scale":
+            raise ValueError(f"learnable: false is for a scale (type: scale), not type: {self.type}")
         return self
 
     def label(self) -> str:

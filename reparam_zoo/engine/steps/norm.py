@@ -18,11 +18,16 @@ from reparam_zoo.spec.schema import NormSpec
 
 
 class ChannelScale(nn.Module):
-    """A learnable per-channel scale ``y = w[c] * x`` (OREPA's linear scaling)."""
+    """A per-channel scale ``y = w[c] * x``: learnable (OREPA's linear scaling) or, ``learnable=False``, a
+    constant held as a buffer (RepOptimizer's CSLA scales: in the state dict, settable, never trained)."""
 
-    def __init__(self, channels: int, init: float = 1.0, *, dtype=None, device=None):
+    def __init__(self, channels: int, init: float = 1.0, *, learnable: bool = True, dtype=None, device=None):
         super().__init__()
-        self.weight = nn.Parameter(torch.full((channels,), float(init), dtype=dtype, device=device))
+        weight = torch.full((channels,), float(init), dtype=dtype, device=device)
+        if learnable:
+            self.weight = nn.Parameter(weight)
+        else:
+            self.register_buffer("weight", weight)
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.weight.reshape(1, -1, *([1] * (x.dim() - 2)))
@@ -71,6 +76,7 @@ class NormStep(ChannelWise):
     loc: str = ""
     axes: int = 2  # spatial axes of its input: BatchNorm1d (1), BatchNorm2d (2) or BatchNorm3d (3)
     frozen: bool = False  # a BatchNorm with running statistics in training too (FrozenStatsBatchNorm*d)
+    learnable: bool = True  # a scale: a parameter, or a constant buffer
 
     stride: Pair = (1, 1)
 
@@ -99,7 +105,7 @@ class NormStep(ChannelWise):
         if self.kind == "bn":
             bn = BN_CLASSES[self.frozen][self.axes]
             return bn(self.channels, eps=self.eps, momentum=self.momentum, affine=self.affine)
-        return ChannelScale(self.channels, self.init)
+        return ChannelScale(self.channels, self.init, learnable=self.learnable)
 
 
 def norm_steps(norm: NormSpec, channels: int, loc: str = "norm") -> list[Step]:
@@ -107,7 +113,7 @@ def norm_steps(norm: NormSpec, channels: int, loc: str = "norm") -> list[Step]:
     if norm.type == "none":
         return []
     return [NormStep(channels, kind=norm.type, eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
-                     init=norm.init, loc=loc, frozen=norm.frozen)]
+                     init=norm.init, loc=loc, frozen=norm.frozen, learnable=norm.learnable)]
 
 
 @register_step_converter(_BatchNorm)

@@ -1,0 +1,173 @@
+"""Gradient re-parameterization (RepOptimizer; Ding et al., ICLR 2023) derived from any block in CSLA form.
+
+A block whose every branch is linear in ONE trainable conv weight ``W_b`` times constant per-output-channel
+scales ``s_b`` (``norm: {type: scale, learnable: false}``), placed into the block's window by ``P_b``, plus
+constant branches (an identity or pooling times a constant scale), computes the conv
+``W = sum_b s_b * P_b(W_b) + C``. SGD with momentum ``mu`` and weight decay ``lam`` on the branch weights
+moves ``W`` exactly as SGD on ``W`` whose gradient is multiplied elementwise by ``M = sum_b s_b^2 * P_b(1)``
+and whose weight decay pulls toward ``C`` instead of 0 (docs/math.md §16). ``M``, ``C`` and the initial
+``W`` come from the fold itself: the block is folded three times, as it is (``W``), with every trainable
+weight 1 and every scale squared and the constant branches off (``M``), and with every trainable weight 0
+(``C``) — no per-block code. Adam-type optimizers are outside the equivalence.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+
+from reparam_zoo.engine.block import RepBlock, deploy_layer
+from reparam_zoo.engine.fastfold import fold_weights
+from reparam_zoo.engine.steps import CONVS, ChannelScale
+from reparam_zoo.errors import SpecError
+from reparam_zoo.spec.lookup import with_constant_scales
+
+
+def _csla_parts(block: RepBlock) -> list[tuple[nn.Module | None, list[ChannelScale]]]:
+    """Per branch: its one trainable conv (None: a constant branch) and its constant scales; refuses, naming
+    the branch and the rule, every branch that is not linear in one trainable weight with constant scales."""
+    if block.mode != "offline" or block.geometry.transposed:
+        raise SpecError(f"RepOptimizer needs an offline, non-transposed block; got mode {block.mode!r}"
+                        f"{' (transposed)' if block.geometry.transposed else ''}")
+    parts = []
+    for chain, info in zip(block.branches, block.branch_info):
+        where = f"{info.name} ({info.spec.label()})"
+        steps = list(chain)
+        convs = [m for m in steps if type(m) in CONVS]
+        scales = [m for m in steps if isinstance(m, ChannelScale)]
+        others = [m for m in steps if m not in convs and m not in scales and not isinstance(m, nn.Identity)]
+        trainable = [p for m in steps for p in m.parameters()]
+        if others:
+            names = sorted({type(m).__name__ for m in others})
+            raise SpecError(f"{where}: {', '.join(names)} inside the branch is not linear in one weight with "
+                            "constant scales (RepOptimizer's equivalence: a conv, then norm: {type: scale, "
+                            "learnable: false} or none)", info.name)
+        if len(convs) > 1 or any(s.weight.requires_grad for s in scales):
+            raise SpecError(f"{where}: {'a chain of convs' if len(convs) > 1 else 'a learnable scale'} is not "
+                            "linear in one weight with constant scales (RepOptimizer's equivalence)", info.name)
+        if convs and (convs[0].bias is not None or trainable != [convs[0].weight]):
+            raise SpecError(f"{where}: its conv has a bias or parameterisation; RepOptimizer's equivalence needs "
+                            "one plain weight per branch", info.name)
+        parts.append((convs[0] if convs else None, scales))
+    return parts
+
+
+def csla_terms(block: RepBlock) -> tuple[Tensor, Tensor, Tensor]:
+    """``(W, M, C)`` in float64 and in the deployed layer's layout: the block's conv without ``norm_after``,
+    the gradient multiplier and the constant the weight decay pulls toward."""
+    parts = _csla_parts(block)
+    probes = {}
+    for name in ("W", "M", "C"):
+        probe = copy.deepcopy(block).double()
+        with torch.no_grad():
+            for (conv, scales), (conv_p, scales_p) in zip(parts, _csla_parts(probe)):
+                if name == "M":
+                    for s in scales_p:
+                        s.weight.mul_(s.weight)
+                    if conv_p is None:  # a constant branch has no weight to move
+                        for s in scales_p:
+                            s.weight.zero_()
+                        if not scales_p:
+                            raise SpecError("a constant branch without a scale cannot be switched off to probe "
+                                            "the multiplier; give it norm: {type: scale, learnable: false}")
+                    else:
+                        conv_p.weight.fill_(1.0)
+                elif name == "C" and conv_p is not None:
+                    conv_p.weight.zero_()
+        probes[name] = fold_weights(probe, norm_after=False)[0]
+    return probes["W"], probes["M"], probes["C"]
+
+
+class RepOptSGD(torch.optim.Optimizer):
+    """SGD (torch's update: momentum buffer ``v = mu v + d``, dampening 0, optional Nesterov) on a plain
+    network, with ``d = M * grad + wd * (W - C)`` for the weights of :func:`repopt` (``terms``: parameter ->
+    ``(M, C)``) and ``d = grad + wd * W`` for every other parameter. LR schedulers work as on SGD."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False, *, terms: dict | None = None):
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"Expected lr, momentum and weight_decay >= 0 but got {lr}, {momentum}, {weight_decay}")
+        if nesterov and momentum <= 0:
+            raise ValueError("Expected momentum > 0 for Nesterov momentum but got 0")
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                  "nesterov": nesterov})
+        self.terms = dict(terms or {})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            mu, wd = group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                multiplier, constant = self.terms.get(p, (None, None))
+                d = p.grad if multiplier is None else p.grad * multiplier
+                if wd:
+                    d = d + wd * (p if constant is None else p - constant)
+                if mu:
+                    state = self.state[p]
+                    buf = state.get("momentum_buffer")
+                    buf = state["momentum_buffer"] = d.clone() if buf is None else buf.mul_(mu).add_(d)
+                    d = d + mu * buf if group["nesterov"] else buf
+                p.add_(d, alpha=-group["lr"])
+        return loss
+
+
+def freeze_scales(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose blocks' learnable scales are constants with their current values (and whose
+    specs say ``learnable: false``): the RepOptimizer hyper-search — train the CSLA blocks with learnable
+    scales briefly on the task (or take a trained multi-branch model's), freeze, then :func:`repopt`."""
+    model = copy.deepcopy(model)
+    for block in [m for m in model.modules() if isinstance(m, RepBlock)]:
+        for parent in list(block.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, ChannelScale) and child.weight.requires_grad:
+                    w = child.weight.detach()
+                    constant = ChannelScale(w.numel(), learnable=False, dtype=w.dtype, device=w.device)
+                    constant.weight.copy_(w)
+                    setattr(parent, name, constant)
+        block.spec = with_constant_scales(block.spec)
+    return model
+
+
+def repopt(model: nn.Module, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+           nesterov: bool = False) -> tuple[nn.Module, RepOptSGD]:
+    """``(plain, optimizer)``: a copy of ``model`` in which every RepBlock (in CSLA form) is its one layer
+    (weight ``W``, no bias) followed by the block's own ``norm_after`` and activation, and a
+    :class:`RepOptSGD` on all of it whose steps follow the multi-branch model's SGD trajectory (same lr,
+    momentum, weight decay, nesterov) exactly; everything else in the model is trained as by plain SGD."""
+    plain = copy.deepcopy(model)
+    terms = {}
+    targets = [plain] if isinstance(plain, RepBlock) else []
+    targets += [m for m in plain.modules() if isinstance(m, RepBlock) and m is not plain]
+    replaced = {}
+    for block in targets:
+        w, mult, const = csla_terms(block)
+        g = block.geometry
+        dtype = next(block.parameters()).dtype
+        layer = deploy_layer(g, block.padding_mode, device=w.device, dtype=dtype, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+        terms[layer.weight] = (mult.to(dtype), const.to(dtype))
+        parts = [("conv", layer)]
+        parts += [("norm_after", block.norm_after)] if block.norm_after is not None else []
+        parts += [("act", block.act)] if not isinstance(block.act, nn.Identity) else []
+        replaced[id(block)] = nn.Sequential(OrderedDict(parts)).train(block.training)
+    if id(plain) in replaced:
+        plain = replaced[id(plain)]
+    else:
+        for parent in list(plain.modules()):
+            for name, child in list(parent.named_children()):
+                if id(child) in replaced:
+                    setattr(parent, name, replaced[id(child)])
+    return plain, RepOptSGD(plain.parameters(), lr, momentum, weight_decay, nesterov, terms=terms)
+
+
+__all__ = ["RepOptSGD", "csla_terms", "freeze_scales", "repopt"]

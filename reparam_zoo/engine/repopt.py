@@ -2,7 +2,7 @@
 
 A block whose every branch is linear in ONE trainable conv weight ``W_b`` times constant per-output-channel
 scales ``s_b`` (``norm: {type: scale, learnable: false}``), placed into the block's window by ``P_b``, plus
-constant branches (an identity or pooling times a constant scale), computes the conv
+constant branches (an identity times a constant scale), computes the conv
 ``W = sum_b s_b * P_b(W_b) + C``. SGD with momentum ``mu`` and weight decay ``lam`` on the branch weights
 moves ``W`` exactly as SGD on ``W`` whose gradient is multiplied elementwise by ``M = sum_b s_b^2 * P_b(1)``
 and whose weight decay pulls toward ``C`` instead of 0 (docs/math.md §16). ``M``, ``C`` and the initial
@@ -71,13 +71,18 @@ def csla_terms(block: RepBlock) -> tuple[Tensor, Tensor, Tensor]:
                         for s in scales_p:
                             s.weight.zero_()
                         if not scales_p:
-                            raise SpecError("a constant branch without a scale cannot be switched off to probe "
-                                            "the multiplier; give it norm: {type: scale, learnable: false}")
+                            info = block.branch_info[[c for c, _ in parts].index(conv)]
+                            raise SpecError(f"{info.name} ({info.spec.label()}): a constant branch without a "
+                                            "scale cannot be switched off to probe the multiplier; give it "
+                                            "norm: {type: scale, learnable: false}", info.name)
                     else:
                         conv_p.weight.fill_(1.0)
                 elif name == "C" and conv_p is not None:
                     conv_p.weight.zero_()
-        probes[name] = fold_weights(probe, norm_after=False)[0]
+        weight, bias = fold_weights(probe, norm_after=False)
+        if name == "W" and bias.abs().max().item() != 0.0:  # CSLA branches add no constant: the plain layer has no bias
+            raise SpecError("the block's branches add a bias, which RepOptimizer's plain layer has no place for")
+        probes[name] = weight
     return probes["W"], probes["M"], probes["C"]
 
 
@@ -126,13 +131,14 @@ def freeze_scales(model: nn.Module) -> nn.Module:
     scales briefly on the task (or take a trained multi-branch model's), freeze, then :func:`repopt`."""
     model = copy.deepcopy(model)
     for block in [m for m in model.modules() if isinstance(m, RepBlock)]:
-        for parent in list(block.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, ChannelScale) and child.weight.requires_grad:
-                    w = child.weight.detach()
-                    constant = ChannelScale(w.numel(), learnable=False, dtype=w.dtype, device=w.device)
+        for chain, info in zip(block.branches, block.branch_info):  # a branch's norm, not its seq steps
+            last = list(chain)[-1] if len(chain) else None
+            if info.spec.norm.type == "scale" and isinstance(last, ChannelScale) and last.weight.requires_grad:
+                w = last.weight.detach()
+                constant = ChannelScale(w.numel(), learnable=False, dtype=w.dtype, device=w.device)
+                with torch.no_grad():
                     constant.weight.copy_(w)
-                    setattr(parent, name, constant)
+                chain[len(chain) - 1] = constant
         block.spec = with_constant_scales(block.spec)
     return model
 
@@ -149,12 +155,17 @@ def repopt(model: nn.Module, *, lr: float, momentum: float = 0.0, weight_decay: 
     targets += [m for m in plain.modules() if isinstance(m, RepBlock) and m is not plain]
     replaced = {}
     for block in targets:
+        trains = {c.weight.requires_grad for c, _ in _csla_parts(block) if c is not None}
+        if len(trains) > 1:
+            raise SpecError("some branch weights of a block are frozen (requires_grad=False) and others not: the "
+                            "plain layer cannot be half frozen; freeze the whole block or none of it")
         w, mult, const = csla_terms(block)
         g = block.geometry
         dtype = next(block.parameters()).dtype
         layer = deploy_layer(g, block.padding_mode, device=w.device, dtype=dtype, bias=False)
         with torch.no_grad():
             layer.weight.copy_(w)
+        layer.weight.requires_grad_(trains != {False})  # a frozen stage stays frozen
         terms[layer.weight] = (mult.to(dtype), const.to(dtype))
         parts = [("conv", layer)]
         parts += [("norm_after", block.norm_after)] if block.norm_after is not None else []

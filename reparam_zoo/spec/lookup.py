@@ -96,9 +96,10 @@ def with_frozen_norms(spec: BlockSpec) -> BlockSpec:
 
 
 def with_constant_scales(spec: BlockSpec) -> BlockSpec:
-    """``spec`` with every ``scale`` norm a constant (``learnable: false``): RepOptimizer's CSLA form after
-    its scales were searched (:func:`~reparam_zoo.engine.repopt.freeze_scales`)."""
-    return _with_field(spec, "scale", "learnable", False)
+    """``spec`` with every branch's ``scale`` norm a constant (``learnable: false``; ``norm_after`` stays as it
+    is): RepOptimizer's CSLA form after its scales were searched (:func:`~reparam_zoo.engine.repopt.freeze_scales`)."""
+    constant = _with_field(spec, "scale", "learnable", False)
+    return spec_from_data({**constant.to_dict(), "norm_after": spec.to_dict().get("norm_after", "none")}, spec.source)
 
 
 def load_spec(path_or_text: str | Path | Mapping | BlockSpec) -> BlockSpec:

@@ -78,3 +78,30 @@ def test_a_dilated_dbb_block_folds_exactly(dilation):
     assert len(report.expanded) == 1
     block = rz.randomize_norms(expanded[0], seed=1).eval()
     assert rz.verify(block, (1, 8, 2 * dilation + 5, 2 * dilation + 5), dtype=torch.float64).max_rel <= 1e-12
+
+
+def test_the_fold_of_a_dilated_block_never_builds_its_dilated_window(monkeypatch):
+    """Structural, not timed: folding a dbb block of dilation 36 places no kernel into its 73x73 window
+    (every branch is assembled as 3x3 taps on the block's grid)."""
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(8, 8, 3, padding=36, dilation=36, bias=False), nn.BatchNorm2d(8))
+    block = rz.randomize_norms(rz.expand(conv, "dbb", init="fresh")[0][0], seed=1).eval()
+    extents = []
+    place, dilate = K.place, K.dilate
+
+    def spy_place(weight, window, offset=None):
+        extents.append(max(K.as_tuple(window, weight.dim() - 2)))
+        return place(weight, window, offset)
+
+    def spy_dilate(weight, dilation):
+        out = dilate(weight, dilation)
+        extents.append(max(out.shape[2:]))
+        return out
+
+    monkeypatch.setattr(K, "place", spy_place)
+    monkeypatch.setattr(K, "dilate", spy_dilate)
+    folded = rz.fold_model(block)
+    assert max(extents, default=3) <= 3, extents
+    x = torch.randn(1, 8, 80, 80)
+    with torch.no_grad():
+        assert relative_error(folded(x), block(x)) <= 1e-5

@@ -139,3 +139,23 @@ def test_searched_scales_are_frozen_into_constants_and_compiled():
             o.step()
     with torch.no_grad():
         assert relative_error(plain.eval()(x), frozen.eval()(x)) <= 1e-9
+
+
+def test_a_frozen_stage_stays_frozen_and_half_frozen_blocks_are_refused():
+    net = _net(SPECS["repvgg"])
+    net[0].requires_grad_(False)
+    plain, _ = repopt(net, lr=0.1)
+    assert not plain[0].conv.weight.requires_grad and plain[1].conv.weight.requires_grad
+    net[1].branches[0][0].weight.requires_grad_(False)
+    with pytest.raises(SpecError, match="frozen"):
+        repopt(net, lr=0.1)
+
+
+def test_freeze_scales_leaves_norm_after_alone():
+    from reparam_zoo.engine.repopt import freeze_scales
+
+    block = rz.build_block("name: x\nnorm_after: {type: scale, init: 2}\nbranches: [{type: kxk, norm: scale}]\n",
+                           4, 4)
+    frozen = freeze_scales(block)
+    assert frozen.norm_after.weight.requires_grad and frozen.spec.norm_after.learnable
+    assert not frozen.branches[0][-1].weight.requires_grad and not frozen.spec.branches[0].norm.learnable

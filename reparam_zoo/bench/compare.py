@@ -25,6 +25,7 @@ import torch.distributed as dist
 from reparam_zoo.bench import report
 from reparam_zoo.bench.measure import latency_ms
 from reparam_zoo.bench.trainer import (
+    RepOpt,
     TrainConfig,
     build_subject,
     dist_env,
@@ -35,6 +36,7 @@ from reparam_zoo.bench.trainer import (
 from reparam_zoo.engine.cost import count_params
 from reparam_zoo.engine.fold import fold_model
 from reparam_zoo.engine.nets import NetSpec, block_fits
+from reparam_zoo.engine.repopt import repopt
 from reparam_zoo.errors import SpecError
 from reparam_zoo.outputs import RunLock, publish, write_json
 from reparam_zoo.spec.lookup import get_spec, list_specs
@@ -50,7 +52,7 @@ class CompareConfig(TrainConfig):
     """A comparison: how each network trains (:class:`~reparam_zoo.bench.trainer.TrainConfig`), the
     blocks, the seeds, the control and where the results go."""
 
-    blocks: list[str | BlockSpec]  # block spec names, YAML paths or specs
+    blocks: list[str | BlockSpec | RepOpt]  # block spec names, YAML paths or specs; RepOpt: trained as a RepOptimizer
     seeds: int = 1
     out: Path = Path("runs/compare")
     extra: dict = field(default_factory=dict)
@@ -181,10 +183,16 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
     init_distributed(cfg.device)
     rank, world = dist_env()
     for b in cfg.blocks:  # validate every block on the net before training anything
+        label = b if isinstance(b, str) else b.name
         try:
-            build_subject(cfg, b)
+            subject = build_subject(cfg, b)
         except SpecError as exc:
-            raise SpecError(f"block {b!r} does not fit net {cfg.net.name!r}: {exc}") from None
+            raise SpecError(f"block {label!r} does not fit net {cfg.net.name!r}: {exc}") from None
+        if isinstance(b, RepOpt):  # a branch outside RepOptimizer's equivalence is refused now, not after training
+            try:
+                repopt(subject, lr=cfg.lr)
+            except SpecError as exc:
+                raise SpecError(f"block {label!r} cannot train as a RepOptimizer: {exc}") from None
     lock = RunLock(cfg.out, "reparam-zoo compare " + " ".join(map(str, cfg.blocks))) if rank == 0 else None
     if lock is not None:
         lock.acquire()

@@ -31,6 +31,10 @@ from reparam_zoo.bench.measure import chance_level, evaluate, latency_ms, measur
 from reparam_zoo.engine.cost import count_macs, count_params
 from reparam_zoo.engine.fold import fold_model
 from reparam_zoo.engine.nets import NetSpec, build_model
+from reparam_zoo.engine.repopt import freeze_scales, repopt
+from reparam_zoo.engine.steps import ChannelScale
+from reparam_zoo.errors import SpecError
+from reparam_zoo.spec.lookup import csla_form, resolve_spec
 from reparam_zoo.spec.schema import BlockSpec
 from reparam_zoo.stats import spread
 
@@ -112,42 +116,121 @@ def _progress(iterable: Iterable, enabled: bool, desc: str, total: int) -> Itera
     return tqdm(iterable, desc=desc, total=total, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
-def build_subject(cfg: TrainConfig, block: str | BlockSpec) -> nn.Module:
+@dataclass(frozen=True)
+class RepOpt:
+    """A block trained as a RepOptimizer (``compare repopt:NAME``): the block's CSLA form
+    (:func:`~reparam_zoo.spec.lookup.csla_form`) with learnable scales trained ``search_epochs`` epochs on the
+    task (the paper's hyper-search), its scales frozen into a freshly initialised CSLA net (same seed), which
+    :func:`~reparam_zoo.engine.repopt.repopt` compiles: the plain net trained with :class:`RepOptSGD`."""
+
+    block: str | BlockSpec
+    search_epochs: int = 1
+
+    @property
+    def name(self) -> str:
+        return f"repopt:{self.block if isinstance(self.block, str) else self.block.name}"
+
+    def spec(self, learnable: bool) -> BlockSpec:
+        return csla_form(resolve_spec(self.block), learnable)
+
+
+def build_subject(cfg: TrainConfig, block: str | BlockSpec | RepOpt) -> nn.Module:
     """The network a run trains: the net spec with ``block``, or the user's model (``compare
-    --model``, a :class:`~reparam_zoo.interop.user_models.UserModel`) with ``block`` expanded into it."""
+    --model``, a :class:`~reparam_zoo.interop.user_models.UserModel`) with ``block`` expanded into it;
+    for a :class:`RepOpt`, the net with the block's CSLA form (constant scales)."""
+    if isinstance(block, RepOpt):
+        if not isinstance(cfg.net, NetSpec):
+            raise SpecError(f"{block.name}: RepOptimizer runs train a net spec's blocks, not a --model")
+        block = block.spec(learnable=False)
     if isinstance(cfg.net, NetSpec):
         return build_model(cfg.net, cfg.data.num_classes, block=block, in_channels=cfg.data.in_channels,
                            mode=cfg.mode)
     return cfg.net.build(block, cfg.data.num_classes)
 
 
-def train_and_measure(cfg: TrainConfig, block: str | BlockSpec, seed: int, label: str | None = None,
+#: the optimizer every run uses: SGD with Nesterov momentum and weight decay, one-cycle learning rate
+MOMENTUM, WEIGHT_DECAY = 0.9, 1e-4
+
+
+def _sgd(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=True)
+
+
+def train_and_measure(cfg: TrainConfig, block: str | BlockSpec | RepOpt, seed: int, label: str | None = None,
                       keep: dict | None = None, hooks: TrainHooks = NO_HOOKS) -> dict | None:
-    """Train the net with ``block`` (a spec name, path or BlockSpec) for one seed, with ``hooks``;
-    rank 0 returns the measurements, labelled ``label`` (default: the block's name), and puts the
-    trained model in ``keep["model"]`` if ``keep`` is given (e.g. to derive from a supernet)."""
+    """Train the net with ``block`` (a spec name, path or BlockSpec; a :class:`RepOpt` trains the block as a
+    RepOptimizer) for one seed, with ``hooks``; rank 0 returns the measurements, labelled ``label`` (default:
+    the block's name), and puts the trained model in ``keep["model"]`` if ``keep`` is given (e.g. to derive
+    from a supernet)."""
     block_name = label or (block if isinstance(block, str) else block.name)
+    rank, _ = dist_env()
+    device = run_device(cfg.device)
+    extra: dict = {}
+    if isinstance(block, RepOpt):
+        model, opt, extra = _compile_repopt(cfg, block, seed, block_name, hooks)
+    else:
+        torch.manual_seed(seed)
+        model = build_subject(cfg, block).to(device)
+        opt = _sgd(model.parameters(), cfg)
+    train_params = count_params(model)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step_times, last_loss, last_acc = _fit(cfg, model, opt, seed, cfg.epochs, block_name, hooks)
+    peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    # a training-mode forward: every rank runs it (SyncBatchNorm on CUDA syncs across ranks in training mode)
+    sample = cfg.data.train_x[: min(cfg.batch_size, len(cfg.data.train_x))].to(device)
+    saved_mb = saved_activation_mb(model, sample, cfg.data.train_y[: len(sample)].to(device))
+    if dist_env()[1] > 1:
+        dist.barrier()
+    if rank != 0:
+        return None
+    if keep is not None:
+        keep["model"] = model
+    trained = {"block": block_name, "seed": seed, "epochs": cfg.epochs, "train_loss": last_loss, "train_acc": last_acc,
+               **extra}
+    memory = {"peak_cuda_mb": peak_mb, "saved_activations_mb": saved_mb}
+    return _measure_trained(cfg, model, device, trained, train_params, step_times, memory)
+
+
+def _compile_repopt(cfg: TrainConfig, run: RepOpt, seed: int, label: str,
+                    hooks: TrainHooks) -> tuple[nn.Module, torch.optim.Optimizer, dict]:
+    """The hyper-search (the CSLA net with learnable scales, ``run.search_epochs`` epochs on the task), its
+    scales frozen into a fresh CSLA net of the same seed, compiled: ``(plain net, RepOptSGD, what it took)``."""
+    device = run_device(cfg.device)
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    searched = build_model(cfg.net, cfg.data.num_classes, block=run.spec(learnable=True),
+                           in_channels=cfg.data.in_channels, mode="offline").to(device)
+    _fit(cfg, searched, _sgd(searched.parameters(), cfg), seed, run.search_epochs, f"{label} search", hooks)
+    scales = {n: m.weight for n, m in freeze_scales(searched).named_modules() if isinstance(m, ChannelScale)}
+    torch.manual_seed(seed)
+    csla = build_subject(cfg, run).to(device)
+    with torch.no_grad():
+        for n, m in csla.named_modules():
+            if isinstance(m, ChannelScale) and n in scales:
+                m.weight.copy_(scales[n])
+    plain, opt = repopt(csla, lr=cfg.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=True)
+    return plain, opt, {"search_epochs": run.search_epochs, "search_seconds": time.perf_counter() - t0}
+
+
+def _fit(cfg: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, seed: int, epochs: int, label: str,
+         hooks: TrainHooks) -> tuple[list[float], float, float]:
+    """``epochs`` epochs of ``opt`` with a one-cycle learning rate (DistributedDataParallel under torchrun):
+    ``(step times, last epoch's loss, last epoch's training accuracy)``."""
     rank, world = dist_env()
     device = run_device(cfg.device)
     data = cfg.data
-    torch.manual_seed(seed)
-    model = build_subject(cfg, block).to(device)
-    train_params = count_params(model)
     net = model
     if world > 1:
         if device.type == "cuda":  # torch's SyncBatchNorm is GPU-only; CPU processes keep per-process BN
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
     steps_per_epoch = math.ceil(len(data.train_x) / (cfg.batch_size * world))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
-                                                pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
     gen = torch.Generator().manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     step_times: list[float] = []
     last_loss = last_acc = float("nan")
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         net.train()
         perm = torch.randperm(len(data.train_x), generator=gen)
         if world > 1:  # every rank gets the same number of images (and so of steps and all-reduces):
@@ -155,7 +238,7 @@ def train_and_measure(cfg: TrainConfig, block: str | BlockSpec, seed: int, label
             pad = -len(perm) % world
             perm = torch.cat([perm, perm[:pad]])[rank::world]
         batches = [perm[i:i + cfg.batch_size] for i in range(0, len(perm), cfg.batch_size)]
-        bar = _progress(batches, cfg.progress and rank == 0, f"{block_name} s{seed} epoch {epoch + 1}/{cfg.epochs}",
+        bar = _progress(batches, cfg.progress and rank == 0, f"{label} s{seed} epoch {epoch + 1}/{epochs}",
                         len(batches))
         loss_sum = correct = seen = 0.0
         for idx in bar:
@@ -181,23 +264,11 @@ def train_and_measure(cfg: TrainConfig, block: str | BlockSpec, seed: int, label
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         last_loss, last_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
         if cfg.progress and rank == 0:
-            print(f"  {block_name} seed {seed} epoch {epoch + 1}/{cfg.epochs}: loss {last_loss:.4f} "
+            print(f"  {label} seed {seed} epoch {epoch + 1}/{epochs}: loss {last_loss:.4f} "
                   f"train acc {last_acc:.3f}", file=sys.stderr)
-        if hooks.on_epoch is not None and epoch + 1 < cfg.epochs:  # the last epoch is measured below
+        if hooks.on_epoch is not None and epoch + 1 < epochs:  # the last epoch is measured below
             hooks.on_epoch(epoch, model)
-    peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-    # a training-mode forward: every rank runs it (SyncBatchNorm on CUDA syncs across ranks in training mode)
-    sample = data.train_x[: min(cfg.batch_size, len(data.train_x))].to(device)
-    saved_mb = saved_activation_mb(model, sample, data.train_y[: len(sample)].to(device))
-    if world > 1:
-        dist.barrier()
-    if rank != 0:
-        return None
-    if keep is not None:
-        keep["model"] = model
-    trained = {"block": block_name, "seed": seed, "epochs": cfg.epochs, "train_loss": last_loss, "train_acc": last_acc}
-    memory = {"peak_cuda_mb": peak_mb, "saved_activations_mb": saved_mb}
-    return _measure_trained(cfg, model, device, trained, train_params, step_times, memory)
+    return step_times, last_loss, last_acc
 
 
 def _measure_trained(cfg: TrainConfig, model: nn.Module, device: torch.device, trained: dict, train_params: int,
@@ -236,5 +307,5 @@ def _measure_trained(cfg: TrainConfig, model: nn.Module, device: torch.device, t
     return result
 
 
-__all__ = ["AfterStep", "NO_HOOKS", "OnEpoch", "Penalty", "TrainConfig", "TrainHooks", "build_subject", "dist_env",
-           "init_distributed", "run_device", "train_and_measure"]
+__all__ = ["AfterStep", "MOMENTUM", "NO_HOOKS", "OnEpoch", "Penalty", "RepOpt", "TrainConfig", "TrainHooks",
+           "WEIGHT_DECAY", "build_subject", "dist_env", "init_distributed", "run_device", "train_and_measure"]

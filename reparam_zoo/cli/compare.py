@@ -14,6 +14,9 @@ from reparam_zoo.cli import fail
 from reparam_zoo.cli.argtypes import DATA_HELP, DefaultsHelp, add_int8_args, positive_float, positive_int
 from reparam_zoo.spec.lookup import list_specs
 
+#: the prefix of a block trained as a RepOptimizer
+REPOPT = "repopt:"
+
 
 def add_parser(sub) -> None:
     pm = sub.add_parser(
@@ -27,8 +30,12 @@ def add_parser(sub) -> None:
                     "`torchrun --nproc_per_node N -m reparam_zoo compare ...` it trains with DistributedDataParallel "
                     "(and SyncBatchNorm on CUDA).",
         formatter_class=DefaultsHelp)
-    pm.add_argument("blocks", nargs="*", metavar="BLOCK", help="block specs (shipped names or YAML paths); "
-                                                               "default: every shipped block that fits")
+    pm.add_argument("blocks", nargs="*", metavar="BLOCK",
+                    help="block specs (shipped names or YAML paths); default: every shipped block that fits. "
+                         "repopt:NAME trains block NAME as a RepOptimizer instead: its CSLA form's scales searched "
+                         "for --repopt-search-epochs, then the plain net trained by RepOptSGD (docs/repopt.md)")
+    pm.add_argument("--repopt-search-epochs", type=positive_int, default=1, metavar="N",
+                    help="epochs of the scale hyper-search before each repopt:NAME training (not counted in --epochs)")
     pm.add_argument("--net", default="tiny_vgg", help="net spec: shipped name or YAML path")
     pm.add_argument("--model", help="compare inside YOUR model instead of a net spec: torchvision:NAME, timm:NAME "
                                     "or FILE.py:FACTORY; the model as it is is the control ('plain'), each block "
@@ -65,6 +72,7 @@ def add_parser(sub) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from reparam_zoo.bench.compare import CONTROL, default_blocks
     from reparam_zoo.bench.data import load_data
+    from reparam_zoo.bench.trainer import RepOpt
     from reparam_zoo.engine.nets import load_net
     from reparam_zoo.outputs import check_out_dir
 
@@ -76,10 +84,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         return fail(INSTALL_HINT)
     if args.model:
+        if any(b.startswith(REPOPT) for b in args.blocks):
+            return fail("repopt:NAME trains a net spec's blocks as RepOptimizers; it is not for --model")
         return _compare_model(args)
     net = load_net(args.net)
     data = load_data(args.data, net.input_size, args.limit)
-    blocks = list(args.blocks or default_blocks(net))
+    blocks = [RepOpt(b[len(REPOPT):], args.repopt_search_epochs) if b.startswith(REPOPT) else b
+              for b in args.blocks or default_blocks(net)]
     if args.control:
         blocks = [CONTROL, *[b for b in blocks if b != CONTROL]]
     return _run_compare(args, net, data, blocks)

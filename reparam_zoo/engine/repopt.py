@@ -14,16 +14,15 @@ weight 1 and every scale squared and the constant branches off (``M``), and with
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
 
-from reparam_zoo.engine.block import RepBlock, deploy_layer
+from reparam_zoo.engine.block import RepBlock
 from reparam_zoo.engine.fastfold import fold_weights
 from reparam_zoo.engine.steps import CONVS, ChannelScale
 from reparam_zoo.errors import SpecError
-from reparam_zoo.spec.lookup import with_constant_scales
+from reparam_zoo.spec.lookup import spec_from_data, with_constant_scales
 
 
 def _csla_parts(block: RepBlock) -> list[tuple[nn.Module | None, list[ChannelScale]]]:
@@ -143,10 +142,29 @@ def freeze_scales(model: nn.Module) -> nn.Module:
     return model
 
 
+def _plain_block(block: RepBlock) -> RepBlock:
+    """The block's plain form: ONE conv branch filling its window (no norm, no bias), then the block's own
+    ``norm_after`` (the same module, its state kept) and activation — a one-branch RepBlock, so that
+    :func:`~reparam_zoo.engine.fold.fold_model` folds the trained plain net (its BatchNorm into the conv)."""
+    g = block.geometry
+    spec = {"name": f"{block.spec.name}_plain", "kernel": list(g.kernel), "dilation": list(g.dilation),
+            "padding": list(g.padding), "padding_mode": block.padding_mode, "act": block.spec.act,
+            "description": f"the plain layer RepOptimizer trains for {block.spec.name}",
+            "norm_after": block.spec.to_dict().get("norm_after", "none"),
+            "branches": [{"type": "conv", "kernel": list(g.kernel), "dilation": list(g.dilation), "norm": "none"}]}
+    anchor = next(t for t in (*block.parameters(), *block.buffers()) if t.is_floating_point())
+    dtype, device = anchor.dtype, anchor.device
+    layer = RepBlock(spec_from_data(spec, block.spec.source), g.in_channels, g.out_channels, stride=g.stride,
+                     groups=g.groups, dims=g.dims).to(dtype=dtype, device=device)
+    layer.norm_after, layer.act = block.norm_after, block.act
+    return layer.train(block.training)
+
+
 def repopt(model: nn.Module, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
            nesterov: bool = False) -> tuple[nn.Module, RepOptSGD]:
     """``(plain, optimizer)``: a copy of ``model`` in which every RepBlock (in CSLA form) is its one layer
-    (weight ``W``, no bias) followed by the block's own ``norm_after`` and activation, and a
+    (weight ``W``, no bias) followed by the block's own ``norm_after`` and activation — a one-branch RepBlock
+    (``block.branches[0][0].weight`` is ``W``; ``fold_model(plain)`` deploys it) — and a
     :class:`RepOptSGD` on all of it whose steps follow the multi-branch model's SGD trajectory (same lr,
     momentum, weight decay, nesterov) exactly; everything else in the model is trained as by plain SGD."""
     plain = copy.deepcopy(model)
@@ -160,17 +178,13 @@ def repopt(model: nn.Module, *, lr: float, momentum: float = 0.0, weight_decay: 
             raise SpecError("some branch weights of a block are frozen (requires_grad=False) and others not: the "
                             "plain layer cannot be half frozen; freeze the whole block or none of it")
         w, mult, const = csla_terms(block)
-        g = block.geometry
-        dtype = next(block.parameters()).dtype
-        layer = deploy_layer(g, block.padding_mode, device=w.device, dtype=dtype, bias=False)
+        layer = _plain_block(block)
+        weight = layer.branches[0][0].weight
         with torch.no_grad():
-            layer.weight.copy_(w)
-        layer.weight.requires_grad_(trains != {False})  # a frozen stage stays frozen
-        terms[layer.weight] = (mult.to(dtype), const.to(dtype))
-        parts = [("conv", layer)]
-        parts += [("norm_after", block.norm_after)] if block.norm_after is not None else []
-        parts += [("act", block.act)] if not isinstance(block.act, nn.Identity) else []
-        replaced[id(block)] = nn.Sequential(OrderedDict(parts)).train(block.training)
+            weight.copy_(w)
+        weight.requires_grad_(trains != {False})  # a frozen stage stays frozen
+        terms[weight] = (mult.to(weight.dtype), const.to(weight.dtype))
+        replaced[id(block)] = layer
     if id(plain) in replaced:
         plain = replaced[id(plain)]
     else:

@@ -102,6 +102,24 @@ def with_constant_scales(spec: BlockSpec) -> BlockSpec:
     return spec_from_data({**constant.to_dict(), "norm_after": spec.to_dict().get("norm_after", "none")}, spec.source)
 
 
+def csla_form(spec: BlockSpec, learnable: bool = True) -> BlockSpec:
+    """``spec`` in RepOptimizer's CSLA form: every branch's BatchNorm a per-channel ``scale`` (``learnable``: for
+    the hyper-search; ``False``: the constants a RepOptimizer needs) and one BatchNorm after the sum
+    (``norm_after: bn``), as RepOpt-VGG turns RepVGG into its CSLA block. BatchNorms inside a branch's steps (a
+    chain's middle norm) stay, and :func:`~reparam_zoo.engine.repopt.repopt` refuses them naming the branch."""
+    data = spec.to_dict()
+    branches = []
+    for branch, model in zip(data["branches"], spec.branches):
+        norm = getattr(model, "norm", None)
+        if norm is not None and norm.type == "bn":
+            branch = {**branch, "norm": {"type": "scale", "learnable": learnable}}
+        branches.append(branch)
+    return spec_from_data({**data, "name": f"{spec.name}_csla", "branches": branches, "norm_after": "bn",
+                           "description": f"{spec.name} in RepOptimizer's CSLA form (branch BatchNorms as "
+                                          f"{'learnable' if learnable else 'constant'} scales, one BatchNorm "
+                                          "after the sum)"}, spec.source)
+
+
 def load_spec(path_or_text: str | Path | Mapping | BlockSpec) -> BlockSpec:
     """Read a block spec from a YAML file path, YAML text, a mapping or a spec.
 

@@ -79,12 +79,16 @@ def test_sgd_on_the_multi_branch_net_equals_repopt_on_the_plain_net(name, nester
             o.step()
             s.step()
     for block, seq in zip([net[0], net[1]], [plain[0], plain[1]]):
-        assert relative_error(seq.conv.weight, fold_weights(block, norm_after=False)[0]) <= 1e-9
+        assert relative_error(seq.branches[0][0].weight, fold_weights(block, norm_after=False)[0]) <= 1e-9
     x = torch.randn(4, 3, 12, 12, dtype=torch.float64)
     with torch.no_grad():
         assert relative_error(plain.eval()(x), net.eval()(x)) <= 1e-9
+    deployed = rz.fold_model(plain)  # the plain net deploys as every net does: its BatchNorms folded into the convs
+    assert [type(m) for m in deployed[0]] == [nn.Conv2d, nn.ReLU] and deployed[0][0].bias is not None
+    with torch.no_grad():
+        assert relative_error(deployed.eval()(x), plain(x)) <= 1e-12
     moved = fold_weights(_net(SPECS[name])[1], norm_after=False)[0]
-    assert relative_error(plain[1].conv.weight, moved) > 1e-3  # it trained
+    assert relative_error(plain[1].branches[0][0].weight, moved) > 1e-3  # it trained
 
 
 @pytest.mark.parametrize("spec, rule", [
@@ -145,7 +149,7 @@ def test_a_frozen_stage_stays_frozen_and_half_frozen_blocks_are_refused():
     net = _net(SPECS["repvgg"])
     net[0].requires_grad_(False)
     plain, _ = repopt(net, lr=0.1)
-    assert not plain[0].conv.weight.requires_grad and plain[1].conv.weight.requires_grad
+    assert not plain[0].branches[0][0].weight.requires_grad and plain[1].branches[0][0].weight.requires_grad
     net[1].branches[0][0].weight.requires_grad_(False)
     with pytest.raises(SpecError, match="frozen"):
         repopt(net, lr=0.1)

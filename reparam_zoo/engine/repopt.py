@@ -85,10 +85,12 @@ def csla_terms(block: RepBlock) -> tuple[Tensor, Tensor, Tensor]:
     return probes["W"], probes["M"], probes["C"]
 
 
-class RepOptSGD(torch.optim.Optimizer):
-    """SGD (torch's update: momentum buffer ``v = mu v + d``, dampening 0, optional Nesterov) on a plain
-    network, with ``d = M * grad + wd * (W - C)`` for the weights of :func:`repopt` (``terms``: parameter ->
-    ``(M, C)``) and ``d = grad + wd * W`` for every other parameter. LR schedulers work as on SGD."""
+class RepOptSGD(torch.optim.SGD):
+    """torch's SGD (momentum buffer ``v = mu v + d``, dampening 0, optional Nesterov; its multi-tensor update) on
+    a plain network, where ``d = M * grad + wd * (W - C)`` for the weights of :func:`repopt` (``terms``: parameter
+    -> ``(M, C)``) and ``d = grad + wd * W`` for every other parameter: before torch's step, those weights'
+    gradients are replaced in place by ``M * grad - wd * C`` (torch adds ``wd * W``). LR schedulers, momentum
+    schedules (OneCycleLR) and ``state_dict`` work as on SGD."""
 
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False, *, terms: dict | None = None):
@@ -96,8 +98,7 @@ class RepOptSGD(torch.optim.Optimizer):
             raise ValueError(f"Expected lr, momentum and weight_decay >= 0 but got {lr}, {momentum}, {weight_decay}")
         if nesterov and momentum <= 0:
             raise ValueError("Expected momentum > 0 for Nesterov momentum but got 0")
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-                                  "nesterov": nesterov})
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
         self.terms = dict(terms or {})
 
     @torch.no_grad()
@@ -107,20 +108,16 @@ class RepOptSGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            mu, wd = group["momentum"], group["weight_decay"]
+            if group["maximize"] or group["dampening"]:
+                raise ValueError("Expected maximize=False and dampening=0: RepOptimizer's equivalence is for "
+                                 "SGD descending with undampened momentum")
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                multiplier, constant = self.terms.get(p, (None, None))
-                d = p.grad if multiplier is None else p.grad * multiplier
-                if wd:
-                    d = d + wd * (p if constant is None else p - constant)
-                if mu:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    buf = state["momentum_buffer"] = d.clone() if buf is None else buf.mul_(mu).add_(d)
-                    d = d + mu * buf if group["nesterov"] else buf
-                p.add_(d, alpha=-group["lr"])
+                if p.grad is not None and p in self.terms:
+                    multiplier, constant = self.terms[p]
+                    p.grad.mul_(multiplier)
+                    if group["weight_decay"]:
+                        p.grad.sub_(constant, alpha=group["weight_decay"])
+        super().step()
         return loss
 
 

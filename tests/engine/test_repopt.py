@@ -163,3 +163,15 @@ def test_freeze_scales_leaves_norm_after_alone():
     frozen = freeze_scales(block)
     assert frozen.norm_after.weight.requires_grad and frozen.spec.norm_after.learnable
     assert not frozen.branches[0][-1].weight.requires_grad and not frozen.spec.branches[0].norm.learnable
+
+
+def test_repoptsgd_is_torch_sgd_and_refuses_what_breaks_the_equivalence():
+    net = _net(SPECS["acb"])
+    plain, opt = repopt(net, lr=0.1, momentum=0.9)
+    assert isinstance(opt, torch.optim.SGD)
+    for key, value in (("dampening", 0.5), ("maximize", True)):
+        opt.param_groups[0][key] = value
+        plain(torch.randn(2, 3, 12, 12, dtype=torch.float64)).sum().backward()
+        with pytest.raises(ValueError, match="maximize=False and dampening=0"):
+            opt.step()
+        opt.param_groups[0][key] = not value if key == "maximize" else 0

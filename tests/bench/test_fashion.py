@@ -107,3 +107,23 @@ def test_the_limit_is_applied_before_resizing_and_a_wrong_env_dir_is_an_error(tm
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match="nowhere lacks the IDX files"):
         data_mod.default_data()  # set explicitly and wrong: no silent fallback to the digits
+
+
+def test_every_shipped_block_trains_in_the_default_net(fashion_mnist_dir):
+    """One short epoch on real Fashion-MNIST for every shipped block in compare's default net: each far above
+    chance (10%), so that no block of the zoo can fail silently (DiracNet without its BatchNorm stayed at 10.00%)."""
+    from reparam_zoo.bench.compare import default_blocks
+    from reparam_zoo.bench.trainer import TrainConfig, train_and_measure
+    from reparam_zoo.engine.nets import load_net
+    from reparam_zoo.spec.lookup import list_specs
+
+    net = load_net("tiny_vgg")
+    data = load_data("fashion-mnist", net.input_size, 2048)
+    data.val_x, data.val_y = data.val_x[:2000], data.val_y[:2000]
+    cfg = TrainConfig(net=net, data=data, epochs=1, batch_size=32, progress=False, run_latency=False)
+    blocks = default_blocks(net)
+    # what compare leaves out of a conv net of one block kind (engine.nets.block_fits): a 1x1 block (no window),
+    # a 31x31 kernel on 16x16 inputs, a block without activation (a stack of them is one linear map)
+    assert set(list_specs()) - set(blocks) == {"expandnet_fc", "replknet", "unireplknet"}
+    acc = {b: train_and_measure(cfg, b, 0)["val_acc"] for b in blocks}
+    assert min(acc.values()) > 0.4, {b: round(a, 3) for b, a in acc.items()}

@@ -123,8 +123,9 @@ def map_expand_ck(r):
 
 def map_dirac(r):
     if r.has_delta:
-        return {"branches.0.1.weight": r.a, "branches.1.0.weight": r.W, "branches.1.1.weight": r.b}
-    return {"branches.0.0.weight": r.W, "branches.0.1.weight": r.b}
+        return {"branches.0.1.weight": r.alpha, "branches.1.0.weight": r.W, "branches.1.1.weight": r.beta,
+                "norm_after": r.bn}
+    return {"branches.0.0.weight": r.W, "branches.0.1.weight": r.beta, "norm_after": r.bn}
 
 
 def map_qarepvgg(r):

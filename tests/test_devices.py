@@ -90,3 +90,23 @@ def test_int8_export_of_a_model_on_cuda(tmp_path):
     x = torch.randn(32, 1, 16, 16)
     rep = quantize_onnx(model, x[:16], tmp_path / "m.onnx", check=x[16:])
     assert rep.quantized_convs == rep.convs == 5 and next(model.parameters()).is_cuda  # the model stays put
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_search_trains_on_the_device_it_is_given(tmp_path, device, capsys):
+    """`search --device`: every trial trains there (the row's CUDA peak memory is measured only on CUDA);
+    without CUDA, `--device cuda` is one line."""
+    pytest.importorskip("optuna")
+    import json
+
+    from reparam_zoo.cli.app import main
+
+    args = ["search", "repvgg_acb", "--data", "digits", "--limit", "96", "--holdout", "40", "--epochs", "1",
+            "--budget", "1", "--reevaluate", "0", "--latency-runs", "1", "--latency-batch", "2", "--quiet",
+            "--out", str(tmp_path / device), "--device", device]
+    assert main(args) == 0
+    (row,) = json.loads((tmp_path / device / "leaderboard.json").read_text())["rows"]
+    assert (row.get("peak_cuda_mb") is not None and row["peak_cuda_mb"] > 0) == (device == "cuda")
+    if not torch.cuda.is_available():
+        assert main([*args[:-1], "cuda"]) == 2
+        assert capsys.readouterr().err.strip().endswith("--device cuda but no CUDA device is available")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from reparam_zoo.interop.checkpoints import FORMATS
+
 
 def _int(text: str, minimum: int, what: str) -> int:
     try:
@@ -90,8 +92,10 @@ def add_model_args(parser: argparse.ArgumentParser, net_required: bool = True) -
     parser.add_argument("--block", help="block spec replacing the net's block")
     parser.add_argument("--num-classes", type=positive_int, help="classes (default: read from the checkpoint's head)")
     parser.add_argument("--in-channels", type=positive_int, default=3, help="input channels (default 3)")
-    parser.add_argument("--from", dest="from_format", default="reparam_zoo",
-                        help="checkpoint format: reparam_zoo (default) or repvgg (the official repository)")
+    others = ", ".join(name for name in FORMATS.names() if name != "reparam_zoo")
+    parser.add_argument("--from", dest="from_format", default="reparam_zoo", metavar="FORMAT",
+                        help=f"checkpoint format (its key names): reparam_zoo (default: this library's own keys) "
+                             f"or a registered upstream format: {others} (docs/deploy.md)")
 
 
 def model_options(args: argparse.Namespace) -> dict:

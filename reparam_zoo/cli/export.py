@@ -41,6 +41,15 @@ def int8_path(onnx_path: str) -> Path:
     return p.with_name(p.stem + ".int8.onnx")
 
 
+def channels_hint(data: str, data_channels: int, net_channels: int) -> str:
+    """The one-line refusal of ``--int8`` calibration data whose channels do not fit the net, with the fix."""
+    other = ("cifar10:DIR or imagefolder:DIR (3 channels)" if net_channels == 3 else
+             "digits, fashion-mnist or mnist:DIR (1 channel)" if net_channels == 1 else "a data set")
+    return (f"--data {data} has {data_channels} channel(s) but the net takes --in-channels {net_channels}: "
+            f"pass --in-channels {data_channels} if the net (and its checkpoint) takes {data_channels}-channel "
+            f"input, or give --data images with {net_channels} channel(s), e.g. {other}")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     try:
         check_writable(args.onnx, "--onnx")
@@ -51,8 +60,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.int8:  # before any file is written: bad data is a one-line error, not a half export
             data = load_data(args.data, net.input_size, limit=args.calibration)
             if data.in_channels != args.in_channels:
-                raise ExportError(f"--data {args.data} has {data.in_channels} channel(s) but the net takes "
-                                  f"--in-channels {args.in_channels}")
+                raise ExportError(channels_hint(args.data, data.in_channels, args.in_channels))
         if data is None:
             print(export_onnx(model, (1, args.in_channels, net.input_size, net.input_size), args.onnx))
         else:  # quantize_onnx exports (and checks) the FP32 model itself, into --onnx

@@ -9,12 +9,15 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from reparam_zoo.cli import fail
 from reparam_zoo.cli.argtypes import DefaultsHelp, nonneg_float, nonneg_int, positive_int
 from reparam_zoo.outputs import check_out_dir
 
 
 def add_parser(sub) -> None:
+    from reparam_zoo.search.liveness import GRACE, HEARTBEAT
     from reparam_zoo.search.study import COSTS, PRUNERS, SAMPLERS
     from reparam_zoo.search.supernet import SCHEMES
 
@@ -51,12 +54,20 @@ def add_parser(sub) -> None:
                                                   "sizes or widths are searched)")
     ps.add_argument("--storage", help="Optuna storage: a database URL or an SQLite file path (default OUT/study.db)")
     ps.add_argument("--study", help="study name in the storage (default: the space's name)")
+    ps.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT, metavar="SECONDS",
+                    help="a training trial records a heartbeat in the storage this often")
+    ps.add_argument("--grace", type=positive_int, default=GRACE, metavar="SECONDS",
+                    help="a running trial without a heartbeat for this long belongs to a dead worker (any host): it "
+                         "is marked failed and its candidate queued again")
     ps.add_argument("--seed", type=nonneg_int, default=0, help="sampler and training seed")
     ps.add_argument("--reevaluate", type=nonneg_int, default=3,
                     help="re-train the top N candidates with --reeval-seeds seeds against the plain control (0: skip)")
     ps.add_argument("--reeval-seeds", type=positive_int, default=3, help="seeds of the re-evaluation")
     ps.add_argument("--latency-batch", type=positive_int, default=64, help="batch of the deploy latency")
     ps.add_argument("--latency-runs", type=positive_int, default=10, help="timed forwards per latency")
+    ps.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where every training runs (the trials, the supernet, the re-evaluation); for several GPUs "
+                         "start one worker per GPU on one --storage (docs/search.md)")
     ps.add_argument("--out", default="runs/search", help="output folder")
     ps.add_argument("--supernet", action="store_true",
                     help="train one gated supernet instead of sampling, then derive the top-k branches")
@@ -79,14 +90,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     from reparam_zoo.search.space import SearchSpace
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return fail("search trains one candidate per process: start several `reparam-zoo search` processes on "
-                    "one --storage instead of torchrun")
+        return fail("search is not run under torchrun: each worker trains its own candidates and the workers share "
+                    "the study through --storage; for one worker per GPU start `CUDA_VISIBLE_DEVICES=i reparam-zoo "
+                    "search ... --device cuda --storage URL` once per GPU i (docs/search.md)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        return fail("--device cuda but no CUDA device is available")
     space = SearchSpace.load(args.space)
     net = load_net(args.net)
     out = Path(args.out)
     check_out_dir(out)
     data, test_data = search_data(args.data, net.input_size, args.limit, args.holdout)
-    cfg = CompareConfig(net=net, data=data, blocks=[], epochs=args.epochs, seeds=1, out=out,
+    cfg = CompareConfig(net=net, data=data, blocks=[], epochs=args.epochs, seeds=1, out=out, device=args.device,
                         latency_batch=args.latency_batch, latency_runs=args.latency_runs, progress=not args.quiet)
     if not args.quiet:
         print(f"search {space.name}: {data.name}, {len(data.train_x):,} training images, {len(data.val_x):,} held out "
@@ -106,7 +120,7 @@ def _study_search(space, cfg, test_data, args: argparse.Namespace) -> int:
 
     sc = SearchConfig(space=space, compare=cfg, budget=args.budget, sampler=args.sampler, pruner=args.pruner,
                       cost=args.cost, seed=args.seed, storage=storage_url(args.storage, cfg.out),
-                      study=args.study or space.name)
+                      study=args.study or space.name, heartbeat=args.heartbeat, grace=args.grace)
     outcome = study_search(sc, test_data, args.reevaluate, args.reeval_seeds, _log)
     print(outcome.files["leaderboard.md"])
     print(f"wrote {cfg.out}/leaderboard.json, leaderboard.md, pareto.png, best.yaml"

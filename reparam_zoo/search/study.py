@@ -5,8 +5,8 @@ trial trains one candidate with the compare harness, and the study lives in a st
 What reparam_zoo adds to Optuna: the spaces, every candidate validated and folded exactly, the
 same candidate never trained twice (trials carry the candidate's hash; the lowest-numbered trial
 with a hash trains it, a later one either reuses its finished result or is dropped while it runs),
-resumption after a kill (a trial left running by a dead process on this host is marked failed and
-its candidate drawn again) and the per-epoch validation accuracy that Optuna's pruners need.
+resumption after a kill and workers dying on any host (search/liveness: a trial whose worker is gone is
+marked failed and its candidate queued again) and the per-epoch validation accuracy that Optuna's pruners need.
 
 Needs ``pip install 'reparam_zoo[search]'`` (Optuna).
 """
@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import socket
 import time
 import warnings
 from collections.abc import Mapping
@@ -32,7 +30,7 @@ from reparam_zoo.bench.data import Dataset
 from reparam_zoo.bench.measure import evaluate
 from reparam_zoo.bench.trainer import OnEpoch, TrainHooks, train_and_measure
 from reparam_zoo.errors import SpecError
-from reparam_zoo.outputs import pid_alive
+from reparam_zoo.search.liveness import GRACE, HEARTBEAT, Heartbeat, fail_dead_trials, gone_here, on_stale, owner
 from reparam_zoo.search.space import CHOICE, SearchSpace, expand_choices, is_choice, spec_hash
 
 SAMPLERS = ("random", "tpe", "grid", "nsga2")
@@ -108,6 +106,8 @@ class SearchConfig:
     storage: str = "sqlite:///runs/search/study.db"
     study: str = "search"
     startup: int | None = None  # random trials before TPE models the space
+    heartbeat: int = HEARTBEAT  # seconds between a running trial's heartbeats in the storage
+    grace: int = GRACE  # seconds without a heartbeat after which a trial's worker counts as dead (any host)
 
 
 def storage_url(storage: str | None, out: Path) -> str:
@@ -119,12 +119,15 @@ def storage_url(storage: str | None, out: Path) -> str:
     return "sqlite:///" + str(Path(storage).resolve())
 
 
-def _storage(url: str):
+def _storage(url: str, heartbeat: int = HEARTBEAT, grace: int = GRACE):
     optuna = _optuna()
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            with warnings.catch_warnings():  # heartbeats are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                                  grace_period=grace, heartbeat_stale_trial_callback=on_stale)
         except Exception as exc:  # noqa: BLE001 - any driver/URL error is the user's --storage
             # two processes creating the same new database race on its tables: the loser retries
             if any(m in str(exc) for m in ("UNIQUE constraint", "already exists", "locked")) and attempt < 4:
@@ -175,8 +178,15 @@ def _identity(sc: SearchConfig) -> dict:
 
 
 def open_study(sc: SearchConfig, grid_size: int = 0):
+    """The study ``sc`` names in its storage (created, or loaded and checked to have the same settings)."""
+    return _open(sc, grid_size)[0]
+
+
+def _open(sc: SearchConfig, grid_size: int = 0):
     optuna = _optuna()
-    storage = _storage(sc.storage)
+    if sc.grace <= sc.heartbeat:
+        raise SpecError(f"--grace {sc.grace} must be longer than --heartbeat {sc.heartbeat} (a few heartbeats)")
+    storage = _storage(sc.storage, sc.heartbeat, sc.grace)
     directions = ["maximize"] + (["minimize"] if sc.cost else [])
     try:
         existing = optuna.load_study(study_name=sc.study, storage=storage)
@@ -196,28 +206,7 @@ def open_study(sc: SearchConfig, grid_size: int = 0):
         diff = ", ".join(f"{k} {stored.get(k)!r} (now {me.get(k)!r})" for k in me if stored.get(k) != me.get(k))
         raise SpecError(f"study {sc.study!r} in {sc.storage} was started with other settings: {diff}; "
                         "give the same ones to resume or join it, or another --study")
-    return study
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _stale(t) -> bool:
-    """A running trial whose process on this host is gone (killed): its candidate is free again."""
-    host, _, pid = str(t.user_attrs.get("owner", "")).rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid))
-
-
-def fail_stale_trials(study) -> int:
-    """Mark the running trials of dead processes on this host as failed; how many."""
-    optuna = _optuna()
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if _stale(t):
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            n += 1
-    return n
+    return study, storage
 
 
 def _counted(t) -> bool:
@@ -234,7 +223,7 @@ def progress_counts(study) -> tuple[int, int]:
     # candidate), so that processes finishing together do not each start one more than the budget
     running = sum(1 for t in study.get_trials(deepcopy=False, states=(S.RUNNING,))
                   if "owner" in t.user_attrs and "duplicate_of" not in t.user_attrs and "invalid" not in t.user_attrs
-                  and not _stale(t))
+                  and not gone_here(t))
     return done, running
 
 
@@ -243,7 +232,7 @@ def candidate_holder(study, trial, h: str, S, running_rule):
     running, alive and accepted by ``running_rule``; None if there is none."""
     same = [t for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.RUNNING))
             if t.number != trial.number and t.user_attrs.get("hash") == h and _counted(t)
-            and (t.state != S.RUNNING or (not _stale(t) and running_rule(t)))]
+            and (t.state != S.RUNNING or (not gone_here(t) and running_rule(t)))]
     return min(same, key=lambda t: t.number) if same else None
 
 
@@ -254,104 +243,122 @@ def _values(sc: SearchConfig, row: dict) -> list[float]:
 def run_study(sc: SearchConfig, log=print) -> tuple[Any, dict]:
     """Work on the study until it holds ``budget`` trained candidates (with every other process on
     the same storage and study); returns the study and this process's counts."""
-    import yaml
-
-    from reparam_zoo.engine.nets import build_model
-
-    optuna = _optuna()
-    S = optuna.trial.TrialState
+    _optuna()  # a one-line error where Optuna is missing
     grid = grid_candidates(sc.space) if sc.sampler == "grid" else None
     if sc.sampler == "nsga2" and not sc.cost:
         raise SpecError("the nsga2 sampler needs a second objective: give --cost (e.g. train_macs)", "cost")
     if sc.sampler == "grid" and sc.budget > len(grid):
         log(f"the space has {len(grid)} valid candidates: the grid trains all of them (budget {sc.budget})")
         sc = dataclasses.replace(sc, budget=len(grid))
-    study = open_study(sc, len(grid) if grid else 0)
-    stale = fail_stale_trials(study)
-    if stale:
-        log(f"{stale} trial(s) left running by a process that is gone: marked failed, their candidates free again")
-    counts = {"trained": 0, "pruned": 0, "reused": 0, "skipped_running": 0, "invalid": 0}
-    cfg = sc.compare
-    data = cfg.data
+    study, storage = _open(sc, len(grid) if grid else 0)
+    counts = {"trained": 0, "pruned": 0, "reused": 0, "skipped_running": 0, "invalid": 0, "dead_failed": 0}
     attempts = 0
     while True:
+        dead = fail_dead_trials(study)
+        if dead:
+            counts["dead_failed"] += dead
+            log(f"{dead} trial(s) left running by a process that is gone (killed on this host, or no heartbeat for "
+                f"{sc.grace} s): marked failed, their candidates queued again")
         done, running = progress_counts(study)
-        if done + running >= sc.budget:
+        if done >= sc.budget:
             break
+        if done + running >= sc.budget:  # the rest is being trained elsewhere: wait, in case a worker dies
+            time.sleep(min(sc.heartbeat, 5))
+            continue
         attempts += 1
         if attempts > 50 * sc.budget:
             log(f"stopped after {attempts - 1} draws: the sampler keeps proposing candidates already in the study")
             break
-        trial = study.ask()
-        trial.set_user_attr("owner", _owner())
+        with warnings.catch_warnings():  # Optuna expects heartbeats under Study.optimize; Heartbeat records them
+            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+            trial = study.ask()
+        beat = Heartbeat(storage, sc.study, trial.number)  # until told: other hosts see it alive
         try:
-            if grid is not None:
-                spec, net = grid[trial.suggest_categorical("candidate", list(range(len(grid))))]
-            else:
-                data_ = suggest(trial, sc.space.template, "block")
-                net = None
-                if sc.space.net_template is not None:
-                    from reparam_zoo.engine.nets import load_net
-
-                    net = load_net(suggest(trial, sc.space.net_template, "net"))
-                spec = sc.space.candidate(data_)
-                if spec is None:
-                    raise SpecError("the drawn block does not build at the space's geometry")
-            net = net or cfg.net
-            build_model(net, data.num_classes, block=spec, in_channels=data.in_channels)
-        except SpecError as exc:
-            counts["invalid"] += 1
-            trial.set_user_attr("invalid", str(exc)[:300])
-            study.tell(trial, state=S.FAIL)
-            continue
-        net_yaml = yaml.safe_dump(net.model_dump(mode="json"), sort_keys=False)
-        h = candidate_hash(spec, net_yaml if sc.space.net_template is not None else None)
-        trial.set_user_attr("hash", h)
-        # the same candidate in another trial? Each trial writes its hash, then looks: one that finished, one
-        # already training, or a lower-numbered one that has not decided yet, keeps the candidate. A trial that
-        # finds none marks itself training and looks again, yielding to any lower-numbered one still running:
-        # whatever the interleaving, two trials never both train a candidate (at worst neither does, and the
-        # sampler may draw it again).
-        first = candidate_holder(study, trial, h, S,
-                                 lambda t: t.user_attrs.get("training") or t.number < trial.number)
-        if first is None:
-            trial.set_user_attr("training", True)
-            first = candidate_holder(study, trial, h, S, lambda t: t.number < trial.number)
-        if first is not None:
-            trial.set_user_attr("duplicate_of", first.number)
-            if first.state == S.COMPLETE:
-                counts["reused"] += 1
-                study.tell(trial, first.values)
-            else:  # being trained by another trial, or pruned there: not trained again
-                counts["skipped_running"] += 1
-                study.tell(trial, state=S.FAIL)
-            continue
-        row_cfg = dataclasses.replace(cfg, net=net)
-        hooks = TrainHooks(on_epoch=_reporter(trial, data, sc.cost is None))
-        label = f"trial {trial.number} {h}"
-        try:
-            r = train_and_measure(row_cfg, spec, sc.seed, label=label, hooks=hooks)
-        except optuna.TrialPruned:
-            counts["pruned"] += 1
-            trial.set_user_attr("row", {"hash": h, "yaml": spec.to_yaml(), "net": net_yaml,
-                                        "pruned_after_epoch": len(trial_intermediate(study, trial))})
-            study.tell(trial, state=S.PRUNED)
-            log(f"trial {trial.number} {h}: pruned after epoch {len(trial_intermediate(study, trial))} "
-                f"({100 * last_intermediate(study, trial):.2f}%)")
-            continue
-        except BaseException:  # Ctrl-C or an error: the trial is failed, the study keeps the rest
-            study.tell(trial, state=S.FAIL)
-            raise
-        row = {**{k: v for k, v in r.items() if isinstance(v, (int, float, str, bool))}, "hash": h,
-               "yaml": spec.to_yaml(), "net": net_yaml, "trial": trial.number}
-        if f"deploy_ms_b{cfg.latency_batch}" in r:
-            row["deploy_ms"] = r[f"deploy_ms_b{cfg.latency_batch}"]
-        trial.set_user_attr("row", json.loads(json.dumps(row, default=str)))
-        study.tell(trial, _values(sc, row))
-        counts["trained"] += 1
-        log(f"trial {trial.number} {h}: {100 * row['val_acc']:.2f}% on the held-out split"
-            + (f", {sc.cost} {row[sc.cost]:.4g}" if sc.cost else "") + f" ({done + 1}/{sc.budget} in the study)")
+            _one_trial(sc, study, trial, grid, counts, log, done)
+        finally:
+            beat.stop()
     return study, counts
+
+
+def _one_trial(sc: SearchConfig, study, trial, grid, counts: dict, log, done: int) -> None:
+    """One asked trial: its candidate drawn (or the grid's), checked, deduplicated against every other
+    trial of the study, trained with per-epoch reports to the pruner, told."""
+    import yaml
+
+    from reparam_zoo.engine.nets import build_model
+
+    optuna = _optuna()
+    S = optuna.trial.TrialState
+    cfg = sc.compare
+    data = cfg.data
+    trial.set_user_attr("owner", owner())
+    try:
+        if grid is not None:
+            spec, net = grid[trial.suggest_categorical("candidate", list(range(len(grid))))]
+        else:
+            data_ = suggest(trial, sc.space.template, "block")
+            net = None
+            if sc.space.net_template is not None:
+                from reparam_zoo.engine.nets import load_net
+
+                net = load_net(suggest(trial, sc.space.net_template, "net"))
+            spec = sc.space.candidate(data_)
+            if spec is None:
+                raise SpecError("the drawn block does not build at the space's geometry")
+        net = net or cfg.net
+        build_model(net, data.num_classes, block=spec, in_channels=data.in_channels)
+    except SpecError as exc:
+        counts["invalid"] += 1
+        trial.set_user_attr("invalid", str(exc)[:300])
+        study.tell(trial, state=S.FAIL)
+        return
+    net_yaml = yaml.safe_dump(net.model_dump(mode="json"), sort_keys=False)
+    h = candidate_hash(spec, net_yaml if sc.space.net_template is not None else None)
+    trial.set_user_attr("hash", h)
+    # the same candidate in another trial? Each trial writes its hash, then looks: one that finished, one
+    # already training, or a lower-numbered one that has not decided yet, keeps the candidate. A trial that
+    # finds none marks itself training and looks again, yielding to any lower-numbered one still running:
+    # whatever the interleaving, two trials never both train a candidate (at worst neither does, and the
+    # sampler may draw it again).
+    first = candidate_holder(study, trial, h, S,
+                             lambda t: t.user_attrs.get("training") or t.number < trial.number)
+    if first is None:
+        trial.set_user_attr("training", True)
+        first = candidate_holder(study, trial, h, S, lambda t: t.number < trial.number)
+    if first is not None:
+        trial.set_user_attr("duplicate_of", first.number)
+        if first.state == S.COMPLETE:
+            counts["reused"] += 1
+            study.tell(trial, first.values)
+        else:  # being trained by another trial, or pruned there: not trained again
+            counts["skipped_running"] += 1
+            study.tell(trial, state=S.FAIL)
+        return
+    row_cfg = dataclasses.replace(cfg, net=net)
+    hooks = TrainHooks(on_epoch=_reporter(trial, data, sc.cost is None))
+    label = f"trial {trial.number} {h}"
+    try:
+        r = train_and_measure(row_cfg, spec, sc.seed, label=label, hooks=hooks)
+    except optuna.TrialPruned:
+        counts["pruned"] += 1
+        trial.set_user_attr("row", {"hash": h, "yaml": spec.to_yaml(), "net": net_yaml,
+                                    "pruned_after_epoch": len(trial_intermediate(study, trial))})
+        study.tell(trial, state=S.PRUNED)
+        log(f"trial {trial.number} {h}: pruned after epoch {len(trial_intermediate(study, trial))} "
+            f"({100 * last_intermediate(study, trial):.2f}%)")
+        return
+    except BaseException:  # Ctrl-C or an error: the trial is failed, the study keeps the rest
+        study.tell(trial, state=S.FAIL)
+        raise
+    row = {**{k: v for k, v in r.items() if isinstance(v, (int, float, str, bool))}, "hash": h,
+           "yaml": spec.to_yaml(), "net": net_yaml, "trial": trial.number}
+    if f"deploy_ms_b{cfg.latency_batch}" in r:
+        row["deploy_ms"] = r[f"deploy_ms_b{cfg.latency_batch}"]
+    trial.set_user_attr("row", json.loads(json.dumps(row, default=str)))
+    study.tell(trial, _values(sc, row))
+    counts["trained"] += 1
+    log(f"trial {trial.number} {h}: {100 * row['val_acc']:.2f}% on the held-out split"
+        + (f", {sc.cost} {row[sc.cost]:.4g}" if sc.cost else "") + f" ({done + 1}/{sc.budget} in the study)")
 
 
 def trial_intermediate(study, trial) -> dict:
@@ -400,6 +407,6 @@ def study_summary(study) -> dict:
             "invalid": sum("invalid" in t.user_attrs for t in trials), "processes": owners}
 
 
-__all__ = ["COSTS", "PRUNERS", "SAMPLERS", "SearchConfig", "candidate_hash", "candidate_holder", "fail_stale_trials",
+__all__ = ["COSTS", "PRUNERS", "SAMPLERS", "SearchConfig", "candidate_hash", "candidate_holder",
            "finished_rows", "grid_candidates", "open_study", "progress_counts", "run_study", "storage_url",
            "study_summary", "suggest"]

@@ -64,8 +64,8 @@ def spec_from_data(data: Any, source: str | None = None) -> BlockSpec:
     if not isinstance(data, Mapping):
         got = "an empty document" if data is None else f"a {type(data).__name__}"
         raise SpecError(f"a block spec must be a YAML mapping of keys, got {got}", "", source)
-    try:
-        spec = block_model().model_validate(dict(data))
+    try:  # strict throughout, the models of extensions (a seq branch's steps) too: see SPEC_CONFIG
+        spec = block_model().model_validate(dict(data), strict=True)
     except ValidationError as exc:
         raise translate(exc, source) from None
     except RecursionError:

@@ -40,6 +40,11 @@ def short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 
+#: the config of every spec model: unknown keys refused; booleans, ints and floats strict (YAML 1.2's string
+#: ``'yes'`` or ``'3'`` and the float ``3.0`` are refused where a bool or an int is expected, never coerced; an int
+#: is a float where a float is expected); floats finite (``.nan``, ``.inf`` refused)
+SPEC_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
 
 def axes_of(value: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
     """A validated per-axis value as a tuple (an int: one entry, meaning every axis)."""
@@ -90,7 +95,7 @@ class NormSpec(BaseModel):
     In YAML either the short form ``norm: bn`` or a mapping with options.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SPEC_CONFIG
 
     type: Literal["bn", "scale", "none"] = "bn"
     eps: float = Field(1e-5, gt=0, allow_inf_nan=False, description="BatchNorm eps (the fold uses this exact value)")
@@ -143,7 +148,7 @@ class BranchSpec(BaseModel):
     """Base of every branch spec model. Subclasses declare ``type: Literal["name"] = "name"``
     and implement :meth:`plan`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SPEC_CONFIG
 
     norm: Norm = Field(default_factory=NormSpec, description="norm after the branch: bn | scale | none")
     optional: bool = Field(False, description="drop the branch where it cannot apply (channels/stride)")
@@ -185,7 +190,7 @@ class BranchSpec(BaseModel):
 class BlockSpec(BaseModel):
     """A re-parameterizable block: parallel linear branches summed, then an activation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SPEC_CONFIG
 
     name: str = Field(description="the block's name")
     description: str = Field("", description="free text: the paper, what the spec reproduces")

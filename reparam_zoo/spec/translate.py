@@ -15,7 +15,8 @@ from reparam_zoo.spec.schema import BlockSpec, NormSpec, short
 
 
 def _vocabulary(extra_models: tuple = ()) -> list[str]:
-    models = [BlockSpec, NormSpec, *(m for _, m in SEQ_STEPS.items()), *(t.spec for _, t in BRANCHES.items()), *extra_models]
+    models = [BlockSpec, NormSpec, *(m for _, m in SEQ_STEPS.items()), *(t.spec for _, t in BRANCHES.items()),
+              *extra_models]
     return sorted({k for m in models for k in m.model_fields})
 
 
@@ -23,18 +24,54 @@ def _tags() -> set[str]:
     return set(BRANCHES.names()) | set(SEQ_STEPS.names())
 
 
+_TYPE_LABELS = {"int", "float", "str", "bool", "none", "list", "dict", "tuple", "any"}
+
+
+def _is_union_label(part: Any) -> bool:
+    """Whether a location part is the label pydantic gives a member of a plain union (``constrained-int``,
+    ``literal['in','out']``, ``list[constrained-int]``, ``int``): no spec key looks like one."""
+    return isinstance(part, str) and (not part.isidentifier() or part in _TYPE_LABELS)
+
+
+def _merge_unions(problems: list[tuple[str, str, str | None]]) -> list[tuple[str, str]]:
+    """One problem per value that matched no member of a union, in the place of its first: the deepest
+    location its members' errors name (a list's bad item rather than the list), their rules joined by "; or "."""
+    merged: list[tuple[str, str]] = []
+    members: dict[str, tuple[int, list[tuple[str, str]]]] = {}  # the union's value -> (index in merged, errors)
+    for loc, rule, union in problems:
+        if union is None:
+            merged.append((loc, rule))
+            continue
+        if union not in members:
+            members[union] = (len(merged), [])
+            merged.append((union, rule))
+        members[union][1].append((loc, rule))
+    for i, errors in members.values():
+        deepest = max(loc.count(".") for loc, _ in errors)
+        kept = [(loc, rule) for loc, rule in errors if loc.count(".") == deepest]
+        merged[i] = (kept[0][0], "; or ".join(dict.fromkeys(rule for _, rule in kept)))
+    return merged
+
+
 def translate(err: ValidationError, source: str | None, extra_models: tuple = ()) -> SpecError:
-    """A pydantic error as a SpecError: clean locations, suggestions; typos first (they explain
-    the "missing key" errors that come with them)."""
+    """A pydantic error as a SpecError: clean locations, suggestions, one problem per value (a value no
+    member of a union accepts included); typos first (they explain the "missing key" errors that come
+    with them)."""
     tags = _tags()
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str, str | None]] = []
     for e in err.errors():
         loc: list[str] = []
+        union: str | None = None  # the location of the value a plain union refused
         prev: Any = None
-        for part in e["loc"]:
+        parts = e["loc"]
+        for i, part in enumerate(parts):
             if isinstance(part, str) and isinstance(prev, int) and part in tags:
                 prev = part
                 continue  # the discriminator tag pydantic inserts after a list index
+            if _is_union_label(part) and not (i == len(parts) - 1 and e["type"] == "extra_forbidden"):
+                union = ".".join(loc) if union is None else union
+                prev = part
+                continue  # the member of a plain union pydantic tried (an unknown key is no label)
             loc.append(str(part))
             prev = part
         kind, ctx = e["type"], e.get("ctx") or {}
@@ -62,7 +99,7 @@ def translate(err: ValidationError, source: str | None, extra_models: tuple = ()
             bound = next(iter(ctx.values()), "?")
             value = e.get("input")
             if isinstance(value, float) and value != value:
-                rule = "Expected a finite number but got nan"
+                rule = "Input should be a finite number but got nan"  # as pydantic's own finite check says
             else:
                 rule = f"Expected a value {op} {bound} but got {short(value)}" + (
                     " (docs/spec.md, Limits)" if op.startswith("<") and bound in LIMITS.values() else "")
@@ -71,10 +108,17 @@ def translate(err: ValidationError, source: str | None, extra_models: tuple = ()
                     "(docs/spec.md, Limits)")
         elif kind == "int_type":
             rule = f"Expected a whole number (an int) but got {short(e.get('input'))}"
+        elif kind == "bool_type":
+            rule = f"Expected true or false but got {short(e.get('input'))}"
+        elif kind == "float_type":
+            rule = f"Expected a number but got {short(e.get('input'))}"
+        elif kind == "finite_number":
+            rule = f"Input should be a finite number but got {short(e.get('input'))}"
         else:
             rule = e["msg"]
             if rule.startswith("Value error, "):
                 rule = rule[len("Value error, "):]
-        problems.append((".".join(loc), rule))
-    problems.sort(key=lambda p: not p[1].startswith("unknown key"))
-    return SpecError("", problems=problems, source=source)
+        problems.append((".".join(loc), rule, union))
+    merged = _merge_unions(problems)
+    merged.sort(key=lambda p: not p[1].startswith("unknown key"))
+    return SpecError("", problems=merged, source=source)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, Field, PositiveInt, field_validator, model_validator
 
 from reparam_zoo.engine.branches.conv import Groups, resolve_groups
 from reparam_zoo.engine.geometry import per_axis
@@ -17,14 +17,14 @@ from reparam_zoo.engine.steps import CONV_PARAMS, AvgStep, BlockGeometry, ConvSt
 from reparam_zoo.errors import SpecError
 from reparam_zoo.spec.limits import LIMITS
 from reparam_zoo.spec.registry import SEQ_STEPS, register_branch
-from reparam_zoo.spec.schema import BranchSpec, Dilation, KernelSize, NormSpec, linear_pooling
+from reparam_zoo.spec.schema import SPEC_CONFIG, BranchSpec, Dilation, KernelSize, NormSpec, linear_pooling
 
 
 class SeqStepSpec(BaseModel):
     """Base of a ``seq`` step's model: ``plan_step`` turns it into an engine step for the channels
     it receives (the block's geometry at hand); ``label`` describes it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SPEC_CONFIG  # strict booleans and integers, finite numbers, as every spec model
 
     def plan_step(self, channels: int, block: BlockGeometry, loc: str) -> Step:
         raise NotImplementedError

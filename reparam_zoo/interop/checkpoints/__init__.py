@@ -27,18 +27,49 @@ PREFIXES = ("module.", "_orig_mod.")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that does not map onto the model; lists unmapped and missing keys."""
+    """A checkpoint that does not map onto the model; lists unmapped and missing keys.
 
-    def __init__(self, message: str, unmapped: list[str] = (), missing: list[str] = ()):
+    ``unmapped``: checkpoint keys; ``missing``: model keys; ``names``: each missing model key's name in
+    the checkpoint's format (None where the format has none), shown first with the model's key beside it."""
+
+    def __init__(self, message: str, unmapped: list[str] = (), missing: list[str] = (),
+                 names: Mapping[str, str | None] | None = None):
         self.unmapped, self.missing = sorted(unmapped), sorted(missing)
         parts = [message]
         if self.unmapped:
             parts.append(f"{len(self.unmapped)} checkpoint key(s) not mapped: {', '.join(self.unmapped[:20])}"
                          + (" ..." if len(self.unmapped) > 20 else ""))
         if self.missing:
-            parts.append(f"{len(self.missing)} model key(s) missing: {', '.join(self.missing[:20])}"
-                         + (" ..." if len(self.missing) > 20 else ""))
+            shown = ", ".join(_missing_label(k, names) for k in self.missing[:20])
+            what = "key(s) missing from the checkpoint" if names is not None else "model key(s) missing"
+            parts.append(f"{len(self.missing)} {what}: {shown}" + (" ..." if len(self.missing) > 20 else ""))
         super().__init__("; ".join(parts))
+
+
+def _missing_label(key: str, names: Mapping[str, str | None] | None) -> str:
+    if names is None:
+        return key
+    name = names.get(key)
+    if name is None:
+        return f"model key {key} (no name for it in the checkpoint's format)"
+    return key if name == key else f"{name} (model key {key})"
+
+
+class Mapped(dict):
+    """A format adapter's answer: the state dict in the model's keys, and where each key comes from in
+    the checkpoint's own naming, for the reports: ``origin`` (model key -> the checkpoint key mapped
+    onto it) and ``expect(model_key)`` (the key the format would hold for a model key the checkpoint
+    lacks: the format's renames run backwards; None where it has no name for it)."""
+
+    def __init__(self, state: Mapping, origin: Mapping[str, str] | None = None,
+                 expect: Callable[[str], str | None] | None = None):
+        super().__init__(state)
+        self.origin = dict(origin or {})
+        self.expect = expect or (lambda key: None)
+
+    def checkpoint_key(self, key: str) -> str | None:
+        """``key`` (a model key) as the checkpoint names it (or would name it), or None."""
+        return self.origin.get(key) or self.expect(key)
 
 
 def register_format(name: str):
@@ -154,25 +185,54 @@ def load_checkpoint(model: nn.Module, state_dict_or_path, format: str = "reparam
     except CheckpointError:
         raise
     except (KeyError, ValueError, IndexError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(f"{source + ': ' if source else ''}the {format} adapter cannot map this checkpoint ({type(exc).__name__}: "
-                              f"{_first_line(exc)})") from None
+        raise CheckpointError(f"{source + ': ' if source else ''}the {format} adapter cannot map this checkpoint "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from None
     own = model.state_dict()
     missing = [k for k in own if k not in adapted]
     unexpected = [k for k in adapted if k not in own]
     where = f"{source}: " if source else ""
+    known = adapted.checkpoint_key if isinstance(adapted, Mapped) else None
     if missing or unexpected:
+        names = {k: known(k) for k in missing} if known else None
         raise CheckpointError(f"{where}the {format} checkpoint does not fit the model"
-                              f"{_guess(state, model, format)}", unexpected, missing)
+                              f"{_guess(state, model, format)}",
+                              [(known and known(k)) or k for k in unexpected], missing, names)
     for k, v in adapted.items():
+        label = _label(k, known)
         if own[k].shape != v.shape:
-            raise CheckpointError(f"{where}{k}: the checkpoint has shape {tuple(v.shape)}, the model {tuple(own[k].shape)}")
+            raise CheckpointError(f"{where}{label}: the checkpoint has shape {tuple(v.shape)}, "
+                                  f"the model {tuple(own[k].shape)}")
+        if _is_float_count(k, v, own[k]):
+            _check_count(v, f"{where}{label}")
+            continue  # torch's load_state_dict copies it into the int64 buffer, as here
         if v.is_floating_point() != own[k].is_floating_point() or v.is_complex():
-            raise CheckpointError(f"{where}{k}: the checkpoint holds {v.dtype}, the model {own[k].dtype}")
+            raise CheckpointError(f"{where}{label}: the checkpoint holds {v.dtype}, the model {own[k].dtype}")
     try:
         model.load_state_dict(adapted, strict=True)
     except RuntimeError as exc:  # a tensor torch cannot copy into the parameter
         raise CheckpointError(f"{where}loading failed: {_first_line(exc)}") from None
     return model
+
+
+def _label(key: str, known: Callable[[str], str | None] | None) -> str:
+    """A model key as the reports name it: the checkpoint's key first, the model's beside it."""
+    name = known(key) if known else None
+    return key if name is None or name == key else f"{name} (model key {key})"
+
+
+def _is_float_count(key: str, value: torch.Tensor, own: torch.Tensor) -> bool:
+    """A BatchNorm's ``num_batches_tracked`` saved as a float tensor (torch's loader accepts it)."""
+    return key.rsplit(".", 1)[-1] == "num_batches_tracked" and own.dtype == torch.int64 \
+        and value.is_floating_point()
+
+
+def _check_count(value: torch.Tensor, label: str) -> None:
+    """A float ``num_batches_tracked`` must be a whole, finite number that int64 holds."""
+    v = value.detach().double()
+    if not bool(torch.isfinite(v).all()) or not bool((v == v.round()).all()) or bool((v.abs() >= 2.0 ** 63).any()):
+        shown = v.flatten()[0].item() if v.numel() == 1 else f"a {tuple(v.shape)} tensor"
+        raise CheckpointError(f"{label}: a batch count must be a whole finite number (the model stores it as "
+                              f"int64), the checkpoint holds {shown} ({value.dtype})")
 
 
 def _guess(state: dict, model: nn.Module, tried: str) -> str:
@@ -191,7 +251,8 @@ def _guess(state: dict, model: nn.Module, tried: str) -> str:
 
 @FORMATS.register("reparam_zoo")
 def _own(state: dict, model: nn.Module) -> dict:
-    return state
+    return Mapped(state, expect=lambda key: key)  # the checkpoint's keys are the model's
 
 
-__all__ = ["FORMATS", "CheckpointError", "load_checkpoint", "read_file", "read_state", "register_format", "strip_prefixes"]
+__all__ = ["FORMATS", "CheckpointError", "Mapped", "load_checkpoint", "read_file", "read_state", "register_format",
+           "strip_prefixes"]

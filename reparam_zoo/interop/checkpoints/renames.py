@@ -9,7 +9,7 @@ import re
 from torch import nn
 
 from reparam_zoo.engine.block import RepBlock
-from reparam_zoo.interop.checkpoints import CheckpointError
+from reparam_zoo.interop.checkpoints import CheckpointError, Mapped
 
 HEADS = {"linear.": "head.", "head.fc.": "head.", "fc.": "head."}
 
@@ -123,7 +123,7 @@ def adapt_blocks(state: dict, model: nn.Module, fmt: str, train, deploy: dict[st
     target = dict(zip(prefixes, blocks))
     modules = dict(model.named_modules())
     own = model.state_dict()
-    out, unmapped = {}, []
+    out, origin, unmapped = {}, {}, []
     for key, value in state.items():
         hit = _split(key, subs)
         if hit is None:
@@ -132,6 +132,7 @@ def adapt_blocks(state: dict, model: nn.Module, fmt: str, train, deploy: dict[st
                 unmapped.append(key)
             else:
                 out[HEADS[head] + key[len(head):]] = value
+                origin[HEADS[head] + key[len(head):]] = key
             continue
         prefix, sub = hit
         base = target[prefix] + "." if target[prefix] else ""
@@ -147,7 +148,34 @@ def adapt_blocks(state: dict, model: nn.Module, fmt: str, train, deploy: dict[st
         mapped = base + table[rule] + sub[len(rule):]
         if is_deployed and mapped not in own:  # a folded block without activation is a bare conv
             mapped = base + sub[len(rule):]
-        out[mapped] = value
+        out[mapped], origin[mapped] = value, key
     if unmapped:
         raise CheckpointError(f"keys the {fmt} adapter does not know", unmapped)
-    return out
+    heads = [h for h in HEADS if any(k.startswith(h) and _split(k, subs) is None for k in state)]
+    return Mapped(out, origin, expect_key({b: p for p, b in target.items()}, modules, rules, is_deployed,
+                                          heads or list(HEADS)))
+
+
+def expect_key(owners: dict[str, str], modules: dict[str, nn.Module], rules, is_deployed: bool,
+               heads: list[str]):
+    """The renames of :func:`adapt_blocks` backwards: a model key -> the key the checkpoint would hold
+    for it (or None). ``owners``: model block -> the checkpoint's block prefix; ``heads``: the
+    checkpoint's head prefixes (all of :data:`HEADS` where it holds none: then each is named)."""
+
+    def expect(key: str) -> str | None:
+        block = max((b for b in owners if not b or key.startswith(b + ".")), key=len, default=None)
+        if block is not None:
+            rest = key[len(block) + 1:] if block else key
+            prefix = owners[block] + "." if owners[block] else ""
+            table = rules(modules[block]) if callable(rules) else rules
+            for official, ours in sorted(table.items(), key=lambda r: len(r[1]), reverse=True):
+                if rest.startswith(ours):
+                    return prefix + official + rest[len(ours):]
+            if is_deployed and len(table) == 1:  # a folded block without activation is a bare conv
+                return prefix + next(iter(table)) + rest
+        ours = next((h for h in dict.fromkeys(HEADS.values()) if key.startswith(h)), None)
+        if ours is None:
+            return None
+        return " or ".join(h + key[len(ours):] for h in heads if HEADS[h] == ours) or None
+
+    return expect

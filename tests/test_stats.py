@@ -79,6 +79,25 @@ def test_plot_leaves_failed_runs_out_of_the_axes(tmp_path):
     assert mpimg.imread(tmp_path / "p.png").shape[2] in (3, 4)
 
 
+def test_every_block_in_the_plot_has_its_name_beside_it_and_its_own_colour():
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    names = ["acb", "dbb", "repvgg", "mobileone", "orepa", "qarepvgg", "doconv", "expandnet", "acb_nd",
+             "expandnet_ck", "repopt:acb", "repopt:repvgg"]
+    runs = []
+    for s in range(3):
+        runs += [_run("plain", s, 0.80 + 0.01 * s)] + [_run(n, s, 0.80 + 0.01 * s + 0.001 * i * (s - 1))
+                                                        for i, n in enumerate(names)]
+    fig = report.figure(report.summarize(runs, "plain"), "plain", "t")
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert all(n in texts for n in names) and any(t.startswith("plain") for t in texts)
+    colours = {mcolors.to_hex(c.lines[0].get_color()) for c in ax.containers}
+    assert len(colours) == len(names) + 1  # one per block, the control's black among them
+    plt.close(fig)
+
+
 def test_winning_by_exactly_one_image_every_seed_is_not_a_confident_verdict():
     # 10,000 images: accuracies move in steps of 0.01 points; identical one-image wins have a float-noise sd
     a, b = [84.06, 83.91, 84.22], [84.05, 83.90, 84.21]

@@ -239,8 +239,18 @@ def markdown(rows: list[dict], groups: dict, control: str | None, latency_batch:
 
 
 def plot(rows: list[dict], path, control: str | None, title: str) -> None:
-    """Accuracy difference to the control (with its interval) against training step time; failed
-    trainings are named in a note instead of stretching the axis."""
+    """:func:`figure`, written as PNG to ``path`` (a file name or a binary file)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(rows, control, title)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def figure(rows: list[dict], control: str | None, title: str):
+    """Accuracy difference to the control (with its interval) against training step time, each block in its
+    own colour and marker with its name beside its point; failed trainings are named in a note instead of
+    stretching the axis. The matplotlib figure (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,28 +259,33 @@ def plot(rows: list[dict], path, control: str | None, title: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     ok = [r for r in rows if not r["failed_seeds"] and r["all_finite"]]
     markers = "osD^vP*Xhp<>"
+    colours = plt.get_cmap("tab20").colors
     ctrl = next((r for r in ok if r["block"] == control), None)
     if ctrl is None:  # no usable control: plot accuracies, not differences
         ok = [{k: v for k, v in r.items() if k != "vs_control"} for r in ok]
     if ctrl is not None:
         ax.axhline(0.0, color="0.3", ls="--", lw=1, zorder=1)
-        ax.annotate(CONTROL_LABEL, (ctrl["train_step_ms"], 0.0), xytext=(4, 4), textcoords="offset points",
-                    fontsize=8, color="0.3")
+    others = [r for r in ok if r["block"] != control]
     for i, r in enumerate(ok):
         x = r["train_step_ms"]
         xerr = [[x - r["train_step_ms_q1"]], [r["train_step_ms_q3"] - x]]
         if r["block"] == control:
             ax.errorbar(x, 0.0, xerr=xerr, fmt="k*", ms=10, zorder=3, label=f"{r['block']} (control)")
+            ax.annotate(f"{r['block']} ({CONTROL_LABEL})", (x, 0.0), xytext=(5, 5), textcoords="offset points",
+                        fontsize=8, color="0.2")
             continue
+        j = others.index(r)
+        style = {"fmt": markers[j % len(markers)], "color": colours[(2 * j) % 20 + (j // 10) % 2], "capsize": 3}
         v = r.get("vs_control")
         if v is None:
-            y = 100 * r["val_acc"]
-            ax.errorbar(x, y, xerr=xerr, fmt=markers[i % len(markers)], capsize=3, label=r["block"])
-            continue
-        yerr = None if math.isnan(v["low"]) else [[v["mean"] - v["low"]], [v["high"] - v["mean"]]]
-        color = {"better": "tab:green", "worse": "tab:red"}.get(v["verdict"], "tab:blue")
-        ax.errorbar(x, v["mean"], yerr=yerr, xerr=xerr, fmt=markers[i % len(markers)], color=color, capsize=3,
-                    zorder=2, label=f"{r['block']}: {v['mean']:+.2f} ({v['verdict']})")
+            y, yerr, label = 100 * r["val_acc"], None, r["block"]
+        else:
+            y = v["mean"]
+            yerr = None if math.isnan(v["low"]) else [[v["mean"] - v["low"]], [v["high"] - v["mean"]]]
+            label = f"{r['block']}: {v['mean']:+.2f} ({v['verdict']})"
+        ax.errorbar(x, y, yerr=yerr, xerr=xerr, zorder=2, label=label, **style)
+        ax.annotate(r["block"], (x, y), xytext=(5, 4 if j % 2 == 0 else -10), textcoords="offset points",
+                    fontsize=8, color=style["color"])
     ax.set_xlabel("training step time, ms (median, bars: interquartile range)")
     ax.set_ylabel(f"validation accuracy − {CONTROL_LABEL} (points, bars: 95% interval)" if ctrl is not None
                   else "validation accuracy (%)")
@@ -283,5 +298,6 @@ def plot(rows: list[dict], path, control: str | None, title: str) -> None:
         fig.text(0.01, 0.01, "not shown (failed: no better than chance, or diverged): " + ", ".join(failed),
                  fontsize=7, color="tab:red")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    return fig
+
+

@@ -109,7 +109,9 @@ def run_device(device: str) -> torch.device:
 
 
 def _progress(iterable: Iterable, enabled: bool, desc: str, total: int) -> Iterable:
-    if not enabled:
+    """A progress bar on a terminal; elsewhere (a log file, a pipe) nothing: the trainer prints one line per
+    epoch either way, and carriage-return bars would flood the log."""
+    if not enabled or not sys.stderr.isatty():
         return iterable
     from tqdm import tqdm
 

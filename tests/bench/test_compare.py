@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reparam_zoo.cli.app import main
 from reparam_zoo.bench.data import load_data
+from reparam_zoo.cli.app import main
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--net", "tiny_vgg", "--data", "digits", "--epochs", "4", "--seeds", "1", "--limit", "512",
@@ -168,3 +168,14 @@ def test_ddp_with_uneven_shards_finishes(tmp_path):
     assert config["world_size"] == 2
     # the time budget is decided by rank 0 and shared: both ranks stop after the same round (no hang)
     assert config["seeds_done"] == 1 and config["stopped_early"] is True
+
+
+def test_progress_off_a_terminal_is_one_line_per_epoch(tmp_path, capsys):
+    """stderr is not a terminal here (a log file, a pipe): no carriage-return bars, one line per epoch."""
+    args = [a for a in QUICK if a != "--quiet"]
+    assert main(["compare", "repvgg", *args, "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    epochs = [ln for ln in err.splitlines() if " epoch " in ln]
+    assert len(epochs) == 2 * 4 and all(ln.strip().startswith(("plain seed 0 epoch", "repvgg seed 0 epoch"))
+                                        for ln in epochs), epochs

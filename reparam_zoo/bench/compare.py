@@ -193,7 +193,8 @@ def run_compare(cfg: CompareConfig) -> list[dict] | None:
                 repopt(subject, lr=cfg.lr)
             except SpecError as exc:
                 raise SpecError(f"block {label!r} cannot train as a RepOptimizer: {exc}") from None
-    lock = RunLock(cfg.out, "reparam-zoo compare " + " ".join(map(str, cfg.blocks))) if rank == 0 else None
+    labels = [b if isinstance(b, str) else b.name for b in cfg.blocks]
+    lock = RunLock(cfg.out, "reparam-zoo compare " + " ".join(labels)) if rank == 0 else None
     if lock is not None:
         lock.acquire()
     if cfg.progress and rank == 0:

@@ -53,11 +53,12 @@ def latency_ms(model: nn.Module, shape: tuple[int, ...], device: torch.device, r
 def saved_activation_mb(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """MiB autograd saves for backward in one training step (the training memory a block costs). The model
     comes back as it was: the training-mode forward's BatchNorm statistics updates are undone."""
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state, training = {k: v.clone() for k, v in model.state_dict().items()}, model.training
     model.train()
     mb = saved_tensor_mb(lambda: F.cross_entropy(model(x), y).backward())
     model.zero_grad(set_to_none=True)
     model.load_state_dict(state)
+    model.train(training)
     return mb
 
 

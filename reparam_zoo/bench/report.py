@@ -266,7 +266,7 @@ def figure(rows: list[dict], control: str | None, title: str):
     if ctrl is not None:
         ax.axhline(0.0, color="0.3", ls="--", lw=1, zorder=1)
     others = [r for r in ok if r["block"] != control]
-    for i, r in enumerate(ok):
+    for r in ok:
         x = r["train_step_ms"]
         xerr = [[x - r["train_step_ms_q1"]], [r["train_step_ms_q3"] - x]]
         if r["block"] == control:
@@ -299,5 +299,3 @@ def figure(rows: list[dict], control: str | None, title: str):
                  fontsize=7, color="tab:red")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
-
-

@@ -128,6 +128,10 @@ class RepOpt:
     block: str | BlockSpec
     search_epochs: int = 1
 
+    def __post_init__(self):
+        if isinstance(self.search_epochs, bool) or not isinstance(self.search_epochs, int) or self.search_epochs < 1:
+            raise SpecError(f"Expected search_epochs >= 1 (the scales' hyper-search) but got {self.search_epochs!r}")
+
     @property
     def name(self) -> str:
         return f"repopt:{self.block if isinstance(self.block, str) else self.block.name}"
@@ -143,7 +147,8 @@ def build_subject(cfg: TrainConfig, block: str | BlockSpec | RepOpt) -> nn.Modul
     if isinstance(block, RepOpt):
         if not isinstance(cfg.net, NetSpec):
             raise SpecError(f"{block.name}: RepOptimizer runs train a net spec's blocks, not a --model")
-        block = block.spec(learnable=False)
+        return build_model(cfg.net, cfg.data.num_classes, block=block.spec(learnable=False),
+                           in_channels=cfg.data.in_channels, mode="offline")  # RepOptimizer's equivalence: offline
     if isinstance(cfg.net, NetSpec):
         return build_model(cfg.net, cfg.data.num_classes, block=block, in_channels=cfg.data.in_channels,
                            mode=cfg.mode)
@@ -203,7 +208,7 @@ def _compile_repopt(cfg: TrainConfig, run: RepOpt, seed: int, label: str,
     torch.manual_seed(seed)
     searched = build_model(cfg.net, cfg.data.num_classes, block=run.spec(learnable=True),
                            in_channels=cfg.data.in_channels, mode="offline").to(device)
-    _fit(cfg, searched, _sgd(searched.parameters(), cfg), seed, run.search_epochs, f"{label} search", hooks)
+    _fit(cfg, searched, _sgd(searched.parameters(), cfg), seed, run.search_epochs, f"{label} search", NO_HOOKS)
     scales = {n: m.weight for n, m in freeze_scales(searched).named_modules() if isinstance(m, ChannelScale)}
     torch.manual_seed(seed)
     csla = build_subject(cfg, run).to(device)

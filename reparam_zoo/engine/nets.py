@@ -67,7 +67,8 @@ class StageSpec(BaseModel):
 
 class HeadSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dropout: float = Field(0.0, ge=0, lt=1, strict=True, allow_inf_nan=False, description="dropout before the linear classifier")
+    dropout: float = Field(0.0, ge=0, lt=1, strict=True, allow_inf_nan=False,
+                           description="dropout before the linear classifier")
 
 
 class NetSpec(BaseModel):

@@ -114,6 +114,8 @@ class RepOptSGD(torch.optim.SGD):
             for p in group["params"]:
                 if p.grad is not None and p in self.terms:
                     multiplier, constant = self.terms[p]
+                    if multiplier.device != p.device or multiplier.dtype != p.dtype:  # the net moved after repopt()
+                        multiplier, constant = self.terms[p] = (multiplier.to(p), constant.to(p))
                     p.grad.mul_(multiplier)
                     if group["weight_decay"]:
                         p.grad.sub_(constant, alpha=group["weight_decay"])

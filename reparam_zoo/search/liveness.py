@@ -41,9 +41,17 @@ def retry(study, trial) -> None:
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 
-def fail_dead_trials(study) -> int:
-    """Fail the running trials of dead workers — any host's whose heartbeat is older than the grace period
-    (Optuna), this host's whose process is gone (at once) — and queue their candidates again; how many."""
+def still_running(study, number: int) -> bool:
+    """Whether trial ``number`` is still running in the storage (not failed by another worker meanwhile)."""
+    import optuna
+
+    return any(t.number == number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+
+
+def fail_dead_trials(study) -> tuple[int, int]:
+    """Fail the running trials of dead workers — this host's whose process is gone (at once), any host's whose
+    heartbeat is older than the grace period (Optuna) — and queue their candidates again:
+    ``(killed here, silent)``, how many of each."""
     import optuna
 
     failed: list[int] = []
@@ -60,6 +68,7 @@ def fail_dead_trials(study) -> int:
             except (RuntimeError, ValueError):  # another worker failed it first
                 continue
             note(study, t)
+    killed = len(failed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         STALE.callback = note  # on_stale, the storage's callback, reports each trial Optuna fails here
@@ -67,7 +76,7 @@ def fail_dead_trials(study) -> int:
             optuna.storages.fail_stale_trials(study)
         finally:
             STALE.callback = None
-    return len(failed)
+    return killed, len(failed) - killed
 
 
 class _Stale(threading.local):
@@ -91,10 +100,11 @@ class Heartbeat:
     """While a trial runs: its heartbeat recorded now and every ``storage.get_heartbeat_interval()`` seconds
     by a daemon thread, until :meth:`stop` (the trial told). A storage without heartbeats: nothing."""
 
-    def __init__(self, storage, study_name: str, trial_number: int):
+    def __init__(self, storage, study_name: str, trial_number: int, log=print):
         self._stop = threading.Event()
         self._thread = None
         interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self._timeout = (interval or 0) + 30
         if not interval:
             return
         trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name),
@@ -102,19 +112,25 @@ class Heartbeat:
         storage.record_heartbeat(trial_id)
 
         def beat() -> None:
+            missed = 0
             while not self._stop.wait(interval):
                 try:
                     storage.record_heartbeat(trial_id)
-                except Exception:  # noqa: BLE001 - a lost beat is survivable; the grace period covers several
-                    pass
+                    missed = 0
+                except Exception as exc:  # noqa: BLE001 - a lost beat is survivable; the grace period covers several
+                    missed += 1
+                    if missed == 3:  # said once per silence: past the grace period the trial counts as dead
+                        log(f"trial {trial_number}: 3 heartbeats in a row could not be recorded "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})")
 
         self._thread = threading.Thread(target=beat, name=f"heartbeat-{trial_number}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._thread is not None:  # a beat stuck on an unreachable database must not hold the worker
+            self._thread.join(timeout=self._timeout)
 
 
-__all__ = ["GRACE", "HEARTBEAT", "Heartbeat", "STALE", "fail_dead_trials", "gone_here", "on_stale", "owner", "retry"]
+__all__ = ["GRACE", "HEARTBEAT", "Heartbeat", "STALE", "fail_dead_trials", "gone_here", "on_stale", "owner", "retry",
+           "still_running"]

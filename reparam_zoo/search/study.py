@@ -30,7 +30,16 @@ from reparam_zoo.bench.data import Dataset
 from reparam_zoo.bench.measure import evaluate
 from reparam_zoo.bench.trainer import OnEpoch, TrainHooks, train_and_measure
 from reparam_zoo.errors import SpecError
-from reparam_zoo.search.liveness import GRACE, HEARTBEAT, Heartbeat, fail_dead_trials, gone_here, on_stale, owner
+from reparam_zoo.search.liveness import (
+    GRACE,
+    HEARTBEAT,
+    Heartbeat,
+    fail_dead_trials,
+    gone_here,
+    on_stale,
+    owner,
+    still_running,
+)
 from reparam_zoo.search.space import CHOICE, SearchSpace, expand_choices, is_choice, spec_hash
 
 SAMPLERS = ("random", "tpe", "grid", "nsga2")
@@ -243,7 +252,7 @@ def _values(sc: SearchConfig, row: dict) -> list[float]:
 def run_study(sc: SearchConfig, log=print) -> tuple[Any, dict]:
     """Work on the study until it holds ``budget`` trained candidates (with every other process on
     the same storage and study); returns the study and this process's counts."""
-    _optuna()  # a one-line error where Optuna is missing
+    optuna = _optuna()
     grid = grid_candidates(sc.space) if sc.sampler == "grid" else None
     if sc.sampler == "nsga2" and not sc.cost:
         raise SpecError("the nsga2 sampler needs a second objective: give --cost (e.g. train_macs)", "cost")
@@ -251,14 +260,17 @@ def run_study(sc: SearchConfig, log=print) -> tuple[Any, dict]:
         log(f"the space has {len(grid)} valid candidates: the grid trains all of them (budget {sc.budget})")
         sc = dataclasses.replace(sc, budget=len(grid))
     study, storage = _open(sc, len(grid) if grid else 0)
-    counts = {"trained": 0, "pruned": 0, "reused": 0, "skipped_running": 0, "invalid": 0, "dead_failed": 0}
+    counts = {"trained": 0, "pruned": 0, "reused": 0, "skipped_running": 0, "invalid": 0, "dead_failed": 0,
+              "lost": 0}
     attempts = 0
     while True:
-        dead = fail_dead_trials(study)
-        if dead:
-            counts["dead_failed"] += dead
-            log(f"{dead} trial(s) left running by a process that is gone (killed on this host, or no heartbeat for "
-                f"{sc.grace} s): marked failed, their candidates queued again")
+        killed, silent = fail_dead_trials(study)
+        if killed or silent:
+            counts["dead_failed"] += killed + silent
+            how = [f"{killed} killed on this host"] * bool(killed) + [f"{silent} with no heartbeat for {sc.grace} s"
+                                                                      ] * bool(silent)
+            log(f"{killed + silent} trial(s) left running by a process that is gone ({', '.join(how)}): marked "
+                "failed, their candidates queued again")
         done, running = progress_counts(study)
         if done >= sc.budget:
             break
@@ -272,9 +284,15 @@ def run_study(sc: SearchConfig, log=print) -> tuple[Any, dict]:
         with warnings.catch_warnings():  # Optuna expects heartbeats under Study.optimize; Heartbeat records them
             warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
             trial = study.ask()
-        beat = Heartbeat(storage, sc.study, trial.number)  # until told: other hosts see it alive
+        beat = Heartbeat(storage, sc.study, trial.number, log)  # until told: other hosts see it alive
         try:
             _one_trial(sc, study, trial, grid, counts, log, done)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            if still_running(study, trial.number):
+                raise
+            counts["lost"] += 1  # silent longer than --grace (a stalled database?): another worker failed it
+            log(f"trial {trial.number} was marked failed by another worker while this one worked on it (no "
+                f"heartbeat for {sc.grace} s): its result is dropped, its candidate queued again")
         finally:
             beat.stop()
     return study, counts
@@ -348,7 +366,7 @@ def _one_trial(sc: SearchConfig, study, trial, grid, counts: dict, log, done: in
             f"({100 * last_intermediate(study, trial):.2f}%)")
         return
     except BaseException:  # Ctrl-C or an error: the trial is failed, the study keeps the rest
-        study.tell(trial, state=S.FAIL)
+        study.tell(trial, state=S.FAIL, skip_if_finished=True)  # (failed elsewhere already: the error stands)
         raise
     row = {**{k: v for k, v in r.items() if isinstance(v, (int, float, str, bool))}, "hash": h,
            "yaml": spec.to_yaml(), "net": net_yaml, "trial": trial.number}

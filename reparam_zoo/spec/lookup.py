@@ -103,8 +103,8 @@ def with_constant_scales(spec: BlockSpec) -> BlockSpec:
 
 
 def csla_form(spec: BlockSpec, learnable: bool = True) -> BlockSpec:
-    """``spec`` in RepOptimizer's CSLA form: every branch's BatchNorm a per-channel ``scale`` (``learnable``: for
-    the hyper-search; ``False``: the constants a RepOptimizer needs) and one BatchNorm after the sum
+    """``spec`` in RepOptimizer's CSLA form: every branch's BatchNorm (or scale) a per-channel ``scale``
+    (``learnable``: for the hyper-search; ``False``: the constants a RepOptimizer needs) and one BatchNorm after the sum
     (``norm_after: bn``), as RepOpt-VGG turns RepVGG into its CSLA block. BatchNorms inside a branch's steps (a
     chain's middle norm) stay, and :func:`~reparam_zoo.engine.repopt.repopt` refuses them naming the branch."""
     data = spec.to_dict()
@@ -113,6 +113,8 @@ def csla_form(spec: BlockSpec, learnable: bool = True) -> BlockSpec:
         norm = getattr(model, "norm", None)
         if norm is not None and norm.type == "bn":
             branch = {**branch, "norm": {"type": "scale", "learnable": learnable}}
+        elif norm is not None and norm.type == "scale":  # a scale already: searched or constant as asked
+            branch = {**branch, "norm": {"type": "scale", "learnable": learnable, "init": norm.init}}
         branches.append(branch)
     return spec_from_data({**data, "name": f"{spec.name}_csla", "branches": branches, "norm_after": "bn",
                            "description": f"{spec.name} in RepOptimizer's CSLA form (branch BatchNorms as "

@@ -175,3 +175,18 @@ def test_repoptsgd_is_torch_sgd_and_refuses_what_breaks_the_equivalence():
         with pytest.raises(ValueError, match="maximize=False and dampening=0"):
             opt.step()
         opt.param_groups[0][key] = not value if key == "maximize" else 0
+
+
+def test_csla_form_turns_branch_norms_into_scales_searched_or_constant():
+    from reparam_zoo.spec.lookup import csla_form
+
+    spec = rz.load_spec("name: s\nbranches: [{type: kxk}, {type: conv, kernel: 1, norm: {type: scale, init: 0.5}},"
+                        " {type: identity, optional: true, norm: {type: scale, learnable: false}}]\n")
+    for learnable in (True, False):
+        csla = csla_form(spec, learnable)
+        norms = [b.norm for b in csla.branches]
+        assert [n.type for n in norms] == ["scale"] * 3 and csla.norm_after.type == "bn"
+        assert [n.learnable for n in norms] == [learnable] * 3 and norms[1].init == 0.5
+    repopt(rz.build_block(csla_form(spec, learnable=False), 4, 4), lr=0.1)  # compiles: every scale constant
+    with pytest.raises(SpecError, match="a learnable scale"):
+        repopt(rz.build_block(csla_form(spec, learnable=True), 4, 4), lr=0.1)

@@ -168,7 +168,8 @@ def test_seq_steps_inside_a_group_and_a_nets_head_are_strict_too():
     member = {"type": "seq", "steps": [{"type": "conv", "kernel": 1, "multiplier": "1"}]}
     with pytest.raises(rz.SpecError, match=r"branches\.0\.branches\.0\.steps\.0\.multiplier: Expected a whole number"):
         rz.load_spec({"name": "x", "branches": [{"type": "group", "branches": [member]}]})
-    base = {"name": "n", "input_size": 32, "block": "repvgg", "stem": {"width": 8}, "stages": [{"width": 8, "depth": 1}]}
+    base = {"name": "n", "input_size": 32, "block": "repvgg", "stem": {"width": 8},
+            "stages": [{"width": 8, "depth": 1}]}
     for dropout, words in (("0.1", "Expected a number"), (float("nan"), "finite")):
         with pytest.raises(rz.SpecError, match=rf"head\.dropout: .*{words}"):
             rz.load_net({**base, "head": {"dropout": dropout}})

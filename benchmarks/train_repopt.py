@@ -36,7 +36,7 @@ def _step(model, opt, x):
 
 
 def _row(case, channels, batch, models, x, dev, repeats):
-    t = interleaved({k: _step(m, o, x) for k, (m, o) in models.items()}, dev, repeats)
+    t = interleaved({k: _step(m, o, x) for k, (m, o) in models.items()}, dev, repeats, warmup=10)
     return {"case": case, "channels": channels, "batch": batch, "plain ms": 1e3 * t["plain"],
             "repopt x": t["repopt"] / t["plain"], "csla x": t["csla"] / t["plain"]}
 
@@ -47,7 +47,7 @@ def main():
     dev = args.device
     shapes = SHAPES["quick" if args.quick else dev]
     batches = [4] if args.quick else ([8, 32, 64] if dev == "cpu" else [64, 256])
-    repeats = 3 if args.quick else 30
+    repeats = 3 if args.quick else 100
     rows = []
     for case, block, depthwise, shape in CASES:
         c, size = shapes[shape]

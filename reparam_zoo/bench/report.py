@@ -247,6 +247,25 @@ def plot(rows: list[dict], path, control: str | None, title: str) -> None:
     plt.close(fig)
 
 
+def _name_points(ax, points: list[tuple[float, float, str, tuple]]) -> None:
+    """Each point's name beside it, moved to the first of a few nearby places where it overlaps no name
+    placed before (crowded blocks of similar cost and accuracy stay readable)."""
+    ax.autoscale_view()
+    placed: list[tuple[float, float, float, float]] = []  # boxes in display pixels
+    char, height = 5.0, 10.0  # an 8-point label's rough size in pixels at 120 dpi
+    for x, y, name, colour in sorted(points, key=lambda p: (not p[2].endswith("(control)"), -p[1], p[0])):
+        px, py = ax.transData.transform((x, y))
+        width = char * len(name)
+        for dx, dy in ((6, 4), (6, -12), (-6 - width, 4), (-6 - width, -12), (6, 16), (6, -24), (-6 - width, 16),
+                       (-6 - width, -24), (6, 28), (6, -36)):
+            box = (px + dx, py + dy, px + dx + width, py + dy + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(name, (x, y), xytext=(box[0] - px, box[1] - py), textcoords="offset pixels", fontsize=8,
+                    color=colour)
+
+
 def figure(rows: list[dict], control: str | None, title: str):
     """Accuracy difference to the control (with its interval) against training step time, each block in its
     own colour and marker with its name beside its point; failed trainings are named in a note instead of
@@ -266,13 +285,13 @@ def figure(rows: list[dict], control: str | None, title: str):
     if ctrl is not None:
         ax.axhline(0.0, color="0.3", ls="--", lw=1, zorder=1)
     others = [r for r in ok if r["block"] != control]
+    names: list[tuple[float, float, str, tuple]] = []
     for r in ok:
         x = r["train_step_ms"]
         xerr = [[x - r["train_step_ms_q1"]], [r["train_step_ms_q3"] - x]]
         if r["block"] == control:
             ax.errorbar(x, 0.0, xerr=xerr, fmt="k*", ms=10, zorder=3, label=f"{r['block']} (control)")
-            ax.annotate(f"{r['block']} ({CONTROL_LABEL})", (x, 0.0), xytext=(5, 5), textcoords="offset points",
-                        fontsize=8, color="0.2")
+            names.append((x, 0.0, f"{r['block']} (control)", (0.2, 0.2, 0.2)))
             continue
         j = others.index(r)
         style = {"fmt": markers[j % len(markers)], "color": colours[(2 * j) % 20 + (j // 10) % 2], "capsize": 3}
@@ -284,8 +303,8 @@ def figure(rows: list[dict], control: str | None, title: str):
             yerr = None if math.isnan(v["low"]) else [[v["mean"] - v["low"]], [v["high"] - v["mean"]]]
             label = f"{r['block']}: {v['mean']:+.2f} ({v['verdict']})"
         ax.errorbar(x, y, yerr=yerr, xerr=xerr, zorder=2, label=label, **style)
-        ax.annotate(r["block"], (x, y), xytext=(5, 4 if j % 2 == 0 else -10), textcoords="offset points",
-                    fontsize=8, color=style["color"])
+        names.append((x, y, r["block"], style["color"]))
+    _name_points(ax, names)
     ax.set_xlabel("training step time, ms (median, bars: interquartile range)")
     ax.set_ylabel(f"validation accuracy − {CONTROL_LABEL} (points, bars: 95% interval)" if ctrl is not None
                   else "validation accuracy (%)")

@@ -174,7 +174,7 @@ def train_and_measure(cfg: TrainConfig, block: str | BlockSpec | RepOpt, seed: i
     device = run_device(cfg.device)
     extra: dict = {}
     if isinstance(block, RepOpt):
-        model, opt, extra = _compile_repopt(cfg, block, seed, block_name, hooks)
+        model, opt, extra = _compile_repopt(cfg, block, seed, block_name)
     else:
         torch.manual_seed(seed)
         model = build_subject(cfg, block).to(device)
@@ -199,8 +199,8 @@ def train_and_measure(cfg: TrainConfig, block: str | BlockSpec | RepOpt, seed: i
     return _measure_trained(cfg, model, device, trained, train_params, step_times, memory)
 
 
-def _compile_repopt(cfg: TrainConfig, run: RepOpt, seed: int, label: str,
-                    hooks: TrainHooks) -> tuple[nn.Module, torch.optim.Optimizer, dict]:
+def _compile_repopt(cfg: TrainConfig, run: RepOpt, seed: int, label: str) -> tuple[nn.Module, torch.optim.Optimizer,
+                                                                                 dict]:
     """The hyper-search (the CSLA net with learnable scales, ``run.search_epochs`` epochs on the task), its
     scales frozen into a fresh CSLA net of the same seed, compiled: ``(plain net, RepOptSGD, what it took)``."""
     device = run_device(cfg.device)

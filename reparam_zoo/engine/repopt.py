@@ -178,11 +178,11 @@ def repopt(model: nn.Module, *, lr: float, momentum: float = 0.0, weight_decay: 
                             "plain layer cannot be half frozen; freeze the whole block or none of it")
         w, mult, const = csla_terms(block)
         layer = _plain_block(block)
-        weight = layer.branches[0][0].weight
+        weight = layer.branches[0][0].weight  # the engine's conv layout (a Linear block's W gains its axis)
         with torch.no_grad():
-            weight.copy_(w)
+            weight.copy_(w.reshape(weight.shape))
         weight.requires_grad_(trains != {False})  # a frozen stage stays frozen
-        terms[weight] = (mult.to(weight.dtype), const.to(weight.dtype))
+        terms[weight] = (mult.reshape(weight.shape).to(weight.dtype), const.reshape(weight.shape).to(weight.dtype))
         replaced[id(block)] = layer
     if id(plain) in replaced:
         plain = replaced[id(plain)]

@@ -190,3 +190,24 @@ def test_csla_form_turns_branch_norms_into_scales_searched_or_constant():
     repopt(rz.build_block(csla_form(spec, learnable=False), 4, 4), lr=0.1)  # compiles: every scale constant
     with pytest.raises(SpecError, match="a learnable scale"):
         repopt(rz.build_block(csla_form(spec, learnable=True), 4, 4), lr=0.1)
+
+
+@pytest.mark.parametrize("dims, shape", [(0, (3, 4)), (1, (3, 4, 9)), (3, (2, 4, 5, 5, 5))])
+def test_linear_1d_and_3d_blocks_compile_and_follow_sgd(dims, shape):
+    k = 1 if dims == 0 else 3
+    spec = (f"name: l\nkernel: {k}\nnorm_after: bn\nbranches: [{{type: conv, kernel: {k}, {C % 0.5}}}, "
+            f"{{type: conv, kernel: 1, {C % 0.3}}}]\n")
+    torch.manual_seed(0)
+    block = rz.build_block(spec, 4, 4, dims=dims).double()
+    plain, opt_plain = repopt(block, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    opt = torch.optim.SGD(block.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    for _ in range(5):
+        x = torch.randn(*shape, dtype=torch.float64)
+        for model, o in ((block, opt), (plain, opt_plain)):
+            o.zero_grad()
+            model.train()(x).square().mean().backward()
+            o.step()
+    x = torch.randn(*shape, dtype=torch.float64)
+    with torch.no_grad():
+        assert relative_error(plain.eval()(x), block.eval()(x)) <= 1e-9
+        assert relative_error(rz.fold_model(plain)(x), block(x)) <= 1e-9

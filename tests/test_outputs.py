@@ -94,8 +94,11 @@ def _compare(out: Path, *blocks: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     script = shutil.which("reparam-zoo")  # what users run (the installed console script)
     assert script, "reparam-zoo is not installed"
+    # Ctrl-C as at a terminal, whatever started these tests: a job put in the background by a non-interactive
+    # shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
     return subprocess.Popen([script, "compare", *blocks, *LONG, "--out", str(out)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_two_concurrent_compares_into_one_out_one_is_refused(tmp_path):

@@ -156,7 +156,10 @@ def test_preserve_is_refused_per_layer_for_specs_that_cannot_start_at_the_pretra
     model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU())
     _, report = rz.expand(model, "qarepvgg")
     assert not report.expanded and "norm after the sum" in report.left[0][1]
-    _, report = rz.expand(model, "diracnet")  # no BN anywhere to carry the pretrained one
+    _, report = rz.expand(model, "diracnet")  # its BatchNorm is after the sum (the authors' unit)
+    assert not report.expanded and "norm after the sum" in report.left[0][1]
+    no_bn = "name: no_bn\nbranches: [{type: identity, optional: true, norm: scale}, {type: kxk, norm: scale}]\n"
+    _, report = rz.expand(model, no_bn)  # no BN anywhere to carry the pretrained one (DiracNet's old spec)
     assert not report.expanded and "no kxk conv + BN branch" in report.left[0][1]
     new, report = rz.expand(model, "qarepvgg", init="fresh")
     assert len(report.expanded) == 1 and isinstance(new[0], rz.RepBlock)

@@ -24,6 +24,12 @@ SHAPES = {"cuda": {"b1": (512, 14), "s0": (256, 14)}, "cpu": {"b1": (64, 28), "s
           "quick": {"b1": (16, 12), "s0": (16, 12)}}
 
 
+def layer_sizes(args) -> tuple[dict, list[int]]:
+    """The layer shapes (name -> (channels, feature size)) and batch sizes for ``args`` (device, --quick)."""
+    shapes = SHAPES["quick" if args.quick else args.device]
+    return shapes, [4] if args.quick else ([8, 32, 64] if args.device == "cpu" else [64, 256])
+
+
 def _timm_block(name, c, depthwise, dev):
     try:
         from timm.models import byobnet
@@ -40,8 +46,7 @@ def main():
     p.add_argument("--blocks", nargs="+", choices=[c[0] for c in CASES], help="only these cases (default: all)")
     args = p.parse_args()
     dev = args.device
-    shapes = SHAPES["quick" if args.quick else dev]
-    batches = [4] if args.quick else ([8, 32, 64] if dev == "cpu" else [64, 256])
+    shapes, batches = layer_sizes(args)
     repeats = 3 if args.quick else 10
     rows = []
     for case, spec, depthwise, timm_name, shape in CASES:

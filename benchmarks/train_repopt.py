@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from _common import interleaved, parser, report
+from train_online import layer_sizes
 
 import reparam_zoo as rz
 from reparam_zoo.bench.trainer import MOMENTUM, WEIGHT_DECAY
@@ -18,8 +19,6 @@ from reparam_zoo.spec.lookup import csla_form, get_spec
 
 #: (case, block, depthwise, layer shape) as in train_online.py
 CASES = [("repvgg", "repvgg", False, "b1"), ("acb", "acb", False, "b1"), ("mobileone dw k4", "mobileone", True, "s0")]
-SHAPES = {"cuda": {"b1": (512, 14), "s0": (256, 14)}, "cpu": {"b1": (64, 28), "s0": (128, 28)},
-          "quick": {"b1": (16, 12), "s0": (16, 12)}}
 LR = 0.01
 
 
@@ -45,8 +44,7 @@ def main():
     p = parser(__doc__)
     args = p.parse_args()
     dev = args.device
-    shapes = SHAPES["quick" if args.quick else dev]
-    batches = [4] if args.quick else ([8, 32, 64] if dev == "cpu" else [64, 256])
+    shapes, batches = layer_sizes(args)  # train_online.py's
     repeats = 3 if args.quick else 100
     rows = []
     for case, block, depthwise, shape in CASES:

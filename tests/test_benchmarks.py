@@ -11,7 +11,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.mark.parametrize("name", ["deploy", "fold", "fold_dbb", "fold_error", "train_offline", "train_online",
-                                  "search_throughput"])
+                                  "train_repopt", "search_throughput"])
 def test_benchmark_runs_quick(name, tmp_path):
     out = tmp_path / f"{name}.json"
     proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--quick", "--device", "cpu", "--json", str(out)],

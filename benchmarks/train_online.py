@@ -30,6 +30,12 @@ def layer_sizes(args) -> tuple[dict, list[int]]:
     return shapes, [4] if args.quick else ([8, 32, 64] if args.device == "cpu" else [64, 256])
 
 
+def plain_layer(c: int, groups: int, dev) -> nn.Module:
+    """The baseline every layer benchmark divides by: a 3x3 conv + BatchNorm + ReLU, c -> c channels."""
+    return nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=groups, bias=False), nn.BatchNorm2d(c),
+                         nn.ReLU()).to(dev)
+
+
 def _timm_block(name, c, depthwise, dev):
     try:
         from timm.models import byobnet
@@ -56,8 +62,7 @@ def main():
         groups = c if depthwise else 1
         for b in batches:
             torch.manual_seed(0)
-            plain = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=groups, bias=False), nn.BatchNorm2d(c),
-                                  nn.ReLU()).to(dev)
+            plain = plain_layer(c, groups, dev)
             models = {"plain": plain,
                       "offline": rz.build_block(spec, c, c, groups=groups).to(dev).train(),
                       "online": rz.build_block(spec, c, c, groups=groups, mode="online").to(dev).train()}

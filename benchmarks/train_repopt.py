@@ -7,10 +7,9 @@ the multi-branch CSLA block that RepOptSGD's trajectory equals, trained by SGD. 
 the functions run alternately in one process."""
 
 import torch
-from torch import nn
 
 from _common import interleaved, parser, report
-from train_online import layer_sizes
+from train_online import layer_sizes, plain_layer
 
 import reparam_zoo as rz
 from reparam_zoo.bench.trainer import MOMENTUM, WEIGHT_DECAY
@@ -52,8 +51,7 @@ def main():
         groups = c if depthwise else 1
         for b in batches:
             torch.manual_seed(0)
-            plain = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=groups, bias=False), nn.BatchNorm2d(c),
-                                  nn.ReLU()).to(dev)
+            plain = plain_layer(c, groups, dev)
             csla = rz.build_block(csla_form(get_spec(block), learnable=False), c, c, groups=groups).to(dev)
             compiled, opt = rz.repopt(csla, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=True)
             models = {"plain": (plain, _sgd(plain)), "repopt": (compiled, opt), "csla": (csla, _sgd(csla))}
